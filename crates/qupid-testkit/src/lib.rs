@@ -1,0 +1,84 @@
+//! The test kit every qupid ledger runs: one conformance suite and one model-based test.
+//!
+//! A ledger crate (or a module behind a feature) provides a [`Fixture`] maker — a fresh,
+//! empty ledger in its own namespace, and a way to move its clock — and runs everything with
+//! two lines:
+//!
+//! ```ignore
+//! async fn fixture() -> qupid_testkit::Fixture<MyLedger> { /* a fresh namespace */ }
+//! qupid_testkit::conformance_tests!(fixture);
+//! qupid_testkit::model_test!(fixture, 64);
+//! ```
+//!
+//! The tests express every duration in *ticks* ([`Fixture::tick`]): a memory ledger on a
+//! [`ManualClock`](qupid::clock::ManualClock) uses one virtual second, a server ledger whose
+//! clock cannot be moved uses a short real duration and sleeps.
+
+pub mod conformance;
+mod fixture;
+pub mod model;
+
+pub use fixture::{memory_fixture, Fixture, ManualAdvance, SleepAdvance, TestClock};
+
+/// Expands to one `#[tokio::test]` per conformance test, each calling `$make().await` for a
+/// fresh [`Fixture`]. The calling crate needs `tokio` (with `macros` and `rt-multi-thread`)
+/// as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_tests!($make;
+            offer_absent_is_accepted,
+            offer_finished_with_new_version_is_accepted,
+            offer_finished_blocking_is_duplicate,
+            offer_finished_not_blocking_is_accepted,
+            offer_leased_is_duplicate_and_remembers_newer_version,
+            offer_after_lease_expiry_reclaims_and_fences,
+            start_runs_a_queued_key,
+            renew_extends_the_lease,
+            complete_finishes_a_running_key,
+            complete_after_newer_version_does_not_block,
+            fail_retries_then_goes_dead,
+            release_makes_the_key_absent,
+            remove_finished_keys,
+            remove_leased_key_needs_force,
+            retry_revives_only_dead_keys,
+            purge_by_age,
+            purge_by_count,
+            stale_tokens_change_nothing,
+            lease_expiry_lets_exactly_one_through,
+            concurrent_offers_accept_each_key_once,
+            crash_cap_sends_abandoned_keys_dead,
+            ignored_newer_versions_are_forgotten,
+            dead_blocking_window,
+            kept_is_not_blocking,
+            stats_agree_with_list,
+            batches_answer_in_order,
+            unusual_keys_round_trip,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::$name($make().await).await;
+            }
+        )*
+    };
+}
+
+/// Expands to a `#[test]` running the model-based test ([`model::check`]) for `$cases`
+/// random operation sequences on fresh fixtures from `$make`.
+#[macro_export]
+macro_rules! model_test {
+    ($make:path, $cases:expr) => {
+        #[test]
+        fn matches_the_reference_model() {
+            $crate::model::check(|| $make(), $cases);
+        }
+    };
+}

@@ -1,0 +1,623 @@
+//! The model-based test: random operation sequences run against a ledger and against
+//! [`Model`], a plain reference implementation of the state machine, compared after every
+//! step (outcome, every key's record, and `stats`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use qupid::ledger::{Claim, Failure, Offered, Refused, Removed, Retried, State, Token};
+use qupid::{Blocking, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version};
+
+use crate::Fixture;
+
+const KEYS: [&str; 3] = ["a", "b", "c"];
+const VERSIONS: [Option<&str>; 3] = [None, Some("v1"), Some("v2")];
+/// Every lease in the model test lasts this many ticks.
+const LEASE: u64 = 10;
+
+/// One step of a random sequence. `k` indexes the key pool, `v` the version pool; `stale`
+/// uses the key's previous token instead of its latest.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub enum Op {
+    /// Offer key `k` with version `v`.
+    Offer { k: usize, v: usize },
+    /// Start key `k` with its latest token (or a stale one).
+    Start { k: usize, stale: bool },
+    /// Renew key `k`.
+    Renew { k: usize, stale: bool },
+    /// Complete key `k`.
+    Complete { k: usize, stale: bool },
+    /// Fail key `k`.
+    Fail { k: usize, stale: bool },
+    /// Release key `k`.
+    Release { k: usize, stale: bool },
+    /// Remove key `k`.
+    Remove { k: usize, force: bool },
+    /// Retry key `k`.
+    Retry { k: usize },
+    /// Purge with one of a few retention rules.
+    Purge { rule: usize },
+    /// Move the clock forward by this many ticks.
+    Advance { ticks: u32 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0..KEYS.len();
+    prop_oneof![
+        4 => (k.clone(), 0..VERSIONS.len()).prop_map(|(k, v)| Op::Offer { k, v }),
+        3 => (k.clone(), prop::bool::weighted(0.15)).prop_map(|(k, stale)| Op::Start { k, stale }),
+        1 => (k.clone(), prop::bool::weighted(0.2)).prop_map(|(k, stale)| Op::Renew { k, stale }),
+        3 => (k.clone(), prop::bool::weighted(0.15)).prop_map(|(k, stale)| Op::Complete { k, stale }),
+        2 => (k.clone(), prop::bool::weighted(0.15)).prop_map(|(k, stale)| Op::Fail { k, stale }),
+        1 => (k.clone(), prop::bool::weighted(0.2)).prop_map(|(k, stale)| Op::Release { k, stale }),
+        1 => (k.clone(), any::<bool>()).prop_map(|(k, force)| Op::Remove { k, force }),
+        1 => k.prop_map(|k| Op::Retry { k }),
+        1 => (0..3usize).prop_map(|rule| Op::Purge { rule }),
+        3 => prop_oneof![Just(1u32), Just(3), Just(6), Just(11)].prop_map(|ticks| Op::Advance { ticks }),
+    ]
+}
+
+fn blocking() -> impl Strategy<Value = Blocking> {
+    prop_oneof![
+        Just(Blocking::Forever),
+        Just(Blocking::Never),
+        Just(Blocking::For(Duration::from_secs(5)))
+    ]
+}
+
+/// The random policy of one case, in ticks (windows are scaled to the fixture's tick).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    max_attempts: u32,
+    crash_cap: u32,
+    completed: Blocking,
+    dead: Blocking,
+    remember: bool,
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (1..4u32, 0..4u32, blocking(), blocking(), any::<bool>()).prop_map(
+        |(max_attempts, crash_cap, completed, dead, remember)| Settings {
+            max_attempts,
+            crash_cap,
+            completed,
+            dead,
+            remember,
+        },
+    )
+}
+
+fn scale(b: Blocking, tick: Duration) -> Blocking {
+    match b {
+        Blocking::For(d) => Blocking::For(tick * d.as_secs() as u32),
+        other => other,
+    }
+}
+
+fn retention(rule: usize, tick: Duration) -> Retention {
+    match rule {
+        0 => Retention {
+            completed: Keep::younger_than(tick * 5),
+            dead: Keep::FOREVER,
+        },
+        1 => Retention {
+            completed: Keep::FOREVER,
+            dead: Keep::younger_than(tick * 5),
+        },
+        _ => Retention {
+            completed: Keep::newest(1),
+            dead: Keep::newest(1),
+        },
+    }
+}
+
+/// A record of the reference model. Times are in ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MRecord {
+    state: State,
+    version: Option<&'static str>,
+    newer: Option<&'static str>,
+    attempts: u32,
+    abandoned: u32,
+    token: u64,
+    /// Lease expiry while leased, finish time once finished.
+    at: u64,
+    error: Option<String>,
+    superseded: bool,
+}
+
+/// The reference model: the state machine of DESIGN §3 written as plainly as possible.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Records by key.
+    pub records: BTreeMap<&'static str, MRecord>,
+    now: u64,
+    tokens: u64,
+}
+
+/// A ledger-independent view of one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Accepted, with the attempts so far.
+    Accepted(u32),
+    /// A duplicate of a key in this state.
+    Duplicate(State),
+    /// Refused.
+    Refused(Refused),
+    /// Started, with the attempt number.
+    Started(u32),
+    /// Renewed.
+    Renewed,
+    /// Completed; superseded or not.
+    Done(bool),
+    /// Failed; retry or dead, with attempts.
+    Failed(bool, u32),
+    /// Released.
+    Released,
+    /// A remove outcome.
+    Removed(Removed),
+    /// A retry outcome.
+    Retried(Retried),
+    /// Purged counts.
+    Purged(u64, u64),
+    /// The clock moved.
+    Advanced,
+}
+
+impl Model {
+    fn token(&mut self) -> u64 {
+        self.tokens += 1;
+        self.tokens
+    }
+
+    fn blocking(s: &Settings, st: State) -> Blocking {
+        if st == State::Completed {
+            s.completed
+        } else {
+            s.dead
+        }
+    }
+
+    fn offer(
+        &mut self,
+        s: &Settings,
+        k: &'static str,
+        v: Option<&'static str>,
+    ) -> (Out, Option<u64>) {
+        let now = self.now;
+        let Some(mut r) = self.records.get(k).cloned() else {
+            let token = self.token();
+            let rec = MRecord {
+                state: State::Queued,
+                version: v,
+                newer: None,
+                attempts: 0,
+                abandoned: 0,
+                token,
+                at: now + LEASE,
+                error: None,
+                superseded: false,
+            };
+            self.records.insert(k, rec);
+            return (Out::Accepted(0), Some(token));
+        };
+        if r.state.is_leased() {
+            if now < r.at {
+                if s.remember && v.is_some() && v != r.version {
+                    r.newer = v;
+                    self.records.insert(k, r.clone());
+                }
+                return (Out::Duplicate(r.state), None);
+            }
+            r.abandoned += 1;
+            if s.crash_cap > 0 && r.abandoned >= s.crash_cap {
+                r.state = State::Dead;
+                r.at = now;
+                r.error = Some("abandoned".into());
+                r.newer = None;
+            } else {
+                let token = self.token();
+                r.state = State::Queued;
+                r.token = token;
+                r.at = now + LEASE;
+                r.version = v;
+                r.newer = None;
+                let attempts = r.attempts;
+                self.records.insert(k, r);
+                return (Out::Accepted(attempts), Some(token));
+            }
+        }
+        let changed = v.is_some() && v != r.version;
+        let blocks = match Self::blocking(s, r.state) {
+            Blocking::Forever => true,
+            Blocking::Never => false,
+            Blocking::For(d) => now - r.at < d.as_secs(),
+        };
+        if !changed && !r.superseded && blocks {
+            let st = r.state;
+            self.records.insert(k, r);
+            return (Out::Duplicate(st), None);
+        }
+        let token = self.token();
+        let rec = MRecord {
+            state: State::Queued,
+            version: v,
+            newer: None,
+            attempts: 0,
+            abandoned: 0,
+            token,
+            at: now + LEASE,
+            error: None,
+            superseded: false,
+        };
+        self.records.insert(k, rec);
+        (Out::Accepted(0), Some(token))
+    }
+
+    fn held(&mut self, k: &str, token: u64) -> Result<&mut MRecord, Refused> {
+        match self.records.get_mut(k) {
+            Some(r) if r.token == token => Ok(r),
+            _ => Err(Refused::LeaseLost),
+        }
+    }
+
+    fn apply(&mut self, s: &Settings, op: &Op, token: u64) -> Out {
+        let now = self.now;
+        match *op {
+            Op::Start { k, .. } => match self.held(KEYS[k], token) {
+                Err(e) => Out::Refused(e),
+                Ok(r) if r.state != State::Queued => Out::Refused(Refused::WrongState(r.state)),
+                Ok(r) => {
+                    r.state = State::Running;
+                    r.attempts += 1;
+                    r.at = now + LEASE;
+                    Out::Started(r.attempts)
+                }
+            },
+            Op::Renew { k, .. } => match self.held(KEYS[k], token) {
+                Err(e) => Out::Refused(e),
+                Ok(r) if !r.state.is_leased() => Out::Refused(Refused::WrongState(r.state)),
+                Ok(r) => {
+                    r.at = now + LEASE;
+                    Out::Renewed
+                }
+            },
+            Op::Complete { k, .. } => match self.held(KEYS[k], token) {
+                Err(e) => Out::Refused(e),
+                Ok(r) if r.state != State::Running => Out::Refused(Refused::WrongState(r.state)),
+                Ok(r) => {
+                    r.superseded = r.newer.take().is_some_and(|n| Some(n) != r.version);
+                    r.state = State::Completed;
+                    r.at = now;
+                    Out::Done(r.superseded)
+                }
+            },
+            Op::Fail { k, .. } => match self.held(KEYS[k], token) {
+                Err(e) => Out::Refused(e),
+                Ok(r) if r.state != State::Running => Out::Refused(Refused::WrongState(r.state)),
+                Ok(r) => {
+                    r.error = Some("boom".into());
+                    if r.attempts >= s.max_attempts {
+                        r.state = State::Dead;
+                        r.at = now;
+                        r.newer = None;
+                        Out::Failed(false, r.attempts)
+                    } else {
+                        r.state = State::Queued;
+                        r.at = now + LEASE;
+                        Out::Failed(true, r.attempts)
+                    }
+                }
+            },
+            Op::Release { k, .. } => match self.held(KEYS[k], token) {
+                Err(e) => Out::Refused(e),
+                Ok(r) if !r.state.is_leased() => Out::Refused(Refused::WrongState(r.state)),
+                Ok(_) => {
+                    self.records.remove(KEYS[k]);
+                    Out::Released
+                }
+            },
+            Op::Remove { k, force } => match self.records.get(KEYS[k]) {
+                None => Out::Removed(Removed::NotFound),
+                Some(r) if r.state.is_leased() && !force => Out::Removed(Removed::Leased(r.state)),
+                Some(_) => {
+                    self.records.remove(KEYS[k]);
+                    Out::Removed(Removed::Removed)
+                }
+            },
+            Op::Retry { k } => match self.records.get(KEYS[k]) {
+                None => Out::Retried(Retried::NotFound),
+                Some(r) if r.state != State::Dead => Out::Retried(Retried::NotDead(r.state)),
+                Some(_) => {
+                    self.records.remove(KEYS[k]);
+                    Out::Retried(Retried::Retried)
+                }
+            },
+            Op::Purge { rule } => {
+                let (c, d) = self.purge(rule);
+                Out::Purged(c, d)
+            }
+            Op::Advance { ticks } => {
+                self.now += u64::from(ticks);
+                Out::Advanced
+            }
+            Op::Offer { .. } => unreachable!("offers go through Model::offer"),
+        }
+    }
+
+    fn purge(&mut self, rule: usize) -> (u64, u64) {
+        let mut counts = (0, 0);
+        for st in [State::Completed, State::Dead] {
+            let n = match rule {
+                0 | 1 => {
+                    let target = if rule == 0 {
+                        State::Completed
+                    } else {
+                        State::Dead
+                    };
+                    if st != target {
+                        continue;
+                    }
+                    let now = self.now;
+                    let old: Vec<_> = self
+                        .records
+                        .iter()
+                        .filter(|(_, r)| r.state == st && now - r.at >= 5)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    old.iter().for_each(|k| {
+                        self.records.remove(k);
+                    });
+                    old.len() as u64
+                }
+                _ => {
+                    let mut all: Vec<_> = self
+                        .records
+                        .iter()
+                        .filter(|(_, r)| r.state == st)
+                        .map(|(k, r)| (r.at, *k))
+                        .collect();
+                    all.sort_by(|a, b| b.cmp(a));
+                    let drop: Vec<_> = all.iter().skip(1).map(|(_, k)| *k).collect();
+                    drop.iter().for_each(|k| {
+                        self.records.remove(k);
+                    });
+                    drop.len() as u64
+                }
+            };
+            if st == State::Completed {
+                counts.0 += n;
+            } else {
+                counts.1 += n;
+            }
+        }
+        counts
+    }
+}
+
+/// Runs `cases` random sequences against fresh fixtures from `make` and the model, and
+/// panics with the smallest failing sequence found.
+pub fn check<L, F, Fut>(make: F, cases: u32)
+where
+    L: Ledger,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Fixture<L>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (settings(), prop::collection::vec(op(), 1..60));
+    let result = runner.run(&strategy, |(s, ops)| {
+        rt.block_on(async { run_case(make().await, &s, &ops).await })
+            .map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("the ledger departed from the model: {e}");
+    }
+}
+
+/// The tokens a key was issued, on the ledger and in the model.
+#[derive(Default, Clone, Copy)]
+struct Tokens {
+    latest: Option<(Token, u64)>,
+    previous: Option<(Token, u64)>,
+}
+
+async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result<(), String> {
+    let tick = fx.tick;
+    let mut policy = Policy::default();
+    policy.lease = tick * LEASE as u32;
+    policy.max_attempts = s.max_attempts;
+    policy.crash_cap = s.crash_cap;
+    policy.completed = scale(s.completed, tick);
+    policy.dead = scale(s.dead, tick);
+    policy.newer_versions = if s.remember {
+        NewerVersions::Remember
+    } else {
+        NewerVersions::Ignore
+    };
+    let mut model = Model::default();
+    let mut tokens = [Tokens::default(); KEYS.len()];
+    let l = &fx.ledger;
+    let key = |k: usize| Key::new(KEYS[k]).expect("valid");
+    let err = |e: qupid::Error| format!("ledger error: {e}");
+    for (step, op) in ops.iter().enumerate() {
+        let pick = |k: usize, stale: bool| -> (Token, u64) {
+            let t = tokens[k];
+            if stale {
+                t.previous.unwrap_or((Token(0), 0))
+            } else {
+                t.latest.unwrap_or((Token(0), 0))
+            }
+        };
+        let (got, want) = match *op {
+            Op::Offer { k, v } => {
+                let version = VERSIONS[v];
+                let o = Offer {
+                    key: key(k),
+                    version: version.map(|v| Version::new(v).expect("valid")),
+                };
+                let got = l.offer(&policy, &[o]).await.map_err(err)?.remove(0);
+                let (want, model_token) = model.offer(s, KEYS[k], version);
+                let got = match got {
+                    Offered::Accepted(lease) => {
+                        if let Some(mt) = model_token {
+                            tokens[k].previous = tokens[k].latest;
+                            tokens[k].latest = Some((lease.token, mt));
+                        }
+                        Out::Accepted(lease.attempts)
+                    }
+                    Offered::Duplicate(st) => Out::Duplicate(st),
+                };
+                (got, want)
+            }
+            Op::Start { k, stale }
+            | Op::Renew { k, stale }
+            | Op::Complete { k, stale }
+            | Op::Fail { k, stale }
+            | Op::Release { k, stale } => {
+                let (lt, mt) = pick(k, stale);
+                let c = [Claim {
+                    key: key(k),
+                    token: lt,
+                }];
+                let got = match op {
+                    Op::Start { .. } => l
+                        .start(&policy, &c)
+                        .await
+                        .map_err(err)?
+                        .remove(0)
+                        .map(|s| Out::Started(s.attempt)),
+                    Op::Renew { .. } => l
+                        .renew(&policy, &c)
+                        .await
+                        .map_err(err)?
+                        .remove(0)
+                        .map(|_| Out::Renewed),
+                    Op::Complete { .. } => l
+                        .complete(&c)
+                        .await
+                        .map_err(err)?
+                        .remove(0)
+                        .map(|d| Out::Done(d.superseded)),
+                    Op::Fail { .. } => {
+                        let f = [Failure {
+                            claim: c[0].clone(),
+                            error: "boom".into(),
+                        }];
+                        l.fail(&policy, &f)
+                            .await
+                            .map_err(err)?
+                            .remove(0)
+                            .map(|f| match f {
+                                qupid::ledger::Failed::Retry { attempts } => {
+                                    Out::Failed(true, attempts)
+                                }
+                                qupid::ledger::Failed::Dead { attempts } => {
+                                    Out::Failed(false, attempts)
+                                }
+                            })
+                    }
+                    _ => l
+                        .release(&c)
+                        .await
+                        .map_err(err)?
+                        .remove(0)
+                        .map(|()| Out::Released),
+                };
+                (got.unwrap_or_else(Out::Refused), model.apply(s, op, mt))
+            }
+            Op::Remove { k, force } => {
+                let got = l.remove(&[key(k)], force).await.map_err(err)?.remove(0);
+                (Out::Removed(got), model.apply(s, op, 0))
+            }
+            Op::Retry { k } => {
+                let got = l.retry(&[key(k)]).await.map_err(err)?.remove(0);
+                (Out::Retried(got), model.apply(s, op, 0))
+            }
+            Op::Purge { rule } => {
+                let p = l.purge(&retention(rule, tick)).await.map_err(err)?;
+                (Out::Purged(p.completed, p.dead), model.apply(s, op, 0))
+            }
+            Op::Advance { ticks } => {
+                fx.advance(ticks).await;
+                (Out::Advanced, model.apply(s, op, 0))
+            }
+        };
+        if got != want {
+            return Err(format!(
+                "step {step} {op:?}: ledger answered {got:?}, model {want:?}"
+            ));
+        }
+        compare(l, &model, step, op).await?;
+    }
+    Ok(())
+}
+
+async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Result<(), String> {
+    let mut counts = [0u64; 4];
+    for k in KEYS {
+        let got = l
+            .get(&Key::new(k).expect("valid"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = model.records.get(k);
+        let view = |st: State,
+                    v: Option<&str>,
+                    n: Option<&str>,
+                    a: u32,
+                    ab: u32,
+                    e: bool,
+                    sup: bool| {
+            format!(
+                "{st} v={v:?} newer={n:?} attempts={a} abandoned={ab} error={e} superseded={sup}"
+            )
+        };
+        let got = got.map(|r| {
+            view(
+                r.state,
+                r.version.as_ref().map(Version::as_str),
+                r.newer_version.as_ref().map(Version::as_str),
+                r.attempts,
+                r.abandoned,
+                r.last_error.is_some(),
+                r.superseded,
+            )
+        });
+        let want = want.map(|r| {
+            counts[r.state as usize] += 1;
+            view(
+                r.state,
+                r.version,
+                r.newer,
+                r.attempts,
+                r.abandoned,
+                r.error.is_some(),
+                r.superseded,
+            )
+        });
+        if got != want {
+            return Err(format!(
+                "after step {step} {op:?}, key {k:?}: ledger {got:?}, model {want:?}"
+            ));
+        }
+    }
+    let st = l.stats().await.map_err(|e| e.to_string())?;
+    let got = [st.queued, st.running, st.completed, st.dead];
+    if got != counts {
+        return Err(format!(
+            "after step {step} {op:?}: stats {got:?}, model {counts:?}"
+        ));
+    }
+    Ok(())
+}

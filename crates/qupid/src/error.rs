@@ -1,0 +1,102 @@
+//! The one error type of qupid.
+
+use std::fmt;
+
+/// A boxed error from user code or a driver, kept as the `source()` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, in broad strokes. Match on it to decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A key was empty, too long, or otherwise not acceptable.
+    InvalidKey,
+    /// A version was empty or too long.
+    InvalidVersion,
+    /// A builder or policy was given settings that cannot work together.
+    Config,
+    /// The ledger could not be reached or stopped answering; worth retrying.
+    Unavailable,
+    /// The ledger's stored data is not what this version of qupid expects
+    /// (corrupted, written by a newer version, or a foreign object in the namespace).
+    Corrupt,
+    /// The ledger refused an operation for a reason that retrying will not fix.
+    Ledger,
+    /// The operation did not finish in time.
+    Timeout,
+    /// The queue or pipeline was closed.
+    Closed,
+}
+
+/// The error type of every fallible qupid operation.
+///
+/// Use [`Error::kind`] to tell errors apart and [`Error::is_transient`] to know whether
+/// retrying may help. A driver's own error, when there is one, is the [`source`].
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// A new error of `kind` with a lowercase message saying what was expected and found.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A new error of `kind` that wraps the underlying `source` (usually a driver error).
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed if tried again later
+    /// (the ledger was unreachable or timed out).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorKind::InvalidKey => "invalid key",
+            ErrorKind::InvalidVersion => "invalid version",
+            ErrorKind::Config => "invalid configuration",
+            ErrorKind::Unavailable => "ledger unavailable",
+            ErrorKind::Corrupt => "ledger data corrupt",
+            ErrorKind::Ledger => "ledger error",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Closed => "closed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A `Result` whose error is qupid's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,265 @@
+//! Ledgers: where each key's state lives.
+//!
+//! A [`Ledger`] stores keys and states, never payloads. Every ledger implements the same
+//! state machine, checked by one conformance suite (the `qupid-testkit` crate):
+//!
+//! | from | event | to | notes |
+//! |---|---|---|---|
+//! | absent | offer | Queued(lease) | returns [`Offered::Accepted`] |
+//! | Completed(v) / Dead(v) | offer with version w ≠ v | Queued(lease) | content changed: always processed again |
+//! | Completed / Dead, blocking | offer otherwise | unchanged | returns [`Offered::Duplicate`] |
+//! | Completed / Dead, not blocking | offer | Queued(lease) | window passed, state not blocking, or superseded |
+//! | Queued / Running, lease valid | offer | unchanged | `Duplicate(state)`; a newer version is remembered |
+//! | Queued / Running, lease expired | offer | Queued(new lease, new token) | old holder fenced out; counts toward the crash cap |
+//! | Queued | start(token) | Running(attempt + 1) | |
+//! | Queued / Running | renew(token) | same, later expiry | |
+//! | Running | complete(token) | Completed(version, at) | superseded if a newer version was remembered |
+//! | Running | fail(token), attempts < max | Queued (same lease holder) | retried after a backoff |
+//! | Running | fail(token), attempts ≥ max | Dead(error, at) | |
+//! | Queued / Running | release(token) | absent | polled again next time |
+//! | Completed / Dead | remove | absent | |
+//! | Queued / Running | remove | refused unless forced | forced: absent, holder fenced out |
+//! | Dead | retry | absent | |
+//! | Completed / Dead | purge | absent | by age and/or count |
+//!
+//! An operation whose token is not the key's current one is refused with
+//! [`Refused::LeaseLost`] and changes nothing. An operation with the current token succeeds
+//! even after the lease's expiry time, as long as nobody else has claimed the key since:
+//! expiry lets the *next offer* through, it does not by itself revoke the lease.
+//!
+//! # Generic, not object-safe
+//!
+//! [`Ledger`]'s methods return `impl Future + Send`, so the trait is used through generics
+//! (`Queue<L: Ledger>`): each call is statically dispatched and no future is boxed on the hot
+//! path. A ledger chosen at run time (from a URL in configuration) is an enum over the
+//! backends, not a `Box<dyn Ledger>`.
+
+mod memory;
+mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use memory::MemoryLedger;
+pub use types::{
+    Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
+    Removed, Retried, Started, State, Stats, Token,
+};
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::key::{Key, Offer};
+use crate::policy::{Policy, Retention};
+
+/// The store of each key's state, shared by every worker (and every process, for a shared
+/// ledger) of one pipeline.
+///
+/// # Contract
+///
+/// Every implementation follows the state machine in the [module docs](self), and:
+///
+/// - **No double processing while a lease is valid**: of any number of concurrent offers of
+///   one key, from any number of processes, at most one is [`Offered::Accepted`] until that
+///   lease expires or is released.
+/// - **Fencing**: `start`, `renew`, `complete`, `fail` and `release` with a token that is not
+///   the key's current one change nothing and answer [`Refused::LeaseLost`].
+/// - **Batches**: each method takes a slice and answers one outcome per item, in order. Items
+///   are independent: one refused item does not affect the others. A ledger error (`Err`)
+///   means the whole call may or may not have been applied; retrying it is safe, because
+///   every transition is guarded by state and token.
+/// - **Time**: leases expire by the ledger's own clock ([`now`](Ledger::now)).
+/// - **Policy**: decisions that depend on policy take it as an argument, so a ledger holds no
+///   configuration beyond where its data lives, and tools like the CLI can open any ledger.
+///
+/// # Cancel safety
+///
+/// Dropping a future returned by a ledger method leaves each item of the batch either fully
+/// applied or not applied at all; which one is not known to the caller.
+pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
+    /// Offers keys for processing. An accepted key is Queued under a new lease.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails (unreachable, corrupt).
+    fn offer(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> impl Future<Output = Result<Vec<Offered>>> + Send;
+
+    /// Starts an attempt on Queued keys: they become Running and their attempt count grows.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Started, Refused>>>> + Send;
+
+    /// Extends leases by `policy.lease` from now. Answers the new expiry.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Timestamp, Refused>>>> + Send;
+
+    /// Marks Running keys Completed.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn complete(
+        &self,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Done, Refused>>>> + Send;
+
+    /// Records failed attempts: Queued again while attempts remain, Dead after the last.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> impl Future<Output = Result<Vec<Result<Failed, Refused>>>> + Send;
+
+    /// Gives keys up without an ending: their records are removed, so the next offer of the
+    /// key is accepted (graceful stop).
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn release(
+        &self,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<(), Refused>>>> + Send;
+
+    /// Removes records so their keys are processable again. A leased key is refused unless
+    /// `force` is set; forcing fences its holder out.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn remove(
+        &self,
+        keys: &[Key],
+        force: bool,
+    ) -> impl Future<Output = Result<Vec<Removed>>> + Send;
+
+    /// Removes Dead records so their keys are processable again.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn retry(&self, keys: &[Key]) -> impl Future<Output = Result<Vec<Retried>>> + Send;
+
+    /// Removes finished records that `retention` no longer keeps.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn purge(&self, retention: &Retention) -> impl Future<Output = Result<Purged>> + Send;
+
+    /// The record of `key`, if it has one.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send;
+
+    /// One page of the records in a state, in key order.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Counts of records per state. Agrees with [`list`](Ledger::list).
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn stats(&self) -> impl Future<Output = Result<Stats>> + Send;
+
+    /// The ledger's current time, the clock its leases expire by.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails.
+    fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send;
+}
+
+impl<L: Ledger> Ledger for Arc<L> {
+    fn offer(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> impl Future<Output = Result<Vec<Offered>>> + Send {
+        (**self).offer(policy, offers)
+    }
+    fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Started, Refused>>>> + Send {
+        (**self).start(policy, claims)
+    }
+    fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Timestamp, Refused>>>> + Send {
+        (**self).renew(policy, claims)
+    }
+    fn complete(
+        &self,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<Done, Refused>>>> + Send {
+        (**self).complete(claims)
+    }
+    fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> impl Future<Output = Result<Vec<Result<Failed, Refused>>>> + Send {
+        (**self).fail(policy, failures)
+    }
+    fn release(
+        &self,
+        claims: &[Claim],
+    ) -> impl Future<Output = Result<Vec<Result<(), Refused>>>> + Send {
+        (**self).release(claims)
+    }
+    fn remove(
+        &self,
+        keys: &[Key],
+        force: bool,
+    ) -> impl Future<Output = Result<Vec<Removed>>> + Send {
+        (**self).remove(keys, force)
+    }
+    fn retry(&self, keys: &[Key]) -> impl Future<Output = Result<Vec<Retried>>> + Send {
+        (**self).retry(keys)
+    }
+    fn purge(&self, retention: &Retention) -> impl Future<Output = Result<Purged>> + Send {
+        (**self).purge(retention)
+    }
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
+        (**self).get(key)
+    }
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page>> + Send {
+        (**self).list(query)
+    }
+    fn stats(&self) -> impl Future<Output = Result<Stats>> + Send {
+        (**self).stats()
+    }
+    fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send {
+        (**self).now()
+    }
+}

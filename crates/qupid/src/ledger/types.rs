@@ -1,0 +1,317 @@
+//! The values that go in and out of a [`Ledger`](super::Ledger).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::key::{Key, Version};
+
+/// The state of a key in the ledger. A key with no record is *absent*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Accepted and leased, waiting for a worker (or for a retry after a failed attempt).
+    Queued,
+    /// Leased and being worked on.
+    Running,
+    /// Done: saved successfully.
+    Completed,
+    /// Gave up: out of attempts, or abandoned too many times.
+    Dead,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 4] = [State::Queued, State::Running, State::Completed, State::Dead];
+
+    /// Whether a key in this state is held by a lease (Queued or Running).
+    pub fn is_leased(self) -> bool {
+        matches!(self, State::Queued | State::Running)
+    }
+
+    /// Whether this is a final state (Completed or Dead).
+    pub fn is_finished(self) -> bool {
+        !self.is_leased()
+    }
+
+    /// The state's lowercase name, as used by the CLI and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Completed => "completed",
+            State::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                crate::Error::config(format!(
+                    "expected a state (queued, running, completed or dead), found {s:?}"
+                ))
+            })
+    }
+}
+
+/// A fencing token: a number that only grows, handed out with every new lease.
+///
+/// An operation carrying an older token than the key's current one changes nothing. Pass it
+/// to your store to make a save conditional ("write only if my token is the newest").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub u64);
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A holder's claim on a key: the key and the token of its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// The key held.
+    pub key: Key,
+    /// The token of the lease.
+    pub token: Token,
+}
+
+/// A failed attempt to report: the claim and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The claim whose attempt failed.
+    pub claim: Claim,
+    /// The error, as text (kept on the record, shown by `get` and the CLI).
+    pub error: String,
+}
+
+/// A lease granted by an accepted offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The fencing token of the lease.
+    pub token: Token,
+    /// When the lease runs out unless renewed.
+    pub expires_at: Timestamp,
+    /// Attempts already made on this key (non-zero when a crashed holder's lease was taken over).
+    pub attempts: u32,
+}
+
+/// The answer to one offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// The key is yours to process: it is Queued under this lease.
+    Accepted(Lease),
+    /// The key is already in this state and blocks the offer. Nothing changed (except that a
+    /// newer version may be remembered).
+    Duplicate(State),
+}
+
+impl Offered {
+    /// The lease, if the offer was accepted.
+    pub fn lease(&self) -> Option<Lease> {
+        match self {
+            Offered::Accepted(l) => Some(*l),
+            Offered::Duplicate(_) => None,
+        }
+    }
+}
+
+/// Why a ledger refused an operation on a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refused {
+    /// The token is not the key's current one (another holder took over, or the key was
+    /// removed or released): the caller no longer holds the key and must stop.
+    #[error("lease lost: the key is held under a newer token or no longer exists")]
+    LeaseLost,
+    /// The token is current but the key is not in a state that allows this operation.
+    #[error("the key is {0}, which does not allow this operation")]
+    WrongState(State),
+}
+
+/// A started attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// When the lease runs out unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// A completed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    /// A newer version was offered while the key was in flight, so the key does not block:
+    /// the next poll processes it again.
+    pub superseded: bool,
+}
+
+/// The answer to a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// Attempts remain: the key is Queued again, still leased by the caller, to retry after a
+    /// backoff.
+    Retry {
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// That was the last attempt: the key is Dead.
+    Dead {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// The answer to a `remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "state")]
+pub enum Removed {
+    /// The record is gone; the key is processable again.
+    Removed,
+    /// There was no record.
+    NotFound,
+    /// Refused: the key is leased (Queued or Running) and `force` was not set.
+    Leased(State),
+}
+
+/// The answer to a `retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "state")]
+pub enum Retried {
+    /// The Dead record is gone; the key is processable again.
+    Retried,
+    /// There was no record.
+    NotFound,
+    /// Refused: the key is not Dead.
+    NotDead(State),
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    /// Completed records removed.
+    pub completed: u64,
+    /// Dead records removed.
+    pub dead: u64,
+}
+
+/// Everything a ledger knows about one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The key.
+    pub key: Key,
+    /// Its state.
+    pub state: State,
+    /// The version being processed, or the version that finished.
+    pub version: Option<Version>,
+    /// A newer version offered while the key was in flight.
+    pub newer_version: Option<Version>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// How many times a lease on this key expired without an ending.
+    pub abandoned: u32,
+    /// The current (or last) fencing token.
+    pub token: Token,
+    /// When the lease runs out (Queued and Running only).
+    pub expires_at: Option<Timestamp>,
+    /// When the key finished (Completed and Dead only).
+    pub finished_at: Option<Timestamp>,
+    /// The error of the last failed attempt, if any.
+    pub last_error: Option<String>,
+    /// For Completed: a newer version was seen in flight, so this record does not block.
+    pub superseded: bool,
+}
+
+/// Counts of records per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Records Queued.
+    pub queued: u64,
+    /// Records Running.
+    pub running: u64,
+    /// Records Completed.
+    pub completed: u64,
+    /// Records Dead.
+    pub dead: u64,
+}
+
+impl Stats {
+    /// The count for `state`.
+    pub fn count(&self, state: State) -> u64 {
+        match state {
+            State::Queued => self.queued,
+            State::Running => self.running,
+            State::Completed => self.completed,
+            State::Dead => self.dead,
+        }
+    }
+
+    /// All records.
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.completed + self.dead
+    }
+
+    pub(crate) fn count_mut(&mut self, state: State) -> &mut u64 {
+        match state {
+            State::Queued => &mut self.queued,
+            State::Running => &mut self.running,
+            State::Completed => &mut self.completed,
+            State::Dead => &mut self.dead,
+        }
+    }
+}
+
+/// Which records to `list`: one state, in key order, one page at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// The state to list.
+    pub state: State,
+    /// Start after this key (the `next` of the previous page).
+    pub after: Option<Key>,
+    /// At most this many records (at least 1 is used).
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// The first page of up to 100 records in `state`.
+    pub fn new(state: State) -> Self {
+        ListQuery {
+            state,
+            after: None,
+            limit: 100,
+        }
+    }
+
+    /// The same query with another page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The same query starting after `key`.
+    pub fn after(mut self, key: Key) -> Self {
+        self.after = Some(key);
+        self
+    }
+}
+
+/// One page of a `list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// The records, in key order.
+    pub records: Vec<Record>,
+    /// The cursor for the next page, or `None` if this was the last.
+    pub next: Option<Key>,
+}

@@ -1,0 +1,13 @@
+//! qupid (temporary docs)
+#![warn(missing_docs)]
+
+pub mod clock;
+mod error;
+mod key;
+pub mod ledger;
+mod policy;
+
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use key::{Entry, Key, Offer, Version, MAX_KEY_LEN};
+pub use ledger::{Ledger, MemoryLedger, State};
+pub use policy::{Blocking, Keep, NewerVersions, Policy, Retention};

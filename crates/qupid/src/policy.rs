@@ -1,0 +1,228 @@
+//! Policy: what blocks a duplicate, for how long, how long records are kept, and the caps.
+//!
+//! Which states block a duplicate, how long they block, and how long records are *kept* are
+//! three separate settings. A record past its blocking window but inside its retention is
+//! still visible (`list`, `get`, the CLI) and no longer blocks new work. A record that is
+//! purged no longer exists, so it no longer blocks either: keep retention at least as long as
+//! the blocking window when the window matters.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+
+/// How the pipeline treats keys: leases, attempts, blocking and retention.
+///
+/// ## Defaults
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `lease` | 30 s | how long a claim lasts without renewal |
+/// | `max_attempts` | 5 | failed attempts before a key goes Dead |
+/// | `crash_cap` | 3 | lease expiries (abandoned claims) before a key goes Dead; 0 = no cap |
+/// | `completed` | [`Blocking::Forever`] | a completed key is never processed again |
+/// | `dead` | [`Blocking::Forever`] | a dead key is never retried by itself |
+/// | `newer_versions` | [`NewerVersions::Remember`] | a new version seen in flight is processed next |
+/// | `retention` | keep everything | nothing is purged automatically |
+/// | `purge_every` | 60 s | how often the pipeline purges by `retention` |
+///
+/// ```
+/// use std::time::Duration;
+/// use qupid::{Blocking, Policy};
+///
+/// let mut policy = Policy::default();
+/// policy.completed = Blocking::For(Duration::from_secs(300)); // a five-minute de-dup window
+/// policy.retention.completed.max_age = Some(Duration::from_secs(7 * 24 * 3600));
+/// policy.validate()?;
+/// # Ok::<(), qupid::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Policy {
+    /// How long a lease lasts before it must be renewed. Jobs renew theirs in the background
+    /// every third of this.
+    pub lease: Duration,
+    /// How many failed attempts a key gets; the last failure makes it Dead.
+    pub max_attempts: u32,
+    /// How many times a key's lease may expire without an ending (a crash or a hang) before
+    /// the key goes Dead with the error `"abandoned"`. Zero turns the cap off.
+    pub crash_cap: u32,
+    /// How long a Completed key blocks a duplicate.
+    pub completed: Blocking,
+    /// How long a Dead key blocks a duplicate.
+    pub dead: Blocking,
+    /// What to do with a newer version offered while the key is in flight.
+    pub newer_versions: NewerVersions,
+    /// How long finished records are kept.
+    pub retention: Retention,
+    /// How often a running pipeline purges by [`retention`](Policy::retention).
+    pub purge_every: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            crash_cap: 3,
+            completed: Blocking::Forever,
+            dead: Blocking::Forever,
+            newer_versions: NewerVersions::Remember,
+            retention: Retention::default(),
+            purge_every: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Policy {
+    /// Checks that the settings can work.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) if the lease is shorter than 10 ms, if
+    /// `max_attempts` is zero, or if `purge_every` is zero.
+    pub fn validate(&self) -> Result<()> {
+        if self.lease < Duration::from_millis(10) {
+            return Err(Error::config(format!(
+                "lease must be at least 10ms, found {:?}",
+                self.lease
+            )));
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::config("max_attempts must be at least 1, found 0"));
+        }
+        if self.purge_every.is_zero() {
+            return Err(Error::config("purge_every must not be zero"));
+        }
+        Ok(())
+    }
+
+    /// The blocking rule for finished records in `state` (Completed or Dead).
+    pub fn blocking(&self, state: crate::State) -> Blocking {
+        match state {
+            crate::State::Completed => self.completed,
+            crate::State::Dead => self.dead,
+            _ => Blocking::Forever,
+        }
+    }
+}
+
+/// How long a finished (Completed or Dead) key blocks a duplicate offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocking {
+    /// Blocks for as long as the record is kept.
+    Forever,
+    /// Blocks for this long after the key finished, then lets the next offer through
+    /// (a de-dup window).
+    For(Duration),
+    /// Does not block: the next offer processes the key again.
+    Never,
+}
+
+impl Blocking {
+    /// Whether a key that finished at `at` still blocks at `now`.
+    pub fn blocks(self, at: Timestamp, now: Timestamp) -> bool {
+        match self {
+            Blocking::Forever => true,
+            Blocking::For(window) => now.since(at) < window,
+            Blocking::Never => false,
+        }
+    }
+}
+
+/// What happens to a newer version offered while the key is Queued or Running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewerVersions {
+    /// The offer is a duplicate now, but the ledger remembers it: when the running attempt
+    /// completes, the key does not block, so the next poll processes the latest content.
+    Remember,
+    /// The offer is a duplicate and is forgotten.
+    Ignore,
+}
+
+/// How long finished records are kept, separately for Completed and Dead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Rule for Completed records.
+    pub completed: Keep,
+    /// Rule for Dead records.
+    pub dead: Keep,
+}
+
+impl Retention {
+    /// Whether this retention ever removes anything.
+    pub fn is_forever(&self) -> bool {
+        self.completed.is_forever() && self.dead.is_forever()
+    }
+}
+
+/// A retention rule: keep records younger than `max_age`, and at most the newest
+/// `max_count` of them. `None` means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    /// Records that finished longer ago than this are purged.
+    pub max_age: Option<Duration>,
+    /// Only the newest this many records are kept.
+    pub max_count: Option<u64>,
+}
+
+impl Keep {
+    /// Keep everything.
+    pub const FOREVER: Keep = Keep {
+        max_age: None,
+        max_count: None,
+    };
+
+    /// Keep records younger than `age`.
+    pub fn younger_than(age: Duration) -> Keep {
+        Keep {
+            max_age: Some(age),
+            max_count: None,
+        }
+    }
+
+    /// Keep the newest `n` records.
+    pub fn newest(n: u64) -> Keep {
+        Keep {
+            max_age: None,
+            max_count: Some(n),
+        }
+    }
+
+    /// Whether this rule ever removes anything.
+    pub fn is_forever(&self) -> bool {
+        self.max_age.is_none() && self.max_count.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_window_blocks_until_it_has_passed(at in 0u64..1_000_000, window in 0u64..10_000, dt in 0u64..20_000) {
+            let b = Blocking::For(Duration::from_millis(window));
+            let now = Timestamp(at + dt);
+            prop_assert_eq!(b.blocks(Timestamp(at), now), dt < window);
+            prop_assert!(Blocking::Forever.blocks(Timestamp(at), now));
+            prop_assert!(!Blocking::Never.blocks(Timestamp(at), now));
+        }
+    }
+
+    #[test]
+    fn validate_refuses_unworkable_settings() {
+        let mut p = Policy::default();
+        assert!(p.validate().is_ok());
+        p.max_attempts = 0;
+        assert_eq!(p.validate().unwrap_err().kind(), crate::ErrorKind::Config);
+        let mut p = Policy::default();
+        p.lease = Duration::from_millis(1);
+        assert!(p.validate().unwrap_err().to_string().contains("lease"));
+    }
+}
