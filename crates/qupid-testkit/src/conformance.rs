@@ -161,7 +161,7 @@ pub async fn offer_finished_blocking_is_duplicate<L: Ledger>(fx: Fixture<L>) {
     p.max_attempts = 1;
     completed(l, &p, "c", Some("v1")).await;
     dead(l, &p, "d", Some("v1")).await;
-    fx.advance(1000).await;
+    fx.advance(100).await;
     for (k, st) in [("c", State::Completed), ("d", State::Dead)] {
         let before = l.get(&key(k)).await.expect("get");
         assert_eq!(
