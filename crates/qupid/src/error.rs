@@ -26,6 +26,11 @@ pub enum ErrorKind {
     Timeout,
     /// The queue or pipeline was closed.
     Closed,
+    /// The queue's buffer is full (only from `try_*` calls, which never wait).
+    Full,
+    /// The job's lease was taken over by another holder (or the key was removed): the job no
+    /// longer owns the key and must stop.
+    LeaseLost,
 }
 
 /// The error type of every fallible qupid operation.
@@ -80,6 +85,11 @@ impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Config, message)
     }
+
+    /// The same kind and message without the source: for telling many waiters of one failure.
+    pub(crate) fn share(&self) -> Self {
+        Error::new(self.kind, self.to_string())
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -93,6 +103,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Ledger => "ledger error",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Closed => "closed",
+            ErrorKind::Full => "full",
+            ErrorKind::LeaseLost => "lease lost",
         };
         f.write_str(s)
     }

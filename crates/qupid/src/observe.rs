@@ -1,0 +1,136 @@
+//! Observability: the metrics qupid records, and the counters behind a [`Report`].
+//!
+//! Counters and gauges go through the [`metrics`](https://docs.rs/metrics) crate, so they
+//! reach whatever recorder the application installs (Prometheus, StatsD, ...); with no
+//! recorder they cost nothing. Every metric carries the label `queue` (the pipeline's name).
+//!
+//! | name | kind | counts |
+//! |---|---|---|
+//! | `qupid_offered_total` | counter | keys offered to the ledger (every polled entry) |
+//! | `qupid_duplicates_total` | counter | offers answered `Duplicate` |
+//! | `qupid_accepted_total` | counter | offers accepted |
+//! | `qupid_completed_total` | counter | keys completed |
+//! | `qupid_failed_total` | counter | failed attempts (including the last one) |
+//! | `qupid_dead_total` | counter | keys that went Dead |
+//! | `qupid_released_total` | counter | keys released without an ending (stop, dropped job) |
+//! | `qupid_lease_lost_total` | counter | jobs that found their lease taken over |
+//! | `qupid_poll_errors_total` | counter | polls that returned an error or panicked |
+//! | `qupid_queued` | gauge | accepted keys this process holds that are not running |
+//! | `qupid_running` | gauge | attempts running in this process |
+//!
+//! Tracing: a `qupid.poll` span per poll (fields `source`, `entries`, `accepted`), a
+//! `qupid.job` span per entry (fields `key`, `token`), and events for failures (`WARN`),
+//! dead keys (`ERROR`) and lost leases (`WARN`).
+//!
+//! [`Report`]: crate::Report
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use metrics::{Counter, Gauge};
+
+/// Metric names, as constants.
+pub mod names {
+    /// Keys offered to the ledger.
+    pub const OFFERED: &str = "qupid_offered_total";
+    /// Offers answered `Duplicate`.
+    pub const DUPLICATES: &str = "qupid_duplicates_total";
+    /// Offers accepted.
+    pub const ACCEPTED: &str = "qupid_accepted_total";
+    /// Keys completed.
+    pub const COMPLETED: &str = "qupid_completed_total";
+    /// Failed attempts.
+    pub const FAILED: &str = "qupid_failed_total";
+    /// Keys that went Dead.
+    pub const DEAD: &str = "qupid_dead_total";
+    /// Keys released without an ending.
+    pub const RELEASED: &str = "qupid_released_total";
+    /// Jobs whose lease was taken over.
+    pub const LEASE_LOST: &str = "qupid_lease_lost_total";
+    /// Polls that failed.
+    pub const POLL_ERRORS: &str = "qupid_poll_errors_total";
+    /// Accepted keys held and not running.
+    pub const QUEUED: &str = "qupid_queued";
+    /// Attempts running.
+    pub const RUNNING: &str = "qupid_running";
+}
+
+/// One counter: an atomic for the report, a `metrics` handle for the recorder.
+#[derive(Debug)]
+pub(crate) struct Count {
+    n: AtomicU64,
+    m: Counter,
+}
+
+impl Count {
+    fn new(name: &'static str, queue: &str) -> Self {
+        Count { n: AtomicU64::new(0), m: metrics::counter!(name, "queue" => queue.to_owned()) }
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        if n > 0 {
+            self.n.fetch_add(n, Relaxed);
+            self.m.increment(n);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.n.load(Relaxed)
+    }
+}
+
+/// A gauge kept as a signed atomic so it can be read back.
+#[derive(Debug)]
+pub(crate) struct Level {
+    n: std::sync::atomic::AtomicI64,
+    m: Gauge,
+}
+
+impl Level {
+    fn new(name: &'static str, queue: &str) -> Self {
+        Level { n: Default::default(), m: metrics::gauge!(name, "queue" => queue.to_owned()) }
+    }
+
+    pub(crate) fn add(&self, d: i64) {
+        let now = self.n.fetch_add(d, Relaxed) + d;
+        self.m.set(now as f64);
+    }
+
+    pub(crate) fn get(&self) -> i64 {
+        self.n.load(Relaxed)
+    }
+}
+
+/// Every counter and gauge of one queue.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) offered: Count,
+    pub(crate) duplicates: Count,
+    pub(crate) accepted: Count,
+    pub(crate) completed: Count,
+    pub(crate) failed: Count,
+    pub(crate) dead: Count,
+    pub(crate) released: Count,
+    pub(crate) lease_lost: Count,
+    pub(crate) poll_errors: Count,
+    pub(crate) queued: Level,
+    pub(crate) running: Level,
+}
+
+impl Counters {
+    pub(crate) fn new(queue: &str) -> Self {
+        use names::*;
+        Counters {
+            offered: Count::new(OFFERED, queue),
+            duplicates: Count::new(DUPLICATES, queue),
+            accepted: Count::new(ACCEPTED, queue),
+            completed: Count::new(COMPLETED, queue),
+            failed: Count::new(FAILED, queue),
+            dead: Count::new(DEAD, queue),
+            released: Count::new(RELEASED, queue),
+            lease_lost: Count::new(LEASE_LOST, queue),
+            poll_errors: Count::new(POLL_ERRORS, queue),
+            queued: Level::new(QUEUED, queue),
+            running: Level::new(RUNNING, queue),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The summary of a pipeline run.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::observe::Counters;
+
+/// What a pipeline did: returned by [`Pipeline::run`](crate::Pipeline::run), and available
+/// while it runs through [`Progress`](crate::Progress).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// Entries polled from the sources (and offered to the ledger).
+    pub polled: u64,
+    /// Offers answered `Duplicate` (in flight, completed, or dead).
+    pub duplicates: u64,
+    /// Offers accepted.
+    pub accepted: u64,
+    /// Keys completed (saved).
+    pub completed: u64,
+    /// Failed attempts, including the last attempt of dead keys.
+    pub failed_attempts: u64,
+    /// Keys that went Dead.
+    pub dead: u64,
+    /// Keys released without an ending (on stop); they are offered again by the next poll.
+    pub released: u64,
+    /// Jobs whose lease was taken over by another holder.
+    pub lease_lost: u64,
+    /// Polls that returned an error or panicked.
+    pub poll_errors: u64,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub(crate) fn from_counters(c: &Counters, elapsed: Duration) -> Self {
+        Report {
+            polled: c.offered.get(),
+            duplicates: c.duplicates.get(),
+            accepted: c.accepted.get(),
+            completed: c.completed.get(),
+            failed_attempts: c.failed.get(),
+            dead: c.dead.get(),
+            released: c.released.get(),
+            lease_lost: c.lease_lost.get(),
+            poll_errors: c.poll_errors.get(),
+            elapsed,
+        }
+    }
+
+    /// Completed keys per second over the run.
+    pub fn completed_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.completed as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "polled      {:>10}", self.polled)?;
+        writeln!(f, "duplicates  {:>10}", self.duplicates)?;
+        writeln!(f, "accepted    {:>10}", self.accepted)?;
+        writeln!(f, "completed   {:>10}", self.completed)?;
+        writeln!(f, "failed      {:>10}  (attempts)", self.failed_attempts)?;
+        writeln!(f, "dead        {:>10}", self.dead)?;
+        writeln!(f, "released    {:>10}", self.released)?;
+        writeln!(f, "lease lost  {:>10}", self.lease_lost)?;
+        writeln!(f, "poll errors {:>10}", self.poll_errors)?;
+        write!(f, "elapsed     {:>10.2?}", self.elapsed)
+    }
+}

@@ -1,0 +1,303 @@
+//! The machinery shared by a queue and its jobs: the registry of held claims, the batched
+//! ledger calls that end jobs, and the lease renewer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::ledger::{Claim, Done, Failed, Failure, Ledger, Refused, Started, Token};
+use crate::observe::Counters;
+use crate::policy::Policy;
+use crate::Key;
+
+/// What a job asks the ledger.
+#[derive(Debug)]
+pub(crate) enum Ask {
+    Start,
+    Complete,
+    Fail(String),
+    /// `running` says which gauge the job leaves.
+    Release { running: bool },
+}
+
+/// The ledger's answer to an [`Ask`].
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Started(Result<Started, Refused>),
+    Done(Result<Done, Refused>),
+    Failed(Result<Failed, Refused>),
+    Released(Result<(), Refused>),
+}
+
+pub(crate) struct Op {
+    pub(crate) ask: Ask,
+    pub(crate) claim: Claim,
+    pub(crate) reply: Option<oneshot::Sender<Result<Answer>>>,
+}
+
+/// A claim this process holds, for the renewer.
+struct Held {
+    token: Token,
+    lost: CancellationToken,
+}
+
+/// Claims held by this process: renewed together, cancelled when lost.
+#[derive(Default)]
+pub(crate) struct Registry {
+    held: Mutex<HashMap<Key, Held>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert(&self, claim: &Claim, lost: CancellationToken) {
+        self.lock().insert(claim.key.clone(), Held { token: claim.token, lost });
+    }
+
+    /// Forgets `claim` if it is still the one held for its key.
+    pub(crate) fn remove(&self, claim: &Claim) {
+        let mut held = self.lock();
+        if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
+            held.remove(&claim.key);
+        }
+    }
+
+    /// Forgets `claim` and tells its job the lease is lost.
+    fn lose(&self, claim: &Claim) {
+        let mut held = self.lock();
+        if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
+            if let Some(h) = held.remove(&claim.key) {
+                h.lost.cancel();
+            }
+        }
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        self.lock().iter().map(|(k, h)| Claim { key: k.clone(), token: h.token }).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What a queue and all its jobs share. Jobs keep it alive; when the last one goes, the
+/// ops channel closes and the ender task finishes what was asked, then stops.
+pub(crate) struct Core {
+    pub(crate) ops: mpsc::UnboundedSender<Op>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) lease: Duration,
+    /// Stops the renewer when the last job and the queue are gone.
+    pub(crate) _renewer: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("held", &self.registry.len()).finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Sends `ask` for `claim` to the ender and waits for the answer, retrying transient
+    /// ledger errors for up to half a lease (the claim is renewed meanwhile).
+    pub(crate) async fn ask(&self, make: impl Fn() -> Ask, claim: &Claim) -> Result<Answer> {
+        let deadline = tokio::time::Instant::now() + self.lease / 2;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let op = Op { ask: make(), claim: claim.clone(), reply: Some(tx) };
+            self.ops.send(op).map_err(|_| closed())?;
+            match rx.await.map_err(|_| closed())? {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(key = %claim.key, error = %e, "ledger call failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks for a release without waiting (from `Drop`).
+    pub(crate) fn release_later(&self, claim: Claim, running: bool) {
+        let _ = self.ops.send(Op { ask: Ask::Release { running }, claim, reply: None });
+    }
+}
+
+fn closed() -> Error {
+    Error::new(crate::ErrorKind::Closed, "the queue's ledger task has stopped")
+}
+
+/// Answers ops in batches: everything waiting is sent to the ledger in one call per kind.
+pub(crate) async fn ender<L: Ledger>(
+    ledger: L,
+    policy: Policy,
+    registry: Arc<Registry>,
+    counters: Arc<Counters>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    while rx.recv_many(&mut buf, 1024).await > 0 {
+        let (mut starts, mut completes, mut fails, mut releases) = (vec![], vec![], vec![], vec![]);
+        for op in buf.drain(..) {
+            match op.ask {
+                Ask::Start => starts.push((op.claim, op.reply)),
+                Ask::Complete => completes.push((op.claim, op.reply)),
+                Ask::Fail(error) => fails.push((Failure { claim: op.claim, error }, op.reply)),
+                Ask::Release { running } => releases.push(((op.claim, running), op.reply)),
+            }
+        }
+        let c = &counters;
+        if !starts.is_empty() {
+            let claims: Vec<Claim> = starts.iter().map(|(c, _)| c.clone()).collect();
+            let out = ledger.start(&policy, &claims).await;
+            answer(starts, out, |claim, r| {
+                match &r {
+                    Ok(_) => {
+                        c.queued.add(-1);
+                        c.running.add(1);
+                    }
+                    Err(refused) => lost(&registry, c, claim, refused, false),
+                }
+                Answer::Started(r)
+            });
+        }
+        if !completes.is_empty() {
+            let claims: Vec<Claim> = completes.iter().map(|(c, _)| c.clone()).collect();
+            let out = ledger.complete(&claims).await;
+            answer(completes, out, |claim, r| {
+                match &r {
+                    Ok(_) => {
+                        c.completed.add(1);
+                        c.running.add(-1);
+                        registry.remove(claim);
+                    }
+                    Err(refused) => lost(&registry, c, claim, refused, true),
+                }
+                Answer::Done(r)
+            });
+        }
+        if !fails.is_empty() {
+            let items: Vec<Failure> = fails.iter().map(|(f, _)| f.clone()).collect();
+            let out = ledger.fail(&policy, &items).await;
+            answer(fails, out, |f, r| {
+                match &r {
+                    Ok(Failed::Retry { .. }) => {
+                        c.failed.add(1);
+                        c.running.add(-1);
+                        c.queued.add(1);
+                    }
+                    Ok(Failed::Dead { .. }) => {
+                        c.failed.add(1);
+                        c.dead.add(1);
+                        c.running.add(-1);
+                        registry.remove(&f.claim);
+                    }
+                    Err(refused) => lost(&registry, c, &f.claim, refused, true),
+                }
+                Answer::Failed(r)
+            });
+        }
+        if !releases.is_empty() {
+            let claims: Vec<Claim> = releases.iter().map(|((c, _), _)| c.clone()).collect();
+            let out = ledger.release(&claims).await;
+            let failed = out.is_err();
+            answer(releases, out, |(claim, running), r| {
+                registry.remove(claim);
+                if r.is_ok() {
+                    c.released.add(1);
+                }
+                if *running {
+                    c.running.add(-1);
+                } else {
+                    c.queued.add(-1);
+                }
+                Answer::Released(r)
+            });
+            if failed {
+                // The keys stay leased until their leases expire; then they are offered again.
+                tracing::warn!("releasing keys failed; they will be re-offered after their leases expire");
+            }
+        }
+    }
+}
+
+/// A refused job: its lease is gone (or it asked something its state does not allow).
+fn lost(registry: &Registry, c: &Counters, claim: &Claim, refused: &Refused, running: bool) {
+    if let Refused::LeaseLost = refused {
+        tracing::warn!(key = %claim.key, token = %claim.token, "lease lost");
+        c.lease_lost.add(1);
+        if running {
+            c.running.add(-1);
+        } else {
+            c.queued.add(-1);
+        }
+        registry.lose(claim);
+    }
+}
+
+/// Sends each item's answer to its waiter, or the shared error to all of them.
+fn answer<I, O>(
+    items: Vec<(I, Option<oneshot::Sender<Result<Answer>>>)>,
+    out: Result<Vec<Result<O, Refused>>>,
+    mut each: impl FnMut(&I, Result<O, Refused>) -> Answer,
+) {
+    match out {
+        Ok(outs) => {
+            for ((item, reply), o) in items.into_iter().zip(outs) {
+                let a = each(&item, o);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(a));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger call failed");
+            // A release from `Drop` has nobody to tell: its key stays leased until expiry.
+            for (_, reply) in items {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e.share()));
+                }
+            }
+        }
+    }
+}
+
+/// Renews every held claim every third of a lease, in batches, until the core is gone.
+pub(crate) async fn renewer<L: Ledger>(
+    ledger: L,
+    policy: Policy,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(policy.lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let claims = registry.claims();
+        for chunk in claims.chunks(1000) {
+            match ledger.renew(&policy, chunk).await {
+                Ok(out) => {
+                    for (claim, r) in chunk.iter().zip(out) {
+                        if let Err(Refused::LeaseLost) = r {
+                            tracing::warn!(key = %claim.key, "lease lost (found while renewing)");
+                            registry.lose(claim);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A job: one accepted entry, owning its lease until it ends.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::core::{Answer, Ask, Core};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{Entry, Key};
+use crate::ledger::{Claim, Done, Failed, Refused, State, Token};
+
+/// One accepted entry, owning the lease on its key.
+///
+/// A job is a guard: it ends by [`complete`](Job::complete), [`fail`](Job::fail) or
+/// [`release`](Job::release), each of which consumes it. A job dropped without an ending is
+/// released (its key is offered again by the next poll), never leaked. While it lives, its
+/// lease is renewed in the background, together with every other job of the queue.
+///
+/// If a renewal finds the lease lost (another holder took over after an expiry, or the key was
+/// removed by force), [`lease_lost`](Job::lease_lost) is cancelled at once: stop the work.
+/// [`token`](Job::token) is the lease's fencing token, to make a save conditional on it.
+pub struct Job<T> {
+    entry: Arc<Entry<T>>,
+    claim: Claim,
+    attempt: u32,
+    running: bool,
+    ended: bool,
+    lost: CancellationToken,
+    core: Arc<Core>,
+}
+
+/// The outcome of [`Job::fail`].
+#[derive(Debug)]
+pub enum FailOutcome<T> {
+    /// Attempts remain: the job is back, Queued and still leased. Wait a backoff, then
+    /// [`start`](Job::start) it again.
+    Retry(Job<T>),
+    /// That was the last attempt: the key is Dead.
+    Dead {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+fn refused(r: Refused) -> Error {
+    match r {
+        Refused::LeaseLost => Error::new(ErrorKind::LeaseLost, r.to_string()),
+        Refused::WrongState(_) => Error::new(ErrorKind::Ledger, r.to_string()),
+    }
+}
+
+fn unexpected() -> Error {
+    Error::new(ErrorKind::Ledger, "the ledger answered a different operation than was asked")
+}
+
+impl<T> Job<T> {
+    pub(crate) fn new(entry: Entry<T>, token: Token, attempts: u32, core: Arc<Core>) -> Self {
+        let claim = Claim { key: entry.key.clone(), token };
+        let lost = CancellationToken::new();
+        core.registry.insert(&claim, lost.clone());
+        Job { entry: Arc::new(entry), claim, attempt: attempts, running: false, ended: false, lost, core }
+    }
+
+    /// The entry being processed.
+    pub fn entry(&self) -> &Entry<T> {
+        &self.entry
+    }
+
+    pub(crate) fn shared_entry(&self) -> Arc<Entry<T>> {
+        self.entry.clone()
+    }
+
+    /// The entry's key.
+    pub fn key(&self) -> &Key {
+        &self.claim.key
+    }
+
+    /// The entry's payload.
+    pub fn payload(&self) -> &T {
+        &self.entry.payload
+    }
+
+    /// The lease's fencing token.
+    pub fn token(&self) -> Token {
+        self.claim.token
+    }
+
+    /// The current attempt, from 1 once started (0 before the first start).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether the job is Running (started and not yet failed or ended).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Cancelled when the lease is found lost; select on `lease_lost().cancelled()` to stop.
+    pub fn lease_lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Starts an attempt: Queued → Running. Subscribers hand out jobs already started; call
+    /// this after [`FailOutcome::Retry`] to begin the next attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::LeaseLost`] if another holder took the key over; a ledger error if the
+    /// ledger stayed unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped halfway, the attempt may or may not have started in the ledger; the job
+    /// itself is unchanged.
+    pub async fn start(&mut self) -> Result<u32> {
+        match self.core.ask(|| Ask::Start, &self.claim).await? {
+            Answer::Started(Ok(s)) => {
+                self.attempt = s.attempt;
+                self.running = true;
+                Ok(s.attempt)
+            }
+            Answer::Started(Err(r)) => {
+                if r == Refused::LeaseLost {
+                    self.ended = true;
+                }
+                Err(refused(r))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Marks the key Completed: it will not be processed again (while it blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::LeaseLost`] if another holder took the key over (your work may have been
+    /// done twice: keep it idempotent); a ledger error if the ledger stayed unreachable (the key
+    /// is then offered again after its lease expires).
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped halfway, the key may or may not be Completed; if not, it is released.
+    pub async fn complete(mut self) -> Result<Done> {
+        let answer = self.core.ask(|| Ask::Complete, &self.claim).await;
+        let out = match answer? {
+            Answer::Done(r) => r.map_err(refused),
+            _ => Err(unexpected()),
+        };
+        self.ended = out.is_ok() || matches!(&out, Err(e) if e.kind() == ErrorKind::LeaseLost);
+        out
+    }
+
+    /// Records a failed attempt. While attempts remain the job comes back, still leased, for
+    /// a retry; after the last one the key is Dead.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Job::complete).
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped halfway, the failure may or may not be recorded; the job is released.
+    pub async fn fail(mut self, error: impl fmt::Display) -> Result<FailOutcome<T>> {
+        let error = error.to_string();
+        let answer = self.core.ask(|| Ask::Fail(error.clone()), &self.claim).await;
+        match answer? {
+            Answer::Failed(Ok(Failed::Retry { attempts })) => {
+                self.attempt = attempts;
+                self.running = false;
+                Ok(FailOutcome::Retry(self))
+            }
+            Answer::Failed(Ok(Failed::Dead { attempts })) => {
+                self.ended = true;
+                Ok(FailOutcome::Dead { attempts })
+            }
+            Answer::Failed(Err(r)) => {
+                self.ended = r == Refused::LeaseLost;
+                Err(refused(r))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Gives the key up without an ending: the record is removed and the next poll offers the
+    /// key again.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Job::complete).
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped halfway, the release is sent again from `Drop`.
+    pub async fn release(mut self) -> Result<()> {
+        let running = self.running;
+        let answer = self.core.ask(|| Ask::Release { running }, &self.claim).await;
+        self.ended = true;
+        match answer? {
+            Answer::Released(r) => r.map_err(refused),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The state the job believes its key is in.
+    pub fn state(&self) -> State {
+        if self.running {
+            State::Running
+        } else {
+            State::Queued
+        }
+    }
+}
+
+impl<T> Drop for Job<T> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.core.release_later(self.claim.clone(), self.running);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Job<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("key", &self.claim.key)
+            .field("token", &self.claim.token)
+            .field("attempt", &self.attempt)
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
+}

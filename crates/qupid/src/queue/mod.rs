@@ -1,0 +1,504 @@
+//! The queue: publish entries, subscribe to jobs — the low level under the pipeline.
+//!
+//! [`Queue::publish`] offers an entry to the ledger and, if accepted, puts it on a bounded
+//! buffer; subscribers receive [`Job`]s. Each job owns its key's lease, which one background
+//! task renews for all jobs at once (a third of the way through each lease, in batches).
+//! Ending a job (`complete`, `fail`, `release`) goes through one task that groups the calls of
+//! all jobs into batched ledger calls.
+//!
+//! ```
+//! use qupid::{Entry, MemoryLedger, Queue};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> qupid::Result<()> {
+//! let queue = Queue::builder(MemoryLedger::new()).capacity(16).build()?;
+//! let sub = queue.subscribe();
+//! queue.publish(Entry::new("orders/1", "payload")?).await?;
+//! assert!(queue.publish(Entry::new("orders/1", "payload")?).await?.is_duplicate());
+//!
+//! let job = sub.recv().await.expect("a job");
+//! assert_eq!(job.key().as_str(), "orders/1");
+//! job.complete().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod core;
+mod job;
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use job::{FailOutcome, Job};
+
+use self::core::{ender, renewer, Core, Registry};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::Entry;
+use crate::ledger::{Ledger, Offered, State, Token};
+use crate::observe::Counters;
+use crate::policy::Policy;
+
+/// The answer to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The entry was accepted and is on the buffer, under this token.
+    Accepted(Token),
+    /// The key is already in this state; the entry was dropped.
+    Duplicate(State),
+}
+
+impl Published {
+    /// Whether the entry was a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Published::Duplicate(_))
+    }
+}
+
+/// A publish that did not go through, with the entries it gives back.
+pub struct PublishError<T> {
+    error: Error,
+    entries: Vec<Entry<T>>,
+}
+
+impl<T> PublishError<T> {
+    /// Why: [`ErrorKind::Full`] (from `try_publish`), [`ErrorKind::Closed`], or a ledger error.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The entries that were not published (none of them was accepted).
+    pub fn into_entries(self) -> Vec<Entry<T>> {
+        self.entries
+    }
+}
+
+impl<T> fmt::Debug for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishError")
+            .field("error", &self.error)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl<T> fmt::Display for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} entries not published)", self.error, self.entries.len())
+    }
+}
+
+impl<T> std::error::Error for PublishError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<PublishError<T>> for Error {
+    fn from(e: PublishError<T>) -> Self {
+        e.error
+    }
+}
+
+/// Builds a [`Queue`].
+///
+/// ## Defaults
+///
+/// | setting | default |
+/// |---|---|
+/// | `capacity` | 1024 accepted entries waiting for a subscriber |
+/// | `policy` | [`Policy::default()`] |
+/// | `name` | `"default"` (the `queue` label of metrics) |
+#[derive(Debug)]
+pub struct QueueBuilder<L> {
+    ledger: L,
+    policy: Policy,
+    capacity: usize,
+    name: String,
+    counters: Option<Arc<Counters>>,
+}
+
+impl<L: Ledger> QueueBuilder<L> {
+    /// Counters made beforehand (a pipeline shows them while the queue runs).
+    pub(crate) fn counters(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// How many accepted entries may wait for a subscriber before `publish` waits.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The policy: leases, attempts, blocking, retention.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The queue's name, used as the `queue` label of metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Builds the queue and starts its background tasks (lease renewal, batched endings) on
+    /// the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] if the policy is invalid or the capacity is zero.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build<T: Send + Sync + 'static>(self) -> Result<Queue<L, T>> {
+        self.policy.validate()?;
+        if self.capacity == 0 || self.capacity > Semaphore::MAX_PERMITS {
+            return Err(Error::config(format!(
+                "capacity must be between 1 and {}, found {}",
+                Semaphore::MAX_PERMITS,
+                self.capacity
+            )));
+        }
+        let ledger = Arc::new(self.ledger);
+        let counters = self.counters.unwrap_or_else(|| Arc::new(Counters::new(&self.name)));
+        let registry = Arc::new(Registry::default());
+        let (ops, rx) = mpsc::unbounded_channel();
+        let renewer_stop = CancellationToken::new();
+        let core = Arc::new(Core {
+            ops,
+            registry: registry.clone(),
+            counters: counters.clone(),
+            lease: self.policy.lease,
+            _renewer: renewer_stop.clone().drop_guard(),
+        });
+        let stop = CancellationToken::new();
+        let ender = tokio::spawn(ender(
+            ledger.clone(),
+            self.policy.clone(),
+            registry.clone(),
+            counters.clone(),
+            rx,
+        ));
+        tokio::spawn(renewer(
+            ledger.clone(),
+            self.policy.clone(),
+            registry,
+            renewer_stop,
+        ));
+        let (tx, jobs) = async_channel::unbounded();
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                ledger,
+                policy: self.policy,
+                core,
+                tx,
+                jobs,
+                space: Arc::new(Semaphore::new(self.capacity)),
+                capacity: self.capacity,
+                stop,
+                ender: std::sync::Mutex::new(Some(ender)),
+            }),
+        })
+    }
+}
+
+/// A de-duplicating queue over a [`Ledger`]. Cloning is cheap: clones share the queue.
+///
+/// See the [module docs](self) for an example.
+pub struct Queue<L, T> {
+    inner: Arc<Inner<L, T>>,
+}
+
+struct Inner<L, T> {
+    ledger: Arc<L>,
+    policy: Policy,
+    core: Arc<Core>,
+    tx: async_channel::Sender<Job<T>>,
+    jobs: async_channel::Receiver<Job<T>>,
+    /// Free places on the buffer: taken before offering, so nothing accepted ever waits.
+    space: Arc<Semaphore>,
+    capacity: usize,
+    stop: CancellationToken,
+    ender: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<L, T> Clone for Queue<L, T> {
+    fn clone(&self) -> Self {
+        Queue { inner: self.inner.clone() }
+    }
+}
+
+impl<L: fmt::Debug, T> fmt::Debug for Queue<L, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("ledger", &self.inner.ledger)
+            .field("buffered", &self.inner.jobs.len())
+            .field("capacity", &self.inner.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Ledger> Queue<L, ()> {
+    /// A builder for a queue over `ledger`.
+    pub fn builder(ledger: L) -> QueueBuilder<L> {
+        QueueBuilder {
+            ledger,
+            policy: Policy::default(),
+            capacity: 1024,
+            name: "default".into(),
+            counters: None,
+        }
+    }
+}
+
+impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
+    /// Offers `entry` and, if accepted, puts it on the buffer, waiting for space.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after [`close`](Queue::close), or a ledger error; the entry is
+    /// given back in the error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Space is reserved before the offer: if dropped while waiting for space, nothing
+    /// happened. If dropped during the offer, the key may be accepted without a job; its lease
+    /// expires and the next poll offers it again.
+    pub async fn publish(&self, entry: Entry<T>) -> Result<Published, PublishError<T>> {
+        let mut out = self.publish_batch(vec![entry]).await?;
+        Ok(out.remove(0))
+    }
+
+    /// Like [`publish`](Queue::publish), but never waits for space.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Full`] if the buffer is full (nothing was offered), otherwise as
+    /// [`publish`](Queue::publish).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`publish`](Queue::publish).
+    pub async fn try_publish(&self, entry: Entry<T>) -> Result<Published, PublishError<T>> {
+        if self.is_closed() {
+            return Err(self.closed_error(vec![entry]));
+        }
+        let Ok(permit) = self.inner.space.clone().try_acquire_owned() else {
+            let error = Error::new(
+                ErrorKind::Full,
+                format!("the queue's buffer is full ({} entries)", self.inner.capacity),
+            );
+            return Err(PublishError { error, entries: vec![entry] });
+        };
+        permit.forget();
+        let mut out = self.offer_reserved(vec![entry]).await?;
+        Ok(out.remove(0))
+    }
+
+    /// Offers a batch in one ledger call (per `capacity` entries) and buffers what is
+    /// accepted. Answers one [`Published`] per entry, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Queue::publish); the entries not yet offered are given back.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`publish`](Queue::publish).
+    pub async fn publish_batch(
+        &self,
+        entries: Vec<Entry<T>>,
+    ) -> Result<Vec<Published>, PublishError<T>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut rest = entries.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<Entry<T>> = rest.by_ref().take(self.inner.capacity).collect();
+            if self.is_closed() {
+                let mut back = chunk;
+                back.extend(rest);
+                return Err(self.closed_error(back));
+            }
+            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            let permit = tokio::select! {
+                p = self.inner.space.clone().acquire_many_owned(n) => p,
+                _ = self.inner.stop.cancelled() => {
+                    let mut back = chunk;
+                    back.extend(rest);
+                    return Err(self.closed_error(back));
+                }
+            };
+            let Ok(permit) = permit else {
+                let mut back = chunk;
+                back.extend(rest);
+                return Err(self.closed_error(back));
+            };
+            permit.forget();
+            match self.offer_reserved(chunk).await {
+                Ok(o) => out.extend(o),
+                Err(mut e) => {
+                    e.entries.extend(rest);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Offers entries for which space has been reserved (and forgotten).
+    async fn offer_reserved(&self, entries: Vec<Entry<T>>) -> Result<Vec<Published>, PublishError<T>> {
+        let inner = &self.inner;
+        let offers: Vec<_> = entries.iter().map(Entry::offer).collect();
+        let c = &inner.core.counters;
+        c.offered.add(offers.len() as u64);
+        let outcomes = match inner.ledger.offer(&inner.policy, &offers).await {
+            Ok(o) => o,
+            Err(error) => {
+                inner.space.add_permits(entries.len());
+                return Err(PublishError { error, entries });
+            }
+        };
+        let mut out = Vec::with_capacity(outcomes.len());
+        let (mut accepted, mut duplicates) = (0, 0);
+        for (entry, o) in entries.into_iter().zip(outcomes) {
+            match o {
+                Offered::Accepted(lease) => {
+                    accepted += 1;
+                    let job = Job::new(entry, lease.token, lease.attempts, inner.core.clone());
+                    // Unbounded underneath: `space` is the bound. If the queue closed in the
+                    // meantime the job is dropped, which releases its key.
+                    let _ = inner.tx.try_send(job);
+                    out.push(Published::Accepted(lease.token));
+                }
+                Offered::Duplicate(state) => {
+                    duplicates += 1;
+                    inner.space.add_permits(1);
+                    out.push(Published::Duplicate(state));
+                }
+            }
+        }
+        c.accepted.add(accepted);
+        c.duplicates.add(duplicates);
+        c.queued.add(accepted as i64);
+        Ok(out)
+    }
+
+    fn closed_error(&self, entries: Vec<Entry<T>>) -> PublishError<T> {
+        PublishError { error: Error::new(ErrorKind::Closed, "the queue is closed"), entries }
+    }
+
+    /// A handle that receives jobs. Subscribers share the buffer: each job goes to one.
+    pub fn subscribe(&self) -> Subscriber<T> {
+        Subscriber { jobs: self.inner.jobs.clone(), space: self.inner.space.clone() }
+    }
+
+    /// Stops accepting publishes. Subscribers receive what is buffered, then `None`.
+    pub fn close(&self) {
+        self.inner.tx.close();
+        self.inner.stop.cancel();
+    }
+
+    /// Whether [`close`](Queue::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.tx.is_closed()
+    }
+
+    /// Releases every buffered job that no subscriber has taken, and answers how many.
+    pub fn release_buffered(&self) -> usize {
+        let mut n = 0;
+        while let Ok(job) = self.inner.jobs.try_recv() {
+            self.inner.space.add_permits(1);
+            drop(job);
+            n += 1;
+        }
+        n
+    }
+
+    /// Accepted entries waiting for a subscriber.
+    pub fn buffered(&self) -> usize {
+        self.inner.jobs.len()
+    }
+
+    /// Keys this process holds a lease on (buffered, running or waiting to retry).
+    pub fn held(&self) -> usize {
+        self.inner.core.registry.len()
+    }
+
+    pub(crate) fn core_counters(&self) -> &Counters {
+        &self.inner.core.counters
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &L {
+        &self.inner.ledger
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Closes the queue, releases what is buffered, and waits until every ending asked of
+    /// the ledger has been sent to it. Jobs still alive elsewhere keep working; their endings
+    /// are sent when they end.
+    pub async fn shutdown(self) {
+        self.close();
+        self.release_buffered();
+        let handle = self.inner.ender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(self);
+        if let Some(handle) = handle {
+            // The ender stops once the queue and every job are gone.
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Receives jobs from a [`Queue`]. Cloning is cheap; clones share the buffer.
+#[derive(Clone)]
+pub struct Subscriber<T> {
+    jobs: async_channel::Receiver<Job<T>>,
+    space: Arc<Semaphore>,
+}
+
+impl<T> fmt::Debug for Subscriber<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber").field("buffered", &self.jobs.len()).finish()
+    }
+}
+
+impl<T: Send + Sync + 'static> Subscriber<T> {
+    /// The next job, started (Running, attempt counted). `None` once the queue is closed and
+    /// its buffer is empty. Jobs whose lease was lost while buffered are skipped.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped while starting a job, that job is released.
+    pub async fn recv(&self) -> Option<Job<T>> {
+        loop {
+            let mut job = self.jobs.recv().await.ok()?;
+            self.space.add_permits(1);
+            match job.start().await {
+                Ok(_) => return Some(job),
+                Err(e) => {
+                    tracing::debug!(key = %job.key(), error = %e, "skipping a job that could not start");
+                }
+            }
+        }
+    }
+
+    /// The next job without starting it (Queued), or `None` once closed and empty.
+    pub async fn recv_unstarted(&self) -> Option<Job<T>> {
+        let job = self.jobs.recv().await.ok()?;
+        self.space.add_permits(1);
+        Some(job)
+    }
+}
