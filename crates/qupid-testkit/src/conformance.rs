@@ -116,7 +116,7 @@ pub async fn offer_absent_is_accepted<L: Ledger>(fx: Fixture<L>) {
     assert!(lease.token.0 > 0, "tokens start above zero");
     assert_eq!(lease.attempts, 0);
     assert!(
-        lease.expires_at >= before.add(p.lease),
+        lease.expires_at >= before.plus(p.lease),
         "lease runs for policy.lease"
     );
     let r = l.get(&key("a")).await.expect("get").expect("a record");

@@ -572,17 +572,12 @@ async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Resul
             .await
             .map_err(|e| e.to_string())?;
         let want = model.records.get(k);
-        let view = |st: State,
-                    v: Option<&str>,
-                    n: Option<&str>,
-                    a: u32,
-                    ab: u32,
-                    e: bool,
-                    sup: bool| {
-            format!(
+        let view =
+            |st: State, v: Option<&str>, n: Option<&str>, a: u32, ab: u32, e: bool, sup: bool| {
+                format!(
                 "{st} v={v:?} newer={n:?} attempts={a} abandoned={ab} error={e} superseded={sup}"
             )
-        };
+            };
         let got = got.map(|r| {
             view(
                 r.state,

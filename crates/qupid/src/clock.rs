@@ -19,7 +19,7 @@ impl Timestamp {
     }
 
     /// This time plus `d`, saturating.
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn plus(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(millis(d)))
     }
 
@@ -96,7 +96,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Timestamp {
-        self.origin.add(self.start.elapsed())
+        self.origin.plus(self.start.elapsed())
     }
 }
 

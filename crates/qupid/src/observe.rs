@@ -63,7 +63,10 @@ pub(crate) struct Count {
 
 impl Count {
     fn new(name: &'static str, queue: &str) -> Self {
-        Count { n: AtomicU64::new(0), m: metrics::counter!(name, "queue" => queue.to_owned()) }
+        Count {
+            n: AtomicU64::new(0),
+            m: metrics::counter!(name, "queue" => queue.to_owned()),
+        }
     }
 
     pub(crate) fn add(&self, n: u64) {
@@ -87,7 +90,10 @@ pub(crate) struct Level {
 
 impl Level {
     fn new(name: &'static str, queue: &str) -> Self {
-        Level { n: Default::default(), m: metrics::gauge!(name, "queue" => queue.to_owned()) }
+        Level {
+            n: Default::default(),
+            m: metrics::gauge!(name, "queue" => queue.to_owned()),
+        }
     }
 
     pub(crate) fn add(&self, d: i64) {

@@ -221,8 +221,10 @@ mod tests {
         assert!(p.validate().is_ok());
         p.max_attempts = 0;
         assert_eq!(p.validate().unwrap_err().kind(), crate::ErrorKind::Config);
-        let mut p = Policy::default();
-        p.lease = Duration::from_millis(1);
+        let p = Policy {
+            lease: Duration::from_millis(1),
+            ..Policy::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("lease"));
     }
 }

@@ -20,7 +20,10 @@ struct Store {
 impl Store {
     fn with(n: u32) -> Self {
         let s = Store::default();
-        s.pending.lock().unwrap().extend((0..n).map(|i| (format!("rec/{i:05}"), i)));
+        s.pending
+            .lock()
+            .unwrap()
+            .extend((0..n).map(|i| (format!("rec/{i:05}"), i)));
         s
     }
 
@@ -30,7 +33,10 @@ impl Store {
             let store = store.clone();
             async move {
                 let pending = store.pending.lock().unwrap().clone();
-                pending.into_iter().map(|(k, v)| Entry::new(k, v)).collect::<qupid::Result<Vec<_>>>()
+                pending
+                    .into_iter()
+                    .map(|(k, v)| Entry::new(k, v))
+                    .collect::<qupid::Result<Vec<_>>>()
             }
         })
     }
@@ -40,7 +46,12 @@ impl Store {
     }
 
     fn count(&self, key: &Key) {
-        *self.processed.lock().unwrap().entry(key.as_str().to_owned()).or_default() += 1;
+        *self
+            .processed
+            .lock()
+            .unwrap()
+            .entry(key.as_str().to_owned())
+            .or_default() += 1;
     }
 
     fn times_processed(&self) -> Vec<u32> {
@@ -49,7 +60,11 @@ impl Store {
 }
 
 fn fast_backoff() -> Backoff {
-    Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5), ..Backoff::default() }
+    Backoff {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+        ..Backoff::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,11 +97,17 @@ async fn each_record_is_processed_once_however_often_it_is_polled() {
         .unwrap();
     assert_eq!(report.completed, 500);
     assert_eq!(report.accepted, 500);
-    assert!(report.duplicates > 0, "polling again while processing shows duplicates: {report}");
+    assert!(
+        report.duplicates > 0,
+        "polling again while processing shows duplicates: {report}"
+    );
     assert_eq!(report.polled, report.accepted + report.duplicates);
     let times = store.times_processed();
     assert_eq!(times.len(), 500);
-    assert!(times.iter().all(|&n| n == 1), "every record processed exactly once");
+    assert!(
+        times.iter().all(|&n| n == 1),
+        "every record processed exactly once"
+    );
     assert!(store.pending.lock().unwrap().is_empty(), "everything saved");
 }
 
@@ -95,7 +116,11 @@ async fn several_sources_merge_into_one_dedup() {
     let ledger = MemoryLedger::new();
     let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let entries = |range: std::ops::Range<u32>| {
-        futures::stream::iter(range.map(|i| Entry::new(format!("k{i}"), i).unwrap()).collect::<Vec<_>>())
+        futures::stream::iter(
+            range
+                .map(|i| Entry::new(format!("k{i}"), i).unwrap())
+                .collect::<Vec<_>>(),
+        )
     };
     let s = seen.clone();
     let report = Pipeline::builder(ledger.clone())
@@ -123,11 +148,21 @@ async fn failures_are_retried_with_backoff_then_succeed() {
     let tries = Arc::new(AtomicU32::new(0));
     let t = tries.clone();
     let report = Pipeline::builder(MemoryLedger::new())
-        .source(Source::stream(futures::stream::iter(vec![Entry::new("flaky", ()).unwrap()])))
+        .source(Source::stream(futures::stream::iter(vec![Entry::new(
+            "flaky",
+            (),
+        )
+        .unwrap()])))
         .process(move |a| {
             let n = t.fetch_add(1, Ordering::SeqCst) + 1;
             assert_eq!(a.number(), n, "attempt numbers count up");
-            async move { if n < 3 { Err("not yet") } else { Ok(()) } }
+            async move {
+                if n < 3 {
+                    Err("not yet")
+                } else {
+                    Ok(())
+                }
+            }
         })
         .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
         .backoff(fast_backoff())
@@ -137,7 +172,10 @@ async fn failures_are_retried_with_backoff_then_succeed() {
         .await
         .unwrap();
     assert_eq!(tries.load(Ordering::SeqCst), 3);
-    assert_eq!((report.completed, report.failed_attempts, report.dead), (1, 2, 0));
+    assert_eq!(
+        (report.completed, report.failed_attempts, report.dead),
+        (1, 2, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,12 +183,20 @@ async fn a_poison_record_goes_dead_and_the_rest_complete() {
     let ledger = MemoryLedger::new();
     let mut policy = Policy::default();
     policy.max_attempts = 3;
-    let entries: Vec<_> = (0..20).map(|i| Entry::new(format!("k{i}"), i).unwrap()).collect();
+    let entries: Vec<_> = (0..20)
+        .map(|i| Entry::new(format!("k{i}"), i).unwrap())
+        .collect();
     let report = Pipeline::builder(ledger.clone())
         .source(Source::stream(futures::stream::iter(entries)))
         .process(|a| {
             let poison = *a.payload() == 13;
-            async move { if poison { Err(format!("cannot parse record {}", 13)) } else { Ok(()) } }
+            async move {
+                if poison {
+                    Err(format!("cannot parse record {}", 13))
+                } else {
+                    Ok(())
+                }
+            }
         })
         .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
         .policy(policy)
@@ -160,11 +206,21 @@ async fn a_poison_record_goes_dead_and_the_rest_complete() {
         .run()
         .await
         .unwrap();
-    assert_eq!((report.completed, report.dead, report.failed_attempts), (19, 1, 3));
-    let rec = ledger.get(&Key::new("k13").unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (report.completed, report.dead, report.failed_attempts),
+        (19, 1, 3)
+    );
+    let rec = ledger
+        .get(&Key::new("k13").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.state, State::Dead);
     assert_eq!(rec.attempts, 3);
-    assert_eq!(rec.last_error.as_deref(), Some("process: cannot parse record 13"));
+    assert_eq!(
+        rec.last_error.as_deref(),
+        Some("process: cannot parse record 13")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +228,9 @@ async fn a_panic_fails_only_that_attempt() {
     let ledger = MemoryLedger::new();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let entries: Vec<_> = (0..10).map(|i| Entry::new(format!("k{i}"), i).unwrap()).collect();
+    let entries: Vec<_> = (0..10)
+        .map(|i| Entry::new(format!("k{i}"), i).unwrap())
+        .collect();
     let report = Pipeline::builder(ledger.clone())
         .source(Source::stream(futures::stream::iter(entries)))
         .process(move |a| {
@@ -201,7 +259,10 @@ async fn a_slow_attempt_times_out_and_a_failed_save_does_not_complete() {
     let ledger = MemoryLedger::new();
     let mut policy = Policy::default();
     policy.max_attempts = 2;
-    let entries = vec![Entry::new("slow", 0).unwrap(), Entry::new("unsaved", 1).unwrap()];
+    let entries = vec![
+        Entry::new("slow", 0).unwrap(),
+        Entry::new("unsaved", 1).unwrap(),
+    ];
     let report = Pipeline::builder(ledger.clone())
         .source(Source::stream(futures::stream::iter(entries)))
         .process(|a| {
@@ -223,10 +284,21 @@ async fn a_slow_attempt_times_out_and_a_failed_save_does_not_complete() {
         .await
         .unwrap();
     assert_eq!((report.completed, report.dead), (0, 2));
-    let slow = ledger.get(&Key::new("slow").unwrap()).await.unwrap().unwrap();
+    let slow = ledger
+        .get(&Key::new("slow").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(slow.last_error.as_deref(), Some("timed out after 50ms"));
-    let unsaved = ledger.get(&Key::new("unsaved").unwrap()).await.unwrap().unwrap();
-    assert_eq!(unsaved.last_error.as_deref(), Some("save: bucket unavailable"));
+    let unsaved = ledger
+        .get(&Key::new("unsaved").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        unsaved.last_error.as_deref(),
+        Some("save: bucket unavailable")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,12 +336,20 @@ async fn stop_drains_running_work_releases_the_rest_and_loses_nothing() {
         .await
         .unwrap();
     let stats = ledger.stats().await.unwrap();
-    assert_eq!((stats.queued, stats.running), (0, 0), "nothing left leased after a stop");
+    assert_eq!(
+        (stats.queued, stats.running),
+        (0, 0),
+        "nothing left leased after a stop"
+    );
     assert_eq!(stats.completed, report.completed);
     assert!(report.completed >= 21 && report.completed < 200, "{report}");
     assert!(report.released > 0, "buffered keys were released: {report}");
     let left = store.pending.lock().unwrap().len() as u64;
-    assert_eq!(left, 200 - report.completed, "every unsaved record is still in the store");
+    assert_eq!(
+        left,
+        200 - report.completed,
+        "every unsaved record is still in the store"
+    );
 
     // A second run on the same ledger picks up exactly what was left.
     let s3 = store.clone();
@@ -294,7 +374,10 @@ async fn stop_drains_running_work_releases_the_rest_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(second.completed, left);
-    assert!(store.times_processed().iter().all(|&n| n == 1), "no record processed twice");
+    assert!(
+        store.times_processed().iter().all(|&n| n == 1),
+        "no record processed twice"
+    );
     assert_eq!(ledger.stats().await.unwrap().completed, 200);
 }
 
@@ -305,7 +388,9 @@ async fn past_the_drain_timeout_running_attempts_are_cancelled_and_released() {
     let s = stop.clone();
     let entries = vec![Entry::new("stuck", ()).unwrap()];
     let report = Pipeline::builder(ledger.clone())
-        .source(Source::stream(futures::stream::iter(entries).chain(futures::stream::pending())))
+        .source(Source::stream(
+            futures::stream::iter(entries).chain(futures::stream::pending()),
+        ))
         .process(move |_| {
             s.cancel();
             async {
@@ -322,7 +407,11 @@ async fn past_the_drain_timeout_running_attempts_are_cancelled_and_released() {
         .await
         .unwrap();
     assert_eq!((report.completed, report.released), (0, 1));
-    assert_eq!(ledger.get(&Key::new("stuck").unwrap()).await.unwrap(), None, "released: absent");
+    assert_eq!(
+        ledger.get(&Key::new("stuck").unwrap()).await.unwrap(),
+        None,
+        "released: absent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +477,9 @@ async fn retention_purges_on_a_timer_without_unblocking_early() {
     policy.retention.completed = Keep::newest(10);
     policy.purge_every = Duration::from_millis(10);
     let stop = CancellationToken::new();
-    let entries: Vec<_> = (0..50).map(|i| Entry::new(format!("k{i:02}"), i).unwrap()).collect();
+    let entries: Vec<_> = (0..50)
+        .map(|i| Entry::new(format!("k{i:02}"), i).unwrap())
+        .collect();
     let l = ledger.clone();
     let s = stop.clone();
     let watcher = tokio::spawn(async move {
@@ -402,7 +493,9 @@ async fn retention_purges_on_a_timer_without_unblocking_early() {
         }
     });
     Pipeline::builder(ledger.clone())
-        .source(Source::stream(futures::stream::iter(entries).chain(futures::stream::pending())))
+        .source(Source::stream(
+            futures::stream::iter(entries).chain(futures::stream::pending()),
+        ))
         .process(|_| async { Ok::<_, std::io::Error>(()) })
         .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
         .policy(policy)
@@ -413,21 +506,31 @@ async fn retention_purges_on_a_timer_without_unblocking_early() {
         .await
         .unwrap();
     watcher.await.unwrap();
-    assert_eq!(ledger.stats().await.unwrap().completed, 10, "purged down to the newest 10");
+    assert_eq!(
+        ledger.stats().await.unwrap().completed,
+        10,
+        "purged down to the newest 10"
+    );
 }
 
 #[test]
 fn building_without_the_essentials_is_a_clear_error() {
-    let err = Pipeline::builder::<u32>(MemoryLedger::new()).build().unwrap_err();
+    let err = Pipeline::builder::<u32>(MemoryLedger::new())
+        .build()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("source"), "{err}");
     let err = Pipeline::builder(MemoryLedger::new())
-        .source(Source::stream(futures::stream::iter(Vec::<Entry<u32>>::new())))
+        .source(Source::stream(futures::stream::iter(
+            Vec::<Entry<u32>>::new(),
+        )))
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("process"), "{err}");
     let err = Pipeline::builder(MemoryLedger::new())
-        .source(Source::stream(futures::stream::iter(Vec::<Entry<u32>>::new())))
+        .source(Source::stream(futures::stream::iter(
+            Vec::<Entry<u32>>::new(),
+        )))
         .process(|_| async { Ok::<_, std::io::Error>(()) })
         .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
         .concurrency(0)

@@ -23,14 +23,26 @@ async fn publish_dedups_and_subscribers_get_started_jobs() {
     let ledger = MemoryLedger::new();
     let queue = Queue::builder(ledger.clone()).build().unwrap();
     let sub = queue.subscribe();
-    assert!(matches!(queue.publish(entry("a")).await.unwrap(), Published::Accepted(_)));
-    assert_eq!(queue.publish(entry("a")).await.unwrap(), Published::Duplicate(State::Queued));
+    assert!(matches!(
+        queue.publish(entry("a")).await.unwrap(),
+        Published::Accepted(_)
+    ));
+    assert_eq!(
+        queue.publish(entry("a")).await.unwrap(),
+        Published::Duplicate(State::Queued)
+    );
     let job = sub.recv().await.unwrap();
-    assert_eq!((job.key().as_str(), job.attempt(), *job.payload()), ("a", 1, 7));
+    assert_eq!(
+        (job.key().as_str(), job.attempt(), *job.payload()),
+        ("a", 1, 7)
+    );
     assert_eq!(state(&ledger, "a").await, Some(State::Running));
     job.complete().await.unwrap();
     assert_eq!(state(&ledger, "a").await, Some(State::Completed));
-    assert_eq!(queue.publish(entry("a")).await.unwrap(), Published::Duplicate(State::Completed));
+    assert_eq!(
+        queue.publish(entry("a")).await.unwrap(),
+        Published::Duplicate(State::Completed)
+    );
 }
 
 #[tokio::test]
@@ -42,23 +54,36 @@ async fn try_publish_says_full_and_gives_the_entry_back_without_offering() {
     let err = queue.try_publish(entry("c")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Full);
     assert_eq!(err.into_entries()[0].key.as_str(), "c");
-    assert_eq!(state(&ledger, "c").await, None, "a full queue offers nothing");
+    assert_eq!(
+        state(&ledger, "c").await,
+        None,
+        "a full queue offers nothing"
+    );
     // A duplicate gives its place back at once.
     assert!(queue.try_publish(entry("a")).await.is_err(), "still full");
     let sub = queue.subscribe();
     let job = sub.recv().await.unwrap();
-    assert!(queue.try_publish(entry("c")).await.is_ok(), "a received job frees a place");
+    assert!(
+        queue.try_publish(entry("c")).await.is_ok(),
+        "a received job frees a place"
+    );
     drop(job);
 }
 
 #[tokio::test]
 async fn publish_waits_for_space() {
-    let queue = Queue::builder(MemoryLedger::new()).capacity(1).build().unwrap();
+    let queue = Queue::builder(MemoryLedger::new())
+        .capacity(1)
+        .build()
+        .unwrap();
     queue.publish(entry("a")).await.unwrap();
     let q = queue.clone();
     let waiting = tokio::spawn(async move { q.publish(entry("b")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished(), "publish waits while the buffer is full");
+    assert!(
+        !waiting.is_finished(),
+        "publish waits while the buffer is full"
+    );
     let job = queue.subscribe().recv().await.unwrap();
     waiting.await.unwrap().unwrap();
     job.complete().await.unwrap();
@@ -78,7 +103,10 @@ async fn a_dropped_job_is_released_and_offered_again() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(state(&ledger, "a").await, None, "released on drop");
-    assert!(matches!(queue.publish(entry("a")).await.unwrap(), Published::Accepted(_)));
+    assert!(matches!(
+        queue.publish(entry("a")).await.unwrap(),
+        Published::Accepted(_)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -86,7 +114,10 @@ async fn leases_are_renewed_while_a_job_lives() {
     let ledger = MemoryLedger::new();
     let mut policy = Policy::default();
     policy.lease = Duration::from_secs(3);
-    let queue = Queue::builder(ledger.clone()).policy(policy.clone()).build().unwrap();
+    let queue = Queue::builder(ledger.clone())
+        .policy(policy.clone())
+        .build()
+        .unwrap();
     let job = {
         queue.publish(entry("a")).await.unwrap();
         queue.subscribe().recv().await.unwrap()
@@ -96,7 +127,10 @@ async fn leases_are_renewed_while_a_job_lives() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let offered = ledger.offer(&policy, &[entry("a").offer()]).await.unwrap();
-    assert_eq!(offered[0], qupid::ledger::Offered::Duplicate(State::Running));
+    assert_eq!(
+        offered[0],
+        qupid::ledger::Offered::Duplicate(State::Running)
+    );
     assert!(!job.lease_lost().is_cancelled());
     job.complete().await.unwrap();
 }
@@ -106,14 +140,26 @@ async fn a_lost_lease_cancels_the_job() {
     let ledger = MemoryLedger::new();
     let mut policy = Policy::default();
     policy.lease = Duration::from_secs(3);
-    let queue = Queue::builder(ledger.clone()).policy(policy).build().unwrap();
+    let queue = Queue::builder(ledger.clone())
+        .policy(policy)
+        .build()
+        .unwrap();
     queue.publish(entry("a")).await.unwrap();
     let job = queue.subscribe().recv().await.unwrap();
-    assert_eq!(ledger.remove(&[key("a")], true).await.unwrap(), vec![Removed::Removed]);
-    tokio::time::timeout(Duration::from_secs(5), job.lease_lost().cancelled()).await.expect("renewer notices");
+    assert_eq!(
+        ledger.remove(&[key("a")], true).await.unwrap(),
+        vec![Removed::Removed]
+    );
+    tokio::time::timeout(Duration::from_secs(5), job.lease_lost().cancelled())
+        .await
+        .expect("renewer notices");
     let err = job.complete().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LeaseLost);
-    assert_eq!(state(&ledger, "a").await, None, "a fenced completion writes nothing");
+    assert_eq!(
+        state(&ledger, "a").await,
+        None,
+        "a fenced completion writes nothing"
+    );
 }
 
 #[tokio::test]
@@ -121,23 +167,36 @@ async fn failing_gives_the_job_back_until_it_is_dead() {
     let ledger = MemoryLedger::new();
     let mut policy = Policy::default();
     policy.max_attempts = 2;
-    let queue = Queue::builder(ledger.clone()).policy(policy).build().unwrap();
+    let queue = Queue::builder(ledger.clone())
+        .policy(policy)
+        .build()
+        .unwrap();
     queue.publish(entry("a")).await.unwrap();
     let job = queue.subscribe().recv().await.unwrap();
-    let FailOutcome::Retry(mut job) = job.fail("first").await.unwrap() else { panic!("retry") };
+    let FailOutcome::Retry(mut job) = job.fail("first").await.unwrap() else {
+        panic!("retry")
+    };
     assert_eq!(state(&ledger, "a").await, Some(State::Queued));
     assert_eq!(job.start().await.unwrap(), 2);
-    let FailOutcome::Dead { attempts } = job.fail("second").await.unwrap() else { panic!("dead") };
+    let FailOutcome::Dead { attempts } = job.fail("second").await.unwrap() else {
+        panic!("dead")
+    };
     assert_eq!(attempts, 2);
     let rec = ledger.get(&key("a")).await.unwrap().unwrap();
-    assert_eq!((rec.state, rec.last_error.as_deref()), (State::Dead, Some("second")));
+    assert_eq!(
+        (rec.state, rec.last_error.as_deref()),
+        (State::Dead, Some("second"))
+    );
 }
 
 #[tokio::test]
 async fn a_closed_queue_refuses_and_releases_what_is_buffered() {
     let ledger = MemoryLedger::new();
     let queue = Queue::builder(ledger.clone()).build().unwrap();
-    queue.publish_batch(vec![entry("a"), entry("b")]).await.unwrap();
+    queue
+        .publish_batch(vec![entry("a"), entry("b")])
+        .await
+        .unwrap();
     queue.close();
     let err = queue.publish(entry("c")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
@@ -145,6 +204,9 @@ async fn a_closed_queue_refuses_and_releases_what_is_buffered() {
     assert_eq!(queue.release_buffered(), 2);
     queue.shutdown().await;
     let queued = ledger.list(&ListQuery::new(State::Queued)).await.unwrap();
-    assert!(queued.records.is_empty(), "released keys are absent: {queued:?}");
+    assert!(
+        queued.records.is_empty(),
+        "released keys are absent: {queued:?}"
+    );
     assert_eq!(ledger.stats().await.unwrap().total(), 0);
 }

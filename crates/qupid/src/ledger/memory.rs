@@ -222,7 +222,7 @@ impl MemoryLedger {
     }
 
     fn offer_one(&self, shard: &mut Shard, policy: &Policy, offer: &Offer, now: u64) -> Offered {
-        let lease_until = Timestamp(now).add(policy.lease).0;
+        let lease_until = Timestamp(now).plus(policy.lease).0;
         let key = offer.key.as_str();
         let slot = match shard.map.entry_ref(key) {
             EntryRef::Vacant(v) => {
@@ -363,7 +363,7 @@ impl Ledger for MemoryLedger {
                     return Err(Refused::WrongState(slot.state));
                 }
                 slot.attempts = slot.attempts.saturating_add(1);
-                slot.at = now.add(policy.lease).0;
+                slot.at = now.plus(policy.lease).0;
                 slot.state = State::Running;
                 let started = Started {
                     attempt: u32::from(slot.attempts),
@@ -389,7 +389,7 @@ impl Ledger for MemoryLedger {
                 if !slot.state.is_leased() {
                     return Err(Refused::WrongState(slot.state));
                 }
-                slot.at = now.add(policy.lease).0;
+                slot.at = now.plus(policy.lease).0;
                 Ok(Timestamp(slot.at))
             },
         ))
@@ -437,7 +437,7 @@ impl Ledger for MemoryLedger {
                     slot.take_newer();
                     (State::Dead, Failed::Dead { attempts })
                 } else {
-                    slot.at = now.add(policy.lease).0;
+                    slot.at = now.plus(policy.lease).0;
                     (State::Queued, Failed::Retry { attempts })
                 };
                 slot.state = to;
@@ -566,6 +566,11 @@ impl Ledger for MemoryLedger {
 
     async fn now(&self) -> Result<Timestamp> {
         Ok(Timestamp(self.now_ms()))
+    }
+
+    /// In-process calls cost less than a hop between tasks: never worth grouping.
+    fn groups_calls(&self) -> bool {
+        true
     }
 }
 

@@ -194,6 +194,15 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     ///
     /// Only when the ledger itself fails.
     fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send;
+
+    /// Whether the ledger groups concurrent calls by itself, or each call costs too little to
+    /// be worth grouping (an in-process ledger). When `false` (the default), a queue groups
+    /// the `start`/`complete`/`fail`/`release` calls of its concurrent jobs into batches in a
+    /// background task, trading a hop between tasks for fewer round trips; when `true`, jobs
+    /// call the ledger directly.
+    fn groups_calls(&self) -> bool {
+        false
+    }
 }
 
 impl<L: Ledger> Ledger for Arc<L> {
@@ -261,5 +270,8 @@ impl<L: Ledger> Ledger for Arc<L> {
     }
     fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send {
         (**self).now()
+    }
+    fn groups_calls(&self) -> bool {
+        (**self).groups_calls()
     }
 }

@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn grows_then_caps() {
-        let b = Backoff { jitter: 0.0, ..Backoff::default() };
+        let b = Backoff {
+            jitter: 0.0,
+            ..Backoff::default()
+        };
         let waits: Vec<u128> = (1..=12).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(&waits[..5], &[100, 200, 400, 800, 1600]);
         assert_eq!(waits[11], 30_000);

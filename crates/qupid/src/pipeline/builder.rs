@@ -78,7 +78,11 @@ impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
         E: Into<BoxError>,
         O: Send + 'static,
     {
-        ProcessStep { builder: self, process, output: PhantomData }
+        ProcessStep {
+            builder: self,
+            process,
+            output: PhantomData,
+        }
     }
 
     /// How many attempts run at once.
@@ -155,7 +159,9 @@ impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
             return Err(Error::config("a pipeline needs at least one source"));
         }
         let Some(work) = self.work.clone() else {
-            return Err(Error::config("a pipeline needs a process step and a save step"));
+            return Err(Error::config(
+                "a pipeline needs a process step and a save step",
+            ));
         };
         if self.concurrency == 0 {
             return Err(Error::config("concurrency must be at least 1, found 0"));
@@ -164,7 +170,11 @@ impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
             return Err(Error::config("buffer must be at least 1, found 0"));
         }
         let counters = Arc::new(Counters::new(&self.name));
-        Ok(Pipeline { builder: self, work, counters })
+        Ok(Pipeline {
+            builder: self,
+            work,
+            counters,
+        })
     }
 }
 
@@ -206,7 +216,9 @@ impl<L: Ledger, T: Send + Sync + 'static, P, O: Send + 'static> ProcessStep<L, T
             let save = save.clone();
             Box::pin(async move {
                 let out = processing.await.map_err(|e| StepError::Process(e.into()))?;
-                save(attempt, out).await.map_err(|e| StepError::Save(e.into()))
+                save(attempt, out)
+                    .await
+                    .map_err(|e| StepError::Save(e.into()))
             })
         };
         let mut builder = self.builder;
@@ -217,6 +229,8 @@ impl<L: Ledger, T: Send + Sync + 'static, P, O: Send + 'static> ProcessStep<L, T
 
 impl<L: fmt::Debug, T, P, O> fmt::Debug for ProcessStep<L, T, P, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessStep").field("builder", &self.builder).finish_non_exhaustive()
+        f.debug_struct("ProcessStep")
+            .field("builder", &self.builder)
+            .finish_non_exhaustive()
     }
 }

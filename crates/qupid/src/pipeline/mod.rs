@@ -101,7 +101,10 @@ impl<L: Ledger, T: Send + Sync + 'static> Pipeline<L, T> {
 
     /// A live view of the counters, for progress bars and health checks.
     pub fn progress(&self) -> Progress {
-        Progress { counters: self.counters.clone(), started: tokio::time::Instant::now() }
+        Progress {
+            counters: self.counters.clone(),
+            started: tokio::time::Instant::now(),
+        }
     }
 
     /// Runs until stopped (see [Stopping](self#stopping)) and reports what happened.
@@ -128,7 +131,9 @@ impl<L: Ledger, T: Send + Sync + 'static> Pipeline<L, T> {
 
 impl<L: fmt::Debug, T> fmt::Debug for Pipeline<L, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipeline").field("builder", &self.builder).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("builder", &self.builder)
+            .finish_non_exhaustive()
     }
 }
 

@@ -30,15 +30,20 @@ struct Idle {
 
 impl Idle {
     fn all(&self, until_idle: bool) -> bool {
-        self.quiet.iter().zip(&self.finished).all(|(q, f)| {
-            f.load(Ordering::SeqCst) || (until_idle && q.load(Ordering::SeqCst))
-        })
+        self.quiet
+            .iter()
+            .zip(&self.finished)
+            .all(|(q, f)| f.load(Ordering::SeqCst) || (until_idle && q.load(Ordering::SeqCst)))
     }
 }
 
 pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) -> Result<Report> {
     let started = tokio::time::Instant::now();
-    let Pipeline { builder: b, work, counters } = p;
+    let Pipeline {
+        builder: b,
+        work,
+        counters,
+    } = p;
     let queue: Queue<L, T> = Queue::builder(b.ledger)
         .capacity(b.buffer.unwrap_or(b.concurrency.saturating_mul(4)).max(1))
         .policy(b.policy.clone())
@@ -90,7 +95,13 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
     let polling = stop.child_token();
     let mut sources = JoinSet::new();
     for (i, source) in b.sources.into_iter().enumerate() {
-        sources.spawn(poll_source(i, source, queue.clone(), idle.clone(), polling.clone()));
+        sources.spawn(poll_source(
+            i,
+            source,
+            queue.clone(),
+            idle.clone(),
+            polling.clone(),
+        ));
     }
     let mut workers = JoinSet::new();
     let backoff = b.backoff;
@@ -117,8 +128,9 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = notified => {}
-            // A safety net against a missed wake-up; cheap.
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            // Jobs ending do not wake this loop (that would cost a wake-up per job); it looks
+            // again every few milliseconds.
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
 
@@ -168,7 +180,9 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
                 }
                 let ended_before = idle.ended.load(Ordering::SeqCst);
                 let span = tracing::info_span!("qupid.poll", source = %name, entries = tracing::field::Empty, accepted = tracing::field::Empty);
-                let polled = AssertUnwindSafe(poll()).catch_unwind().instrument(span.clone());
+                let polled = AssertUnwindSafe(poll())
+                    .catch_unwind()
+                    .instrument(span.clone());
                 let batch = tokio::select! {
                     b = polled => b,
                     _ = stop.cancelled() => return,
@@ -176,7 +190,9 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
                 let accepted = match batch {
                     Ok(Ok(entries)) => {
                         span.record("entries", entries.len());
-                        publish(&queue, entries, &stop).instrument(span.clone()).await
+                        publish(&queue, entries, &stop)
+                            .instrument(span.clone())
+                            .await
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(parent: &span, error = %e, "poll failed");
@@ -269,8 +285,8 @@ impl<T: Send + Sync + 'static> Worker<T> {
             let Some(job) = job else { return };
             let span = tracing::debug_span!("qupid.job", key = %job.key(), token = %job.token());
             self.attempt_until_done(job).instrument(span).await;
+            // The stop loop looks at this on its own schedule: waking it per job is costly.
             self.idle.ended.fetch_add(1, Ordering::SeqCst);
-            self.idle.changed.notify_one();
         }
     }
 
@@ -300,12 +316,15 @@ impl<T: Send + Sync + 'static> Worker<T> {
                 Some(Ok(Ok(()))) => None,
                 Some(Ok(Err(e))) => Some(e.to_string()),
                 Some(Err(panic)) => Some(format!("panicked: {}", panic_message(&*panic))),
-                None => Some(format!("timed out after {:?}", self.timeout.unwrap_or_default())),
+                None => Some(format!(
+                    "timed out after {:?}",
+                    self.timeout.unwrap_or_default()
+                )),
             };
             let Some(error) = error else {
-                if let Err(e) = job.complete().await {
-                    tracing::warn!(error = %e, "could not record the completion");
-                }
+                // Sent to the batching task without waiting: the worker moves on, the task
+                // counts the outcome, and a stop waits until every completion is recorded.
+                job.complete_later();
                 return;
             };
             match job.fail(&error).await {

@@ -22,7 +22,7 @@ type PollFn<T> = Box<dyn FnMut() -> BoxFuture<'static, Result<Vec<Entry<T>>, Box
 ///
 /// // Polled every 5 seconds; errors are logged and counted, and the next poll goes on.
 /// let polled = Source::poll(Duration::from_secs(5), || async {
-///     Ok::<_, std::io::Error>(vec![Entry::new("orders/1", 1u32)?])
+///     Ok::<_, qupid::Error>(vec![Entry::new("orders/1", 1u32)?])
 /// });
 ///
 /// // Any stream of entries; the source is finished when the stream ends.
@@ -53,7 +53,10 @@ impl<T: Send + 'static> Source<T> {
             let fut = poll();
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        Source { name: "poll".into(), kind: Kind::Poll { every, poll } }
+        Source {
+            name: "poll".into(),
+            kind: Kind::Poll { every, poll },
+        }
     }
 
     /// A source that offers every entry of `stream`, in batches of what is ready. It is
@@ -62,7 +65,10 @@ impl<T: Send + 'static> Source<T> {
     where
         S: Stream<Item = Entry<T>> + Send + 'static,
     {
-        Source { name: "stream".into(), kind: Kind::Stream(stream.boxed()) }
+        Source {
+            name: "stream".into(),
+            kind: Kind::Stream(stream.boxed()),
+        }
     }
 
     /// The same source with a name, for logs and spans.
@@ -78,6 +84,9 @@ impl<T> fmt::Debug for Source<T> {
             Kind::Poll { every, .. } => format!("poll every {every:?}"),
             Kind::Stream(_) => "stream".to_owned(),
         };
-        f.debug_struct("Source").field("name", &self.name).field("kind", &kind).finish()
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("kind", &kind)
+            .finish()
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,9 @@ pub(crate) enum Ask {
     Complete,
     Fail(String),
     /// `running` says which gauge the job leaves.
-    Release { running: bool },
+    Release {
+        running: bool,
+    },
 }
 
 /// The ledger's answer to an [`Ask`].
@@ -57,7 +60,13 @@ impl Registry {
     }
 
     pub(crate) fn insert(&self, claim: &Claim, lost: CancellationToken) {
-        self.lock().insert(claim.key.clone(), Held { token: claim.token, lost });
+        self.lock().insert(
+            claim.key.clone(),
+            Held {
+                token: claim.token,
+                lost,
+            },
+        );
     }
 
     /// Forgets `claim` if it is still the one held for its key.
@@ -79,7 +88,13 @@ impl Registry {
     }
 
     fn claims(&self) -> Vec<Claim> {
-        self.lock().iter().map(|(k, h)| Claim { key: k.clone(), token: h.token }).collect()
+        self.lock()
+            .iter()
+            .map(|(k, h)| Claim {
+                key: k.clone(),
+                token: h.token,
+            })
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -94,13 +109,18 @@ pub(crate) struct Core {
     pub(crate) registry: Arc<Registry>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) lease: Duration,
+    /// Set when the ledger groups calls itself: jobs then call it directly, without a hop
+    /// through the batching task.
+    pub(crate) direct: Option<Arc<dyn Exec>>,
     /// Stops the renewer when the last job and the queue are gone.
     pub(crate) _renewer: tokio_util::sync::DropGuard,
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("held", &self.registry.len()).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("held", &self.registry.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,8 +132,15 @@ impl Core {
         let mut pause = Duration::from_millis(20);
         loop {
             let (tx, rx) = oneshot::channel();
-            let op = Op { ask: make(), claim: claim.clone(), reply: Some(tx) };
-            self.ops.send(op).map_err(|_| closed())?;
+            let op = Op {
+                ask: make(),
+                claim: claim.clone(),
+                reply: Some(tx),
+            };
+            match &self.direct {
+                Some(exec) => exec.apply(vec![op]).await,
+                None => self.ops.send(op).map_err(|_| closed())?,
+            }
             match rx.await.map_err(|_| closed())? {
                 Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
                     tracing::debug!(key = %claim.key, error = %e, "ledger call failed, retrying");
@@ -125,46 +152,72 @@ impl Core {
         }
     }
 
-    /// Asks for a release without waiting (from `Drop`).
-    pub(crate) fn release_later(&self, claim: Claim, running: bool) {
-        let _ = self.ops.send(Op { ask: Ask::Release { running }, claim, reply: None });
+    /// Asks without waiting for the answer (a release from `Drop`, a completion).
+    pub(crate) fn send_later(&self, ask: Ask, claim: Claim) {
+        let _ = self.ops.send(Op {
+            ask,
+            claim,
+            reply: None,
+        });
     }
 }
 
 fn closed() -> Error {
-    Error::new(crate::ErrorKind::Closed, "the queue's ledger task has stopped")
+    Error::new(
+        crate::ErrorKind::Closed,
+        "the queue's ledger task has stopped",
+    )
 }
 
-/// Answers ops in batches: everything waiting is sent to the ledger in one call per kind.
-pub(crate) async fn ender<L: Ledger>(
-    ledger: L,
-    policy: Policy,
-    registry: Arc<Registry>,
-    counters: Arc<Counters>,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-) {
-    let mut buf = Vec::with_capacity(1024);
-    while rx.recv_many(&mut buf, 1024).await > 0 {
+/// Applies ops to the ledger and keeps the books (counters, registry). Object-safe, so the
+/// jobs (which do not know the ledger's type) can call it directly.
+pub(crate) trait Exec: Send + Sync + 'static {
+    /// Applies `ops` in one ledger call per kind and answers each op's waiter.
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, ()>;
+}
+
+pub(crate) struct Executor<L> {
+    pub(crate) ledger: Arc<L>,
+    pub(crate) policy: Policy,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl<L: Ledger> Exec for Executor<L> {
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, ()> {
+        Box::pin(self.apply_all(ops))
+    }
+}
+
+impl<L: Ledger> Executor<L> {
+    async fn apply_all(&self, ops: Vec<Op>) {
+        let (ledger, policy, registry) = (&self.ledger, &self.policy, &self.registry);
         let (mut starts, mut completes, mut fails, mut releases) = (vec![], vec![], vec![], vec![]);
-        for op in buf.drain(..) {
+        for op in ops {
             match op.ask {
                 Ask::Start => starts.push((op.claim, op.reply)),
                 Ask::Complete => completes.push((op.claim, op.reply)),
-                Ask::Fail(error) => fails.push((Failure { claim: op.claim, error }, op.reply)),
+                Ask::Fail(error) => fails.push((
+                    Failure {
+                        claim: op.claim,
+                        error,
+                    },
+                    op.reply,
+                )),
                 Ask::Release { running } => releases.push(((op.claim, running), op.reply)),
             }
         }
-        let c = &counters;
+        let c = &self.counters;
         if !starts.is_empty() {
             let claims: Vec<Claim> = starts.iter().map(|(c, _)| c.clone()).collect();
-            let out = ledger.start(&policy, &claims).await;
+            let out = ledger.start(policy, &claims).await;
             answer(starts, out, |claim, r| {
                 match &r {
                     Ok(_) => {
                         c.queued.add(-1);
                         c.running.add(1);
                     }
-                    Err(refused) => lost(&registry, c, claim, refused, false),
+                    Err(refused) => lost(registry, c, claim, refused, false),
                 }
                 Answer::Started(r)
             });
@@ -179,14 +232,14 @@ pub(crate) async fn ender<L: Ledger>(
                         c.running.add(-1);
                         registry.remove(claim);
                     }
-                    Err(refused) => lost(&registry, c, claim, refused, true),
+                    Err(refused) => lost(registry, c, claim, refused, true),
                 }
                 Answer::Done(r)
             });
         }
         if !fails.is_empty() {
             let items: Vec<Failure> = fails.iter().map(|(f, _)| f.clone()).collect();
-            let out = ledger.fail(&policy, &items).await;
+            let out = ledger.fail(policy, &items).await;
             answer(fails, out, |f, r| {
                 match &r {
                     Ok(Failed::Retry { .. }) => {
@@ -200,7 +253,7 @@ pub(crate) async fn ender<L: Ledger>(
                         c.running.add(-1);
                         registry.remove(&f.claim);
                     }
-                    Err(refused) => lost(&registry, c, &f.claim, refused, true),
+                    Err(refused) => lost(registry, c, &f.claim, refused, true),
                 }
                 Answer::Failed(r)
             });
@@ -223,9 +276,19 @@ pub(crate) async fn ender<L: Ledger>(
             });
             if failed {
                 // The keys stay leased until their leases expire; then they are offered again.
-                tracing::warn!("releasing keys failed; they will be re-offered after their leases expire");
+                tracing::warn!(
+                    "releasing keys failed; they will be re-offered after their leases expire"
+                );
             }
         }
+    }
+}
+
+/// Answers ops in batches: everything waiting goes to the ledger in one call per kind.
+pub(crate) async fn ender(exec: Arc<dyn Exec>, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut buf = Vec::with_capacity(1024);
+    while rx.recv_many(&mut buf, 1024).await > 0 {
+        exec.apply(std::mem::take(&mut buf)).await;
     }
 }
 
@@ -296,7 +359,9 @@ pub(crate) async fn renewer<L: Ledger>(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed")
+                }
             }
         }
     }

@@ -51,15 +51,29 @@ fn refused(r: Refused) -> Error {
 }
 
 fn unexpected() -> Error {
-    Error::new(ErrorKind::Ledger, "the ledger answered a different operation than was asked")
+    Error::new(
+        ErrorKind::Ledger,
+        "the ledger answered a different operation than was asked",
+    )
 }
 
 impl<T> Job<T> {
     pub(crate) fn new(entry: Entry<T>, token: Token, attempts: u32, core: Arc<Core>) -> Self {
-        let claim = Claim { key: entry.key.clone(), token };
+        let claim = Claim {
+            key: entry.key.clone(),
+            token,
+        };
         let lost = CancellationToken::new();
         core.registry.insert(&claim, lost.clone());
-        Job { entry: Arc::new(entry), claim, attempt: attempts, running: false, ended: false, lost, core }
+        Job {
+            entry: Arc::new(entry),
+            claim,
+            attempt: attempts,
+            running: false,
+            ended: false,
+            lost,
+            core,
+        }
     }
 
     /// The entry being processed.
@@ -151,6 +165,14 @@ impl<T> Job<T> {
         out
     }
 
+    /// Completes without waiting for the answer: the queue's batching task records it (and
+    /// counts a lost lease, if it was lost). Transient ledger errors are not retried here.
+    pub(crate) fn complete_later(mut self) {
+        self.ended = true;
+        self.core
+            .send_later(super::core::Ask::Complete, self.claim.clone());
+    }
+
     /// Records a failed attempt. While attempts remain the job comes back, still leased, for
     /// a retry; after the last one the key is Dead.
     ///
@@ -163,7 +185,10 @@ impl<T> Job<T> {
     /// If dropped halfway, the failure may or may not be recorded; the job is released.
     pub async fn fail(mut self, error: impl fmt::Display) -> Result<FailOutcome<T>> {
         let error = error.to_string();
-        let answer = self.core.ask(|| Ask::Fail(error.clone()), &self.claim).await;
+        let answer = self
+            .core
+            .ask(|| Ask::Fail(error.clone()), &self.claim)
+            .await;
         match answer? {
             Answer::Failed(Ok(Failed::Retry { attempts })) => {
                 self.attempt = attempts;
@@ -194,7 +219,10 @@ impl<T> Job<T> {
     /// If dropped halfway, the release is sent again from `Drop`.
     pub async fn release(mut self) -> Result<()> {
         let running = self.running;
-        let answer = self.core.ask(|| Ask::Release { running }, &self.claim).await;
+        let answer = self
+            .core
+            .ask(|| Ask::Release { running }, &self.claim)
+            .await;
         self.ended = true;
         match answer? {
             Answer::Released(r) => r.map_err(refused),
@@ -215,7 +243,12 @@ impl<T> Job<T> {
 impl<T> Drop for Job<T> {
     fn drop(&mut self) {
         if !self.ended {
-            self.core.release_later(self.claim.clone(), self.running);
+            self.core.send_later(
+                Ask::Release {
+                    running: self.running,
+                },
+                self.claim.clone(),
+            );
         }
     }
 }

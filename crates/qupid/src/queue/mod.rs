@@ -91,7 +91,12 @@ impl<T> fmt::Debug for PublishError<T> {
 
 impl<T> fmt::Display for PublishError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({} entries not published)", self.error, self.entries.len())
+        write!(
+            f,
+            "{} ({} entries not published)",
+            self.error,
+            self.entries.len()
+        )
     }
 }
 
@@ -170,25 +175,28 @@ impl<L: Ledger> QueueBuilder<L> {
             )));
         }
         let ledger = Arc::new(self.ledger);
-        let counters = self.counters.unwrap_or_else(|| Arc::new(Counters::new(&self.name)));
+        let counters = self
+            .counters
+            .unwrap_or_else(|| Arc::new(Counters::new(&self.name)));
         let registry = Arc::new(Registry::default());
         let (ops, rx) = mpsc::unbounded_channel();
         let renewer_stop = CancellationToken::new();
+        let exec: Arc<dyn core::Exec> = Arc::new(core::Executor {
+            ledger: ledger.clone(),
+            policy: self.policy.clone(),
+            registry: registry.clone(),
+            counters: counters.clone(),
+        });
         let core = Arc::new(Core {
             ops,
             registry: registry.clone(),
             counters: counters.clone(),
             lease: self.policy.lease,
+            direct: ledger.groups_calls().then(|| exec.clone()),
             _renewer: renewer_stop.clone().drop_guard(),
         });
         let stop = CancellationToken::new();
-        let ender = tokio::spawn(ender(
-            ledger.clone(),
-            self.policy.clone(),
-            registry.clone(),
-            counters.clone(),
-            rx,
-        ));
+        let ender = tokio::spawn(ender(exec, rx));
         tokio::spawn(renewer(
             ledger.clone(),
             self.policy.clone(),
@@ -234,7 +242,9 @@ struct Inner<L, T> {
 
 impl<L, T> Clone for Queue<L, T> {
     fn clone(&self) -> Self {
-        Queue { inner: self.inner.clone() }
+        Queue {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -296,9 +306,15 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         let Ok(permit) = self.inner.space.clone().try_acquire_owned() else {
             let error = Error::new(
                 ErrorKind::Full,
-                format!("the queue's buffer is full ({} entries)", self.inner.capacity),
+                format!(
+                    "the queue's buffer is full ({} entries)",
+                    self.inner.capacity
+                ),
             );
-            return Err(PublishError { error, entries: vec![entry] });
+            return Err(PublishError {
+                error,
+                entries: vec![entry],
+            });
         };
         permit.forget();
         let mut out = self.offer_reserved(vec![entry]).await?;
@@ -355,7 +371,10 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     }
 
     /// Offers entries for which space has been reserved (and forgotten).
-    async fn offer_reserved(&self, entries: Vec<Entry<T>>) -> Result<Vec<Published>, PublishError<T>> {
+    async fn offer_reserved(
+        &self,
+        entries: Vec<Entry<T>>,
+    ) -> Result<Vec<Published>, PublishError<T>> {
         let inner = &self.inner;
         let offers: Vec<_> = entries.iter().map(Entry::offer).collect();
         let c = &inner.core.counters;
@@ -393,12 +412,18 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     }
 
     fn closed_error(&self, entries: Vec<Entry<T>>) -> PublishError<T> {
-        PublishError { error: Error::new(ErrorKind::Closed, "the queue is closed"), entries }
+        PublishError {
+            error: Error::new(ErrorKind::Closed, "the queue is closed"),
+            entries,
+        }
     }
 
     /// A handle that receives jobs. Subscribers share the buffer: each job goes to one.
     pub fn subscribe(&self) -> Subscriber<T> {
-        Subscriber { jobs: self.inner.jobs.clone(), space: self.inner.space.clone() }
+        Subscriber {
+            jobs: self.inner.jobs.clone(),
+            space: self.inner.space.clone(),
+        }
     }
 
     /// Stops accepting publishes. Subscribers receive what is buffered, then `None`.
@@ -453,7 +478,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     pub async fn shutdown(self) {
         self.close();
         self.release_buffered();
-        let handle = self.inner.ender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .inner
+            .ender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         drop(self);
         if let Some(handle) = handle {
             // The ender stops once the queue and every job are gone.
@@ -471,7 +501,9 @@ pub struct Subscriber<T> {
 
 impl<T> fmt::Debug for Subscriber<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscriber").field("buffered", &self.jobs.len()).finish()
+        f.debug_struct("Subscriber")
+            .field("buffered", &self.jobs.len())
+            .finish()
     }
 }
 
