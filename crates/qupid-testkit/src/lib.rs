@@ -4,7 +4,7 @@
 //! empty ledger in its own namespace, and a way to move its clock — and runs everything with
 //! two lines:
 //!
-//! ```ignore
+//! ```text
 //! async fn fixture() -> qupid_testkit::Fixture<MyLedger> { /* a fresh namespace */ }
 //! qupid_testkit::conformance_tests!(fixture);
 //! qupid_testkit::model_test!(fixture, 64);

@@ -100,3 +100,8 @@ pub use ledger::{Ledger, MemoryLedger, State};
 pub use pipeline::{Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source};
 pub use policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 pub use queue::{Job, Published, Queue};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,233 @@
+//! The seed's picture: poll a datastore, process each record, save the output as a file.
+//!
+//! A local datastore holds a few thousand records. A record is "unprocessed" until its output
+//! file exists, so every poll returns the records still in flight too: the ledger turns those
+//! into duplicates (counted in the report) and each record is processed once. The output
+//! folder is the non-transactional store. The run ends when everything is saved.
+//!
+//! ```text
+//! cargo run --release --example poll_process_save -- [--records N] [--out DIR]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use qupid::{Backoff, Entry, MemoryLedger, Pipeline, Source};
+
+/// One record of the datastore.
+#[derive(Debug, Clone)]
+struct Customer {
+    id: u32,
+    name: String,
+    orders: Vec<u32>,
+}
+
+/// The datastore: records, and "processed" meaning "has an output file".
+struct Datastore {
+    records: Vec<Customer>,
+    out: PathBuf,
+    /// How many times each record's output was saved, to show that none was saved twice.
+    saves: Vec<AtomicU32>,
+}
+
+impl Datastore {
+    fn new(n: u32, out: PathBuf) -> Self {
+        let records = (0..n)
+            .map(|id| Customer {
+                id,
+                name: format!("customer {id}"),
+                orders: (0..(id % 7 + 1))
+                    .map(|o| (id * 31 + o * 17) % 500)
+                    .collect(),
+            })
+            .collect();
+        Datastore {
+            records,
+            out,
+            saves: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn output_path(&self, id: u32) -> PathBuf {
+        self.out.join(format!("customer-{id:05}.json"))
+    }
+
+    /// The first `page` records that have no output yet — the query an app would run.
+    fn unprocessed(&self, page: usize) -> Vec<Customer> {
+        self.records
+            .iter()
+            .filter(|c| !self.output_path(c.id).exists())
+            .take(page)
+            .cloned()
+            .collect()
+    }
+}
+
+struct Args {
+    records: u32,
+    out: PathBuf,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        records: 3_000,
+        out: PathBuf::from("output"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--records" => {
+                a.records = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--records needs a number")?
+            }
+            "--out" => a.out = it.next().map(PathBuf::from).ok_or("--out needs a folder")?,
+            "-h" | "--help" => {
+                return Err("usage: poll_process_save [--records N] [--out DIR]".into())
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    Ok(a)
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename: a crash never leaves a
+/// half-written output, and writing the same output twice is harmless (idempotent).
+async fn save_file(path: &Path, contents: String) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, contents).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    tokio::fs::create_dir_all(&args.out).await?;
+    let store = Arc::new(Datastore::new(args.records, args.out.clone()));
+    let todo = store.unprocessed(usize::MAX).len();
+    println!(
+        "datastore: {} records, {} unprocessed; output folder: {}",
+        args.records,
+        todo,
+        args.out.display()
+    );
+
+    // Poll a page of unprocessed records every 50 ms. Records in flight come back until their
+    // file is written: the ledger reports them as duplicates.
+    let polled = store.clone();
+    let source = Source::poll(Duration::from_millis(50), move || {
+        let page = polled.unprocessed(1_000);
+        async move {
+            page.into_iter()
+                .map(|c| Entry::new(format!("customer/{:05}", c.id), c))
+                .collect::<qupid::Result<Vec<_>>>()
+        }
+    })
+    .named("datastore");
+
+    let saver = store.clone();
+    let pipeline = Pipeline::builder(MemoryLedger::new())
+        .name("customers")
+        .source(source)
+        .process(|a| async move {
+            let c = a.payload();
+            // Some work: a summary of the customer's orders, taking a few milliseconds.
+            tokio::time::sleep(Duration::from_millis(u64::from(c.id % 5) + 1)).await;
+            if fastrand::u32(0..100) == 0 {
+                // A flaky dependency: retried with backoff.
+                return Err(format!("pricing service timed out for {}", a.key()));
+            }
+            let total: u32 = c.orders.iter().sum();
+            Ok(format!(
+                "{{\"id\":{},\"name\":\"{}\",\"orders\":{},\"total\":{}}}\n",
+                c.id,
+                c.name,
+                c.orders.len(),
+                total
+            ))
+        })
+        .save(move |a, json: String| {
+            let id = a.payload().id;
+            let path = saver.output_path(id);
+            let saver = saver.clone();
+            async move {
+                save_file(&path, json).await?;
+                saver.saves[id as usize].fetch_add(1, Ordering::Relaxed);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .concurrency(32)
+        .backoff(Backoff {
+            initial: Duration::from_millis(20),
+            ..Backoff::default()
+        })
+        .stop_when_idle()
+        .stop_on_ctrl_c()
+        .build()?;
+
+    let bar = ProgressBar::new(todo as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {pos:>6}/{len:6} saved  {per_sec:>10}  {msg}",
+    )?);
+    let progress = pipeline.progress();
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = progress.snapshot();
+                bar.set_position(r.completed);
+                bar.set_message(format!(
+                    "duplicates {}  retries {}",
+                    r.duplicates, r.failed_attempts
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let report = pipeline.run().await?;
+    ticker.abort();
+    bar.set_position(report.completed);
+    bar.finish();
+
+    let left = store.unprocessed(usize::MAX).len();
+    let twice = store
+        .saves
+        .iter()
+        .filter(|n| n.load(Ordering::Relaxed) > 1)
+        .count();
+    println!();
+    println!("{report}");
+    println!();
+    println!(
+        "{} records saved to {} in {:.2?} ({:.0}/s); {} polled entries were duplicates of work in flight or done.",
+        report.completed,
+        args.out.display(),
+        report.elapsed,
+        report.completed_per_sec(),
+        report.duplicates
+    );
+    println!("records saved more than once: {twice}");
+    if left == 0 {
+        println!("every record is saved.");
+    } else {
+        println!("{left} records are still unprocessed (stopped early, or dead: run again).");
+    }
+    Ok(())
+}
