@@ -19,6 +19,8 @@ struct Args {
     entries: usize,
     runs: usize,
     keys: usize,
+    /// Only this pipeline (`qupid` or `hand`), for profiling.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -26,16 +28,21 @@ fn args() -> Args {
         entries: 200_000,
         runs: 5,
         keys: 1_000_000,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().and_then(|v| v.parse().ok());
+        let raw = it.next();
+        let value = raw.as_deref().and_then(|v| v.parse().ok());
         match (flag.as_str(), value) {
             ("--entries", Some(v)) => a.entries = v,
             ("--runs", Some(v)) => a.runs = v,
             ("--keys", Some(v)) => a.keys = v,
+            ("--only", _) if raw.is_some() => a.only = raw,
             _ => {
-                eprintln!("usage: qupid-bench [--entries N] [--runs R] [--keys K]");
+                eprintln!(
+                    "usage: qupid-bench [--entries N] [--runs R] [--keys K] [--only qupid|hand]"
+                );
                 std::process::exit(2);
             }
         }
@@ -215,6 +222,24 @@ fn bytes_per_key(n: usize) -> (f64, usize) {
 
 fn main() {
     let a = args();
+    if let Some(only) = &a.only {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for _ in 0..a.runs {
+            let (d, _) = if only == "hand" {
+                rt.block_on(hand_written(workload(a.entries)))
+            } else {
+                rt.block_on(qupid_pipeline(workload(a.entries)))
+            };
+            println!(
+                "{only}: {:.0} entries/s",
+                a.entries as f64 / d.as_secs_f64()
+            );
+        }
+        return;
+    }
     // Memory footprint first, while the heap is fresh.
     let (per_key, key_len) = bytes_per_key(a.keys);
     let (fresh, dup) = offers_per_sec(a.keys);

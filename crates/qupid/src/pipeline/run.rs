@@ -279,6 +279,7 @@ impl<T: Send + Sync + 'static> Worker<T> {
     async fn run(self) {
         loop {
             let job = tokio::select! {
+                biased;
                 j = self.sub.recv() => j,
                 _ = self.hard.cancelled() => None,
             };
@@ -302,6 +303,9 @@ impl<T: Send + Sync + 'static> Worker<T> {
             };
             let work = AssertUnwindSafe((self.work)(attempt)).catch_unwind();
             let outcome = tokio::select! {
+                // The work first: when it finishes at once, the cancellation futures are
+                // never polled, so they never register a waiter.
+                biased;
                 r = with_timeout(self.timeout, work) => r,
                 _ = lost.cancelled() => {
                     tracing::warn!("lease lost during the attempt: abandoning it");

@@ -48,19 +48,31 @@ struct Held {
     lost: CancellationToken,
 }
 
-/// Claims held by this process: renewed together, cancelled when lost.
-#[derive(Default)]
+/// Claims held by this process: renewed together, cancelled when lost. Sharded by key, so
+/// publishers and workers seldom wait for each other.
 pub(crate) struct Registry {
-    held: Mutex<HashMap<Key, Held>>,
+    shards: Box<[Mutex<HashMap<Key, Held>>]>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..16).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+        }
+    }
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(key.as_str()) >> 40) as usize % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn insert(&self, claim: &Claim, lost: CancellationToken) {
-        self.lock().insert(
+        self.lock(&claim.key).insert(
             claim.key.clone(),
             Held {
                 token: claim.token,
@@ -71,7 +83,7 @@ impl Registry {
 
     /// Forgets `claim` if it is still the one held for its key.
     pub(crate) fn remove(&self, claim: &Claim) {
-        let mut held = self.lock();
+        let mut held = self.lock(&claim.key);
         if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
             held.remove(&claim.key);
         }
@@ -79,7 +91,7 @@ impl Registry {
 
     /// Forgets `claim` and tells its job the lease is lost.
     fn lose(&self, claim: &Claim) {
-        let mut held = self.lock();
+        let mut held = self.lock(&claim.key);
         if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
             if let Some(h) = held.remove(&claim.key) {
                 h.lost.cancel();
@@ -88,17 +100,22 @@ impl Registry {
     }
 
     fn claims(&self) -> Vec<Claim> {
-        self.lock()
-            .iter()
-            .map(|(k, h)| Claim {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let held = shard.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(held.iter().map(|(k, h)| Claim {
                 key: k.clone(),
                 token: h.token,
-            })
-            .collect()
+            }));
+        }
+        out
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
