@@ -34,12 +34,19 @@
 //! path. A ledger chosen at run time (from a URL in configuration) is an enum over the
 //! backends, not a `Box<dyn Ledger>`.
 
+mod any;
 mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod types;
 
 use std::future::Future;
 use std::sync::Arc;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisLedger;
+pub use any::AnyLedger;
 pub use memory::MemoryLedger;
 pub use types::{
     Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,

@@ -1,0 +1,175 @@
+//! A ledger chosen at run time, from a URL.
+
+use super::types::*;
+use super::{Ledger, MemoryLedger};
+use crate::clock::Timestamp;
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{Key, Offer};
+use crate::policy::{Policy, Retention};
+
+/// Any of the ledgers this build has, chosen at run time from a URL (configuration, the CLI).
+///
+/// An enum rather than a `Box<dyn Ledger>`: calls dispatch with a `match`, no future is boxed,
+/// and [`Ledger`] stays free to use `impl Future` in its methods.
+///
+/// | URL | ledger | feature |
+/// |---|---|---|
+/// | `memory:` | [`MemoryLedger`] (empty, this process only) | always |
+/// | `sqlite://path/to/file.db` | `SqliteLedger` | `sqlite` |
+/// | `redis://host:port/db` | `RedisLedger` in `namespace` | `redis` |
+/// | `postgres://user@host/db` | `PostgresLedger` in `namespace` | `postgres` |
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyLedger {
+    /// An in-memory ledger.
+    Memory(MemoryLedger),
+    /// A Redis ledger.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    Redis(super::RedisLedger),
+}
+
+impl AnyLedger {
+    /// Opens the ledger `url` names; `namespace` selects the queue in a shared server
+    /// (ignored by memory and SQLite, whose file is the namespace).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for a URL this build cannot open (an unknown scheme, or a
+    /// ledger whose feature is off), and whatever the ledger's own constructor answers
+    /// (unreachable server, corrupt file).
+    pub async fn open(url: &str, namespace: &str) -> Result<Self> {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        match scheme.as_str() {
+            "memory" => Ok(AnyLedger::Memory(MemoryLedger::new())),
+            "sqlite" => open_sqlite(url).await,
+            "redis" | "rediss" => open_redis(url, namespace).await,
+            "postgres" | "postgresql" => open_postgres(url, namespace).await,
+            _ => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "expected a ledger URL (memory:, sqlite://PATH, redis://HOST, \
+                     postgres://HOST/DB), found {url:?}"
+                ),
+            )),
+        }
+    }
+}
+
+fn not_built(feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("{feature} ledgers are not in this build: enable qupid's `{feature}` feature"),
+    )
+}
+
+async fn open_sqlite(_url: &str) -> Result<AnyLedger> {
+    Err(not_built("sqlite"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str, namespace: &str) -> Result<AnyLedger> {
+    Ok(AnyLedger::Redis(
+        super::RedisLedger::connect(url, namespace).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+    Err(not_built("redis"))
+}
+
+async fn open_postgres(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+    Err(not_built("postgres"))
+}
+
+/// Calls `$call` on whichever ledger `$self` holds.
+macro_rules! dispatch {
+    ($self:ident, $l:ident => $call:expr) => {
+        match $self {
+            AnyLedger::Memory($l) => $call,
+            #[cfg(feature = "redis")]
+            AnyLedger::Redis($l) => $call,
+        }
+    };
+}
+
+impl Ledger for AnyLedger {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        dispatch!(self, l => l.offer(policy, offers).await)
+    }
+    async fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Started, Refused>>> {
+        dispatch!(self, l => l.start(policy, claims).await)
+    }
+    async fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        dispatch!(self, l => l.renew(policy, claims).await)
+    }
+    async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        dispatch!(self, l => l.complete(claims).await)
+    }
+    async fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> Result<Vec<Result<Failed, Refused>>> {
+        dispatch!(self, l => l.fail(policy, failures).await)
+    }
+    async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        dispatch!(self, l => l.release(claims).await)
+    }
+    async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        dispatch!(self, l => l.remove(keys, force).await)
+    }
+    async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        dispatch!(self, l => l.retry(keys).await)
+    }
+    async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        dispatch!(self, l => l.purge(retention).await)
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Record>> {
+        dispatch!(self, l => l.get(key).await)
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        dispatch!(self, l => l.list(query).await)
+    }
+    async fn stats(&self) -> Result<Stats> {
+        dispatch!(self, l => l.stats().await)
+    }
+    async fn now(&self) -> Result<Timestamp> {
+        dispatch!(self, l => l.now().await)
+    }
+    fn groups_calls(&self) -> bool {
+        dispatch!(self, l => l.groups_calls())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_pick_a_ledger_or_say_what_is_wrong() {
+        assert!(matches!(
+            AnyLedger::open("memory:", "q").await.unwrap(),
+            AnyLedger::Memory(_)
+        ));
+        let err = AnyLedger::open("mysql://localhost/db", "q")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("mysql://localhost/db"), "{err}");
+        let err = AnyLedger::open("no scheme", "q").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}

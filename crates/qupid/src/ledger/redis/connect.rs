@@ -1,0 +1,162 @@
+//! Opening a [`RedisLedger`]: the URL, the namespace and the server's eviction policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, ErrorKind as RedisKind};
+
+use super::error::{classify, redact};
+use super::keys::{check_namespace, Keys};
+use super::{Inner, RedisLedger};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How long one attempt to connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reply may take before the call fails as unavailable. Generous (a batch of
+/// 10,000 keys takes about 70 ms), yet well inside the default 30 s lease, so a renewal
+/// against a hung server fails in time to be noticed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnection attempts before a call fails (with exponential backoff from 100 ms).
+const RECONNECT_RETRIES: usize = 3;
+
+impl RedisLedger {
+    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// `rediss://` needs a TLS feature of the `redis` crate) and opens `namespace`, creating
+    /// nothing until the first offer.
+    ///
+    /// The connection is a [`ConnectionManager`]: one multiplexed connection shared by every
+    /// clone of the ledger, re-established by itself after a network error. A call that gets
+    /// no reply within 10 seconds fails as [`ErrorKind::Unavailable`].
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::Config`] if `namespace` is empty, longer than 256 bytes, or contains
+    ///   braces or control characters; if `url` cannot be parsed; or if the server's
+    ///   `maxmemory-policy` may evict keys (see [Eviction](super#eviction)).
+    /// - [`ErrorKind::Unavailable`] if the server cannot be reached; the message names the
+    ///   URL (with any password hidden).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes closes the connection; nothing is written.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        check_namespace(namespace)?;
+        let shown = redact(url);
+        let client = Client::open(url).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!("expected a redis url like redis://host:6379/0, found {shown:?}: {e}"),
+                e,
+            )
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                // Wrong credentials or settings will not fix themselves; anything else might.
+                let kind = match e.kind() {
+                    RedisKind::AuthenticationFailed | RedisKind::InvalidClientConfig => {
+                        ErrorKind::Config
+                    }
+                    _ => ErrorKind::Unavailable,
+                };
+                Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
+            })?;
+        check_eviction(&conn, &shown).await?;
+        Ok(RedisLedger {
+            inner: Arc::new(Inner {
+                conn,
+                keys: Keys::new(namespace),
+                namespace: namespace.to_owned(),
+                url: shown,
+            }),
+        })
+    }
+
+    /// The namespace this ledger works in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+}
+
+/// Refuses a server whose `maxmemory-policy` may evict qupid's keys.
+async fn check_eviction(conn: &ConnectionManager, url: &str) -> Result<()> {
+    let mut conn = conn.clone();
+    let reply: std::result::Result<HashMap<String, String>, _> = ::redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut conn)
+        .await;
+    let policy = match reply {
+        Ok(map) => map.get("maxmemory-policy").cloned(),
+        Err(e) if classify(&e) == ErrorKind::Unavailable => {
+            return Err(Error::with_source(
+                ErrorKind::Unavailable,
+                format!("redis at {url} stopped answering while checking its eviction policy: {e}"),
+                e,
+            ));
+        }
+        Err(e) => {
+            // Managed services often forbid or rename CONFIG: say so, and trust the operator.
+            tracing::warn!(
+                url,
+                error = %e,
+                "cannot read redis maxmemory-policy; make sure it is noeviction or volatile-*, \
+                 or qupid's records may be evicted"
+            );
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(p) if eviction_is_safe(&p) => Ok(()),
+        Some(p) => Err(Error::config(format!(
+            "redis at {url} has maxmemory-policy {p}, which may evict qupid's records \
+             (completed keys would be processed again, leases would vanish); expected \
+             noeviction or a volatile-* policy: run `CONFIG SET maxmemory-policy noeviction` \
+             (and set it in redis.conf)"
+        ))),
+        None => {
+            tracing::warn!(url, "redis did not report its maxmemory-policy");
+            Ok(())
+        }
+    }
+}
+
+/// Whether a `maxmemory-policy` leaves qupid's keys alone: `noeviction`, or a `volatile-*`
+/// policy, which evicts only keys with a TTL (qupid never sets one).
+pub(super) fn eviction_is_safe(policy: &str) -> bool {
+    let p = policy.to_ascii_lowercase();
+    p == "noeviction" || p.starts_with("volatile-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_policies_that_spare_persistent_keys_are_safe() {
+        for ok in [
+            "noeviction",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            assert!(eviction_is_safe(ok), "{ok}");
+        }
+        for bad in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "something-new",
+        ] {
+            assert!(!eviction_is_safe(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+-- purge: ARGV[2..3] completed max age ms, max count; ARGV[4..5] the same for dead (-1 = no
+-- limit); ARGV[6] the most records to remove in this call (the caller loops while more remain,
+-- so one call never blocks the server for long).
+-- Reply: completed removed, dead removed, 1 if more remain.
+local err = check_fixed()
+if err then
+  return err
+end
+local now = now_ms()
+local budget = tonumber(ARGV[6])
+local more = 0
+local plan = {}
+for j, s in ipairs({ 'c', 'd' }) do
+  local age = tonumber(ARGV[2 * j])
+  local count = tonumber(ARGV[2 * j + 1])
+  -- The records to go are the oldest ones, (finish time, key) ascending, so always a prefix
+  -- of the finish-time index: as long as the longer of "too old" and "beyond the count".
+  local total = 0
+  if age >= 0 then
+    local cutoff = age == 0 and '+inf' or int(now - age)
+    total = redis.call('ZCOUNT', FIN[s], '-inf', cutoff)
+  end
+  if count >= 0 then
+    total = math.max(total, redis.call('ZCARD', FIN[s]) - count)
+  end
+  local take = math.min(total, budget)
+  budget = budget - take
+  if total > take then
+    more = 1
+  end
+  plan[s] = take > 0 and redis.call('ZRANGE', FIN[s], 0, take - 1) or {}
+end
+-- Check every record first, so a damaged one stops the purge before anything is deleted.
+for _, s in ipairs({ 'c', 'd' }) do
+  for _, m in ipairs(plan[s]) do
+    local k = PREFIX .. m
+    local r, bad = load(k)
+    if bad then
+      return bad
+    end
+    if not r or r.s ~= s then
+      return corrupt(k, 'a ' .. NAME[s] .. ' record (the key is indexed as one)',
+        r and ('a ' .. NAME[r.s] .. ' record') or 'no record')
+    end
+  end
+end
+for _, s in ipairs({ 'c', 'd' }) do
+  for _, m in ipairs(plan[s]) do
+    redis.call('DEL', PREFIX .. m)
+    redis.call('ZREM', IDX[s], m)
+    redis.call('ZREM', FIN[s], m)
+  end
+end
+return { 'ok', #plan.c, #plan.d, more }

@@ -1,0 +1,21 @@
+-- renew: ARGV[2] lease ms, ARGV[2 + i] the token of claim i.
+-- Reply per item: 0, expires_at, 0 (renewed) | 1, 0, 0 (lease lost) | 2, state, 0.
+local err = prepare()
+if err then
+  return err
+end
+local lease_until = now_ms() + tonumber(ARGV[2])
+for i = 1, #KEYS - FIXED do
+  local k = KEYS[FIXED + i]
+  local r = CACHE[k]
+  if not held(r, ARGV[2 + i]) then
+    push(1, 0, 0)
+  elseif not LEASED[r.s] then
+    push(2, CODE[r.s], 0)
+  else
+    r.x = lease_until
+    store(k, r)
+    push(0, lease_until, 0)
+  end
+end
+return OUT

@@ -1,0 +1,315 @@
+//! The [`Ledger`] operations: arguments in, one script per call, outcomes out.
+
+use ::redis::{Script, ScriptInvocation, Value};
+
+use super::decode::{
+    bad_reply, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal, state, uint,
+};
+use super::scripts::{prepare, run, SCRIPTS};
+use super::RedisLedger;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::key::{Key, Offer, Version};
+use crate::ledger::types::{
+    Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
+    Removed, Retried, Started, Stats, Token,
+};
+use crate::ledger::Ledger;
+use crate::policy::{Blocking, Keep, NewerVersions, Policy, Retention};
+
+/// The most records one purge script removes; `purge` loops until done.
+const PURGE_CHUNK: u64 = 5_000;
+/// The largest page `list` answers (a page is one script, which blocks the server while it
+/// runs); callers follow `next` for more.
+const MAX_PAGE: usize = 10_000;
+
+/// How a blocking rule travels to the scripts: -1 forever, -2 never, or a window in ms.
+fn blocking(b: Blocking) -> i64 {
+    match b {
+        Blocking::Forever => -1,
+        Blocking::Never => -2,
+        Blocking::For(d) => i64::try_from(ms_ceil(d)).unwrap_or(i64::MAX),
+    }
+}
+
+/// How a retention limit travels to the scripts: -1 for none.
+fn limit(n: Option<u64>) -> i64 {
+    n.map_or(-1, |n| {
+        i64::try_from(n.min(super::decode::MAX_MS)).unwrap_or(i64::MAX)
+    })
+}
+
+impl RedisLedger {
+    async fn call(&self, inv: &ScriptInvocation<'_>, what: &str) -> Result<Vec<Value>> {
+        run(inv, &self.inner.conn, what, &self.inner.namespace).await
+    }
+
+    /// An invocation of `script` over the records of `keys`; the caller adds the arguments.
+    fn batch<'a, K: AsRef<str>>(
+        &self,
+        script: &'a Script,
+        keys: impl IntoIterator<Item = K>,
+    ) -> ScriptInvocation<'a> {
+        let names = &self.inner.keys;
+        let mut inv = prepare(script, names);
+        for k in keys {
+            inv.key(names.record(k.as_ref()));
+        }
+        inv
+    }
+
+    /// Runs a claim script and decodes `per` values per claim: code 0 is success, read by
+    /// `ok`; codes 1 and 2 are refusals.
+    async fn claims<T>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+        n: usize,
+        per: usize,
+        what: &str,
+        ok: impl Fn(&[Value]) -> Result<T>,
+    ) -> Result<Vec<Result<T, Refused>>> {
+        let values = self.call(inv, what).await?;
+        expect_len(&values, n, per, what)?;
+        values
+            .chunks(per)
+            .map(|c| match int(c, 0, what)? {
+                0 => ok(c).map(Ok),
+                code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
+            })
+            .collect()
+    }
+}
+
+fn tokens<'c>(claims: impl Iterator<Item = &'c Claim>) -> Vec<u64> {
+    claims.map(|c| c.token.0).collect()
+}
+
+impl Ledger for RedisLedger {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        if offers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.offer, offers.iter().map(|o| &o.key));
+        let remember = policy.newer_versions == NewerVersions::Remember;
+        inv.arg(ms_floor(policy.lease))
+            .arg(policy.crash_cap)
+            .arg(if remember { "1" } else { "0" })
+            .arg(blocking(policy.completed))
+            .arg(blocking(policy.dead));
+        for o in offers {
+            inv.arg(o.version.as_ref().map_or("", Version::as_str));
+        }
+        let what = "offer";
+        let values = self.call(&inv, what).await?;
+        expect_len(&values, offers.len(), 4, what)?;
+        values
+            .chunks(4)
+            .map(|c| match int(c, 0, what)? {
+                1 => Ok(Offered::Accepted(Lease {
+                    token: Token(uint(c, 1, what)?),
+                    expires_at: Timestamp(uint(c, 2, what)?),
+                    attempts: count(c, 3, what)?,
+                })),
+                0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
+                n => Err(bad_reply(what, format!("unknown outcome code {n}"))),
+            })
+            .collect()
+    }
+
+    async fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Started, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.start, claims.iter().map(|c| &c.key));
+        inv.arg(ms_floor(policy.lease)).arg(tokens(claims.iter()));
+        self.claims(&inv, claims.len(), 3, "start", |c| {
+            Ok(Started {
+                attempt: count(c, 1, "start")?,
+                expires_at: Timestamp(uint(c, 2, "start")?),
+            })
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.renew, claims.iter().map(|c| &c.key));
+        inv.arg(ms_floor(policy.lease)).arg(tokens(claims.iter()));
+        self.claims(&inv, claims.len(), 3, "renew", |c| {
+            Ok(Timestamp(uint(c, 1, "renew")?))
+        })
+        .await
+    }
+
+    async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.complete, claims.iter().map(|c| &c.key));
+        inv.arg(tokens(claims.iter()));
+        self.claims(&inv, claims.len(), 3, "complete", |c| {
+            Ok(Done {
+                superseded: int(c, 1, "complete")? == 1,
+            })
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> Result<Vec<Result<Failed, Refused>>> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.fail, failures.iter().map(|f| &f.claim.key));
+        inv.arg(ms_floor(policy.lease)).arg(policy.max_attempts);
+        for f in failures {
+            inv.arg(f.claim.token.0).arg(f.error.as_str());
+        }
+        self.claims(&inv, failures.len(), 3, "fail", |c| {
+            let attempts = count(c, 2, "fail")?;
+            Ok(if int(c, 1, "fail")? == 1 {
+                Failed::Dead { attempts }
+            } else {
+                Failed::Retry { attempts }
+            })
+        })
+        .await
+    }
+
+    async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.release, claims.iter().map(|c| &c.key));
+        inv.arg(tokens(claims.iter()));
+        self.claims(&inv, claims.len(), 2, "release", |_| Ok(()))
+            .await
+    }
+
+    async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.remove, keys);
+        inv.arg(if force { "1" } else { "0" });
+        let what = "remove";
+        let values = self.call(&inv, what).await?;
+        expect_len(&values, keys.len(), 2, what)?;
+        values
+            .chunks(2)
+            .map(|c| match int(c, 0, what)? {
+                0 => Ok(Removed::Removed),
+                1 => Ok(Removed::NotFound),
+                _ => Ok(Removed::Leased(state(int(c, 1, what)?, what)?)),
+            })
+            .collect()
+    }
+
+    async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inv = self.batch(&SCRIPTS.retry, keys);
+        let what = "retry";
+        let values = self.call(&inv, what).await?;
+        expect_len(&values, keys.len(), 2, what)?;
+        values
+            .chunks(2)
+            .map(|c| match int(c, 0, what)? {
+                0 => Ok(Retried::Retried),
+                1 => Ok(Retried::NotFound),
+                _ => Ok(Retried::NotDead(state(int(c, 1, what)?, what)?)),
+            })
+            .collect()
+    }
+
+    async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        let mut purged = Purged::default();
+        if retention.is_forever() {
+            return Ok(purged);
+        }
+        let age = |k: Keep| k.max_age.map(ms_ceil);
+        loop {
+            let mut inv = prepare(&SCRIPTS.purge, &self.inner.keys);
+            inv.arg(limit(age(retention.completed)))
+                .arg(limit(retention.completed.max_count))
+                .arg(limit(age(retention.dead)))
+                .arg(limit(retention.dead.max_count))
+                .arg(PURGE_CHUNK);
+            let values = self.call(&inv, "purge").await?;
+            expect_len(&values, 1, 3, "purge")?;
+            purged.completed += uint(&values, 0, "purge")?;
+            purged.dead += uint(&values, 1, "purge")?;
+            if int(&values, 2, "purge")? == 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Record>> {
+        let inv = self.batch(&SCRIPTS.get, [key]);
+        let values = self.call(&inv, "get").await?;
+        match values.first() {
+            None => Ok(None),
+            Some(fields) => record(key.clone(), fields).map(Some),
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut inv = prepare(&SCRIPTS.list, &self.inner.keys);
+        inv.arg(letter(query.state))
+            .arg(query.after.as_ref().map_or("", Key::as_str))
+            .arg(limit + 1);
+        let values = self.call(&inv, "list").await?;
+        if values.len() % 2 != 0 {
+            return Err(bad_reply("list", "an odd number of values"));
+        }
+        let mut records = values
+            .chunks(2)
+            .map(|pair| record(key(&pair[0], &self.inner.namespace)?, &pair[1]))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|r| r.key.clone())
+        } else {
+            None
+        };
+        Ok(Page { records, next })
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let inv = prepare(&SCRIPTS.stats, &self.inner.keys);
+        let values = self.call(&inv, "stats").await?;
+        expect_len(&values, 1, 4, "stats")?;
+        Ok(Stats {
+            queued: uint(&values, 0, "stats")?,
+            running: uint(&values, 1, "stats")?,
+            completed: uint(&values, 2, "stats")?,
+            dead: uint(&values, 3, "stats")?,
+        })
+    }
+
+    async fn now(&self) -> Result<Timestamp> {
+        let inv = prepare(&SCRIPTS.now, &self.inner.keys);
+        let values = self.call(&inv, "now").await?;
+        expect_len(&values, 1, 1, "now")?;
+        // A negative clock (a large negative offset) reads as the epoch.
+        Ok(Timestamp(
+            u64::try_from(int(&values, 0, "now")?).unwrap_or(0),
+        ))
+    }
+}
