@@ -73,10 +73,13 @@
 //! | ledger | feature | for |
 //! |---|---|---|
 //! | [`MemoryLedger`] | (always) | one process; fastest; forgets on exit |
+//! | `SqliteLedger` (`ledger::sqlite`) | `sqlite` | one machine; survives restarts and `kill -9`; WAL + group commit |
+//! | `RedisLedger` (`ledger::redis`) | `redis` | many machines; one Lua script per batch; leases on the server's clock |
+//! | [`AnyLedger`] | (always) | whichever of the above a URL names, chosen at run time |
 //!
-//! More ledgers (SQLite, Redis, PostgreSQL) come as cargo features, each building only what it
-//! needs. The `qupid-testkit` crate holds the conformance suite and the model-based test that
-//! every ledger runs.
+//! Each backend is a cargo feature, so a build that wants only memory compiles nothing else;
+//! `full` turns on every ledger. The `qupid-testkit` crate holds the conformance suite and the
+//! model-based test that every ledger runs.
 //!
 //! # Observability
 //!
@@ -96,7 +99,11 @@ pub mod queue;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use key::{Entry, Key, Offer, Version, MAX_KEY_LEN};
-pub use ledger::{Ledger, MemoryLedger, State};
+#[cfg(feature = "redis")]
+pub use ledger::RedisLedger;
+#[cfg(feature = "sqlite")]
+pub use ledger::SqliteLedger;
+pub use ledger::{AnyLedger, Ledger, MemoryLedger, State};
 pub use pipeline::{Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source};
 pub use policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 pub use queue::{Job, Published, Queue};

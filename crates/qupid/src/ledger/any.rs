@@ -23,6 +23,10 @@ use crate::policy::{Policy, Retention};
 pub enum AnyLedger {
     /// An in-memory ledger.
     Memory(MemoryLedger),
+    /// A SQLite ledger.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    Sqlite(super::SqliteLedger),
     /// A Redis ledger.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -66,6 +70,12 @@ fn not_built(feature: &str) -> Error {
     )
 }
 
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<AnyLedger> {
+    Ok(AnyLedger::Sqlite(super::SqliteLedger::open_url(url).await?))
+}
+
+#[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(_url: &str) -> Result<AnyLedger> {
     Err(not_built("sqlite"))
 }
@@ -91,6 +101,8 @@ macro_rules! dispatch {
     ($self:ident, $l:ident => $call:expr) => {
         match $self {
             AnyLedger::Memory($l) => $call,
+            #[cfg(feature = "sqlite")]
+            AnyLedger::Sqlite($l) => $call,
             #[cfg(feature = "redis")]
             AnyLedger::Redis($l) => $call,
         }

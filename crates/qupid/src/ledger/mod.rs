@@ -39,6 +39,9 @@ mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 mod types;
 
 use std::future::Future;
@@ -48,6 +51,8 @@ use std::sync::Arc;
 pub use self::redis::RedisLedger;
 pub use any::AnyLedger;
 pub use memory::MemoryLedger;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteLedger;
 pub use types::{
     Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
     Removed, Retried, Started, State, Stats, Token,

@@ -1,0 +1,369 @@
+//! The SQLite ledger: durable on one machine, in one file. Needs the `sqlite` feature.
+//!
+//! [`SqliteLedger`] keeps each key's state in a SQLite file, so completed keys stay completed
+//! across restarts and crashes, attempts and abandoned counts survive (a poison record still
+//! reaches Dead), and fencing tokens keep growing. It implements the same state machine as
+//! every ledger (see [the ledger docs](super)) and passes the same conformance suite and
+//! model-based test as [`MemoryLedger`](super::MemoryLedger).
+//!
+//! ```
+//! use qupid::ledger::sqlite::SqliteLedger;
+//! use qupid::ledger::Offered;
+//! use qupid::{Key, Ledger, Offer, Policy};
+//!
+//! # fn main() -> qupid::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("qupid-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).expect("temp dir");
+//! # let path = dir.join("ledger.db");
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt").block_on(async {
+//! let ledger = SqliteLedger::open(&path).await?;
+//! let offers = [Offer::new(Key::new("orders/1")?)];
+//! let first = ledger.offer(&Policy::default(), &offers).await?;
+//! assert!(matches!(first[0], Offered::Accepted(_)));
+//! let again = ledger.offer(&Policy::default(), &offers).await?;
+//! assert!(matches!(again[0], Offered::Duplicate(_)));
+//! # Ok::<(), qupid::Error>(()) })?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+//!
+//! # One file, one namespace
+//!
+//! A file holds one pipeline's keys: open one file per pipeline (`orders.db`,
+//! `invoices.db`). The tables are prefixed `qupid_`, so the file may also hold tables of your
+//! own, but it is switched to WAL mode.
+//!
+//! # The writer thread and group commit
+//!
+//! One thread owns the only write connection. Every write (`offer`, `start`, `complete`, …)
+//! is sent to it over a channel. It takes the first waiting request and every request already
+//! waiting behind it (at most 1,024, or more if they arrive within the
+//! [`commit_window`](Builder::commit_window)), applies them all in **one** transaction
+//! (`BEGIN IMMEDIATE … COMMIT`), and only then answers each caller. So one commit (and, with
+//! [`Synchronous::Full`], one fsync) serves many concurrent callers: while a commit runs, the
+//! next group gathers. Each request runs inside its own savepoint, so one that fails is undone
+//! alone and answered with its error while the rest of the group commits.
+//!
+//! Reads (`get`, `list`, `stats`) run on a second thread with its own connection; WAL mode
+//! lets them proceed while the writer commits, and they see every write already answered.
+//! [`now`](crate::Ledger::now) reads the clock.
+//!
+//! If a thread stops (a bug made it panic), calls answer [`ErrorKind::Closed`] instead of
+//! waiting forever. Dropping the last clone of the ledger finishes the requests already sent
+//! and closes the file.
+//!
+//! # Durability
+//!
+//! The file is in WAL mode. With [`Synchronous::Normal`] (the default) a process crash loses
+//! nothing that was answered; a power loss may lose the last commits. [`Synchronous::Full`]
+//! syncs every group commit to disk before answering. See [`Synchronous`] for what a lost
+//! commit means for keys and tokens.
+//!
+//! # Time, leases and tokens
+//!
+//! Leases expire by the ledger's [`Clock`], a [`MonotonicClock`] by default: wall-clock time,
+//! so a lease taken before a restart still expires on time after it, and the next offer of a
+//! key whose holder crashed is accepted. Fencing tokens come from a counter stored in the
+//! file and advanced inside the write transaction, so they are never handed out twice, across
+//! restarts and across processes sharing the file.
+//!
+//! # Sharing a file between processes
+//!
+//! Several processes (or several ledgers in one process) may open the same file: writes take
+//! SQLite's write lock, so each transition is atomic across all of them, and two processes
+//! offering the same key never both get it accepted. A process that finds the file locked
+//! waits up to the [`busy_timeout`](Builder::busy_timeout), then fails with a transient
+//! [`ErrorKind::Unavailable`]. The processes must be on one machine (WAL needs shared memory,
+//! so not a network file system), and their clocks are their own.
+//!
+//! # Schema
+//!
+//! A `qupid_meta` table holds the schema version and the token counter; `qupid_entries`
+//! holds one row per key, with indexes by `(state, key)` for `list` and by `(state, at)` for
+//! `purge`. Opening a file written by an older qupid migrates it; opening one written by a
+//! newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
+//! N, this build reads up to M") and leaves it untouched.
+//!
+//! # Why rusqlite
+//!
+//! The ledger uses [rusqlite](https://docs.rs/rusqlite) with SQLite bundled, rather than an
+//! async driver such as sqlx's SQLite. SQLite is a library that blocks, so an async driver
+//! runs it on a thread anyway; owning that thread ourselves gives true control of group
+//! commit (which requests share a transaction, when it commits), no coupling to an async
+//! runtime's blocking pool, and a bundled SQLite of known version with nothing to install.
+//!
+//! [`Clock`]: crate::clock::Clock
+//! [`MonotonicClock`]: crate::clock::MonotonicClock
+
+mod builder;
+mod errors;
+mod schema;
+mod transitions;
+mod writer;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::{Builder, Synchronous};
+
+use super::types::*;
+use super::Ledger;
+use crate::clock::{Clock, Timestamp};
+use crate::error::Result;
+use crate::key::{Key, Offer};
+use crate::policy::{Policy, Retention};
+#[cfg(doc)]
+use crate::ErrorKind;
+use errors::File;
+use writer::Worker;
+
+/// A durable ledger in one SQLite file, for pipelines on one machine.
+///
+/// See the [module docs](self) for the design: WAL mode, one writer thread with group
+/// commit, a reader thread, and what survives a crash. Open one with [`SqliteLedger::open`],
+/// [`SqliteLedger::open_url`] or [`SqliteLedger::builder`].
+///
+/// Cloning is cheap: clones share the same threads and file. The file is closed when the
+/// last clone is dropped, after the requests already sent are done.
+#[derive(Clone)]
+pub struct SqliteLedger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    file: Arc<File>,
+    clock: Arc<dyn Clock>,
+    synchronous: Synchronous,
+    commit_window: Duration,
+    // Dropped in this order: the writer finishes its requests before the reader goes.
+    writer: Worker,
+    reader: Worker,
+}
+
+impl SqliteLedger {
+    fn new(
+        file: Arc<File>,
+        clock: Arc<dyn Clock>,
+        writer: Worker,
+        reader: Worker,
+        synchronous: Synchronous,
+        commit_window: Duration,
+    ) -> Self {
+        SqliteLedger {
+            inner: Arc::new(Inner {
+                file,
+                clock,
+                synchronous,
+                commit_window,
+                writer,
+                reader,
+            }),
+        }
+    }
+
+    fn file(&self) -> &File {
+        &self.inner.file
+    }
+
+    /// A builder for the ledger in the file at `path`, to choose its settings (see
+    /// [`Builder`] for the defaults).
+    pub fn builder(path: impl AsRef<Path>) -> Builder {
+        Builder::new(path.as_ref().to_path_buf())
+    }
+
+    /// Opens the ledger in the file at `path` with the default settings, creating the file
+    /// if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::build`]: [`ErrorKind::Config`] for a directory, [`ErrorKind::Ledger`]
+    /// for a file that cannot be written, [`ErrorKind::Corrupt`] for a file that is not a
+    /// ledger this build reads, [`ErrorKind::Unavailable`] if another process kept it locked.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Builder::build`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(path).build().await
+    }
+
+    /// Opens the ledger named by a `sqlite://PATH` URL (see [`Builder::from_url`] for the
+    /// parameters it takes).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for a URL that is not a valid `sqlite:` URL, then as
+    /// [`open`](SqliteLedger::open).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Builder::build`].
+    pub async fn open_url(url: &str) -> Result<Self> {
+        Builder::from_url(url)?.build().await
+    }
+
+    /// How hard commits work to survive a power loss.
+    pub fn synchronous(&self) -> Synchronous {
+        self.inner.synchronous
+    }
+}
+
+impl fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("path", &self.inner.file.path())
+            .field("synchronous", &self.inner.synchronous)
+            .field("commit_window", &self.inner.commit_window)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger for SqliteLedger {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        if offers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, offers) = (policy.clone(), offers.to_vec());
+        let w = &self.inner.writer;
+        w.run("offering keys", move |cx| {
+            transitions::offer(cx, &policy, &offers)
+        })
+        .await
+    }
+
+    async fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Started, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, claims) = (policy.clone(), claims.to_vec());
+        let w = &self.inner.writer;
+        w.run("starting keys", move |cx| {
+            transitions::start(cx, &policy, &claims)
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, claims) = (policy.clone(), claims.to_vec());
+        let w = &self.inner.writer;
+        w.run("renewing leases", move |cx| {
+            transitions::renew(cx, &policy, &claims)
+        })
+        .await
+    }
+
+    async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claims = claims.to_vec();
+        let w = &self.inner.writer;
+        w.run("completing keys", move |cx| {
+            transitions::complete(cx, &claims)
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> Result<Vec<Result<Failed, Refused>>> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, failures) = (policy.clone(), failures.to_vec());
+        let w = &self.inner.writer;
+        w.run("failing keys", move |cx| {
+            transitions::fail(cx, &policy, &failures)
+        })
+        .await
+    }
+
+    async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claims = claims.to_vec();
+        let w = &self.inner.writer;
+        w.run("releasing keys", move |cx| {
+            transitions::release(cx, &claims)
+        })
+        .await
+    }
+
+    async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        let w = &self.inner.writer;
+        w.run("removing keys", move |cx| {
+            transitions::remove(cx, &keys, force)
+        })
+        .await
+    }
+
+    async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        let w = &self.inner.writer;
+        w.run("retrying keys", move |cx| transitions::retry(cx, &keys))
+            .await
+    }
+
+    async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        if retention.is_forever() {
+            return Ok(Purged::default());
+        }
+        let retention = *retention;
+        let w = &self.inner.writer;
+        w.run("purging", move |cx| transitions::purge(cx, &retention))
+            .await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Record>> {
+        let key = key.clone();
+        let r = &self.inner.reader;
+        r.run("reading a key", move |cx| transitions::get(cx.conn, key))
+            .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let query = query.clone();
+        let r = &self.inner.reader;
+        r.run("listing keys", move |cx| transitions::list(cx.conn, &query))
+            .await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let r = &self.inner.reader;
+        r.run("counting keys", move |cx| transitions::stats(cx.conn))
+            .await
+    }
+
+    async fn now(&self) -> Result<Timestamp> {
+        Ok(self.inner.clock.now())
+    }
+
+    /// The writer thread already groups concurrent calls into one transaction.
+    fn groups_calls(&self) -> bool {
+        true
+    }
+}

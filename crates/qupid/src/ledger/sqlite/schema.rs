@@ -1,0 +1,189 @@
+//! The file's schema: creating it, checking its version, migrating older files.
+//!
+//! ```sql
+//! qupid_meta    (name TEXT PRIMARY KEY, value INTEGER)  -- 'schema_version', 'last_token'
+//! qupid_entries (key BLOB PRIMARY KEY, state, superseded, attempts, abandoned, token, at,
+//!                version BLOB, newer BLOB, error TEXT)   -- WITHOUT ROWID
+//! ```
+//!
+//! Keys and versions are BLOBs so that any UTF-8, NUL bytes included, round-trips exactly and
+//! sorts in byte order (the order of `list`). `state` is 0 queued, 1 running, 2 completed,
+//! 3 dead. `at` is the lease expiry while the key is leased and the finish time once it is
+//! finished, in milliseconds since the Unix epoch (as in the memory ledger). The table has no
+//! rowid, so the two indexes carry the key: `(state, key)` serves `list` and `(state, at,
+//! key)` serves `purge` by age and by count.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::errors::{corrupt, Res};
+
+/// The schema version this build writes, and the newest it reads.
+pub(super) const VERSION: i64 = 1;
+
+/// The first schema. Later versions are reached through [`MIGRATIONS`].
+const CREATE: &str = "
+CREATE TABLE qupid_meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE qupid_entries (
+    key        BLOB PRIMARY KEY NOT NULL,
+    state      INTEGER NOT NULL CHECK (state BETWEEN 0 AND 3),
+    superseded INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    abandoned  INTEGER NOT NULL,
+    token      INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    version    BLOB,
+    newer      BLOB,
+    error      TEXT
+) WITHOUT ROWID;
+CREATE INDEX qupid_entries_by_state_key ON qupid_entries (state, key);
+CREATE INDEX qupid_entries_by_state_at ON qupid_entries (state, at);
+INSERT INTO qupid_meta (name, value) VALUES ('schema_version', 1), ('last_token', 0);
+";
+
+/// `MIGRATIONS[i]` takes a file from schema version `i + 1` to `i + 2`. Append only: a file is
+/// brought up to [`VERSION`] by running, in order, every migration past its version.
+const MIGRATIONS: &[&str] = &[];
+
+// A new migration must come with a new version, and the other way round.
+const _: () = assert!(MIGRATIONS.len() as i64 + 1 == VERSION);
+
+/// Creates the schema in a new file, or checks and migrates the schema of an existing one.
+/// Runs in one write transaction, so two processes opening one new file do not both create.
+pub(super) fn prepare(conn: &Connection) -> Res<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = prepare_in_transaction(conn, MIGRATIONS);
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            if !conn.is_autocommit() {
+                // The original error is the one worth reporting.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    result
+}
+
+fn prepare_in_transaction(conn: &Connection, migrations: &[&str]) -> Res<()> {
+    let newest = migrations.len() as i64 + 1;
+    if !table_exists(conn, "qupid_meta")? {
+        if table_exists(conn, "qupid_entries")? {
+            return Err(corrupt(
+                "found a qupid_entries table without its qupid_meta table: expected both or \
+                 neither",
+            ));
+        }
+        conn.execute_batch(CREATE)?;
+        return upgrade(conn, 1, migrations);
+    }
+    let found = meta(conn, "schema_version")?;
+    if found > newest {
+        return Err(corrupt(format!(
+            "written by a newer qupid: schema version {found}, this build reads up to {newest}"
+        )));
+    }
+    if found < 1 {
+        return Err(corrupt(format!(
+            "expected a schema version from 1 to {newest}, found {found}"
+        )));
+    }
+    meta(conn, "last_token")?;
+    upgrade(conn, found, migrations)
+}
+
+/// Runs the migrations past version `from`.
+fn upgrade(conn: &Connection, from: i64, migrations: &[&str]) -> Res<()> {
+    let past = usize::try_from(from - 1).unwrap_or(usize::MAX);
+    for (i, sql) in migrations.iter().enumerate().skip(past) {
+        conn.execute_batch(sql)?;
+        conn.execute(
+            "UPDATE qupid_meta SET value = ?1 WHERE name = 'schema_version'",
+            [i as i64 + 2],
+        )?;
+    }
+    Ok(())
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Res<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// A value of the meta table, which must be there.
+pub(super) fn meta(conn: &Connection, name: &str) -> Res<i64> {
+    let value: Option<rusqlite::types::Value> = conn
+        .prepare_cached("SELECT value FROM qupid_meta WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    match value {
+        Some(rusqlite::types::Value::Integer(v)) => Ok(v),
+        Some(other) => Err(corrupt(format!(
+            "expected an integer {name} in qupid_meta, found {other:?}"
+        ))),
+        None => Err(corrupt(format!(
+            "expected a {name} row in qupid_meta, found none"
+        ))),
+    }
+}
+
+/// Sets a value of the meta table.
+pub(super) fn set_meta(conn: &Connection, name: &str, value: i64) -> Res<()> {
+    conn.prepare_cached("UPDATE qupid_meta SET value = ?2 WHERE name = ?1")?
+        .execute(rusqlite::params![name, value])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::sqlite::errors::Fault;
+
+    fn version(conn: &Connection) -> i64 {
+        meta(conn, "schema_version").expect("version")
+    }
+
+    #[test]
+    fn a_new_file_gets_the_current_schema() {
+        let conn = Connection::open_in_memory().expect("open");
+        prepare(&conn).expect("prepare");
+        assert_eq!(version(&conn), VERSION);
+        assert_eq!(meta(&conn, "last_token").expect("token"), 0);
+        // Idempotent: opening again changes nothing.
+        prepare(&conn).expect("prepare again");
+        assert_eq!(version(&conn), VERSION);
+    }
+
+    #[test]
+    fn older_files_are_migrated_in_order() {
+        let conn = Connection::open_in_memory().expect("open");
+        prepare(&conn).expect("prepare");
+        let fake = [
+            "CREATE TABLE qupid_extra (a INTEGER)",
+            "ALTER TABLE qupid_extra ADD COLUMN b INTEGER",
+        ];
+        prepare_in_transaction(&conn, &fake).expect("migrate");
+        assert_eq!(version(&conn), 3);
+        conn.execute("INSERT INTO qupid_extra (a, b) VALUES (1, 2)", [])
+            .expect("both migrations ran");
+        // Already at the newest: nothing runs twice.
+        prepare_in_transaction(&conn, &fake).expect("migrate again");
+    }
+
+    #[test]
+    fn newer_files_are_refused() {
+        let conn = Connection::open_in_memory().expect("open");
+        prepare(&conn).expect("prepare");
+        set_meta(&conn, "schema_version", VERSION + 1).expect("set");
+        match prepare(&conn) {
+            Err(Fault::Corrupt(m)) => assert!(m.contains("newer qupid"), "{m}"),
+            other => panic!("expected a corrupt error, found {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Shared ledgers across processes: four processes on one namespace, and one of them killed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qupid::ledger::AnyLedger;
+use qupid::{Key, Ledger, State};
+
+use crate::support::{check, missing, runtime, wait, Logs, Worker};
+use crate::Outcome;
+
+#[allow(unreachable_pub)]
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
+
+const RECORDS: usize = 20_000;
+const PROCESSES: usize = 4;
+
+pub(crate) fn redis_four_processes() -> Outcome {
+    let url = redis_support::url();
+    let ns = redis_support::namespace("procs");
+    let result = four_processes(&url, &ns, false);
+    if result.is_ok() {
+        let _ = redis_support::delete_namespace(&url, &ns);
+    }
+    result
+}
+
+pub(crate) fn redis_one_killed() -> Outcome {
+    let url = redis_support::url();
+    let ns = redis_support::namespace("killed");
+    let result = four_processes(&url, &ns, true);
+    if result.is_ok() {
+        let _ = redis_support::delete_namespace(&url, &ns);
+    }
+    result
+}
+
+/// Four worker processes poll the same 20,000 records on one namespace. Without a kill, the
+/// records are processed exactly 20,000 times in all. With the first worker SIGKILLed
+/// mid-run, every record is still saved, and the records processed twice are at most the
+/// attempts that worker had running.
+pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let logs: Vec<PathBuf> = (0..PROCESSES)
+        .map(|i| dir.path().join(format!("worker-{i}.log")))
+        .collect();
+    let mut children = Vec::new();
+    for log in &logs {
+        let w = Worker {
+            ledger: url,
+            namespace: ns,
+            records: RECORDS,
+            out: &out,
+            log: log.clone(),
+            work_ms: 2,
+        };
+        children.push(w.spawn()?);
+    }
+    let mut running_at_kill = 0;
+    if kill {
+        // Let it get going, then kill it mid-run.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while missing(&out, RECORDS) > RECORDS * 2 / 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        children[0].kill().map_err(|e| e.to_string())?;
+        children[0].wait().map_err(|e| e.to_string())?;
+        // What it held: keys it started that are still Running under its token.
+        let started = Logs::read(&logs[..1])?;
+        let mine = started
+            .started_by
+            .get(&logs[0])
+            .cloned()
+            .unwrap_or_default();
+        running_at_kill = runtime().block_on(still_running(url, ns, &mine))?;
+    }
+    for (i, child) in children.iter_mut().enumerate().skip(usize::from(kill)) {
+        wait(child, 180, &format!("worker {i}"))?;
+    }
+    let lost = missing(&out, RECORDS);
+    let read = Logs::read(&logs)?;
+    let per_worker: Vec<usize> = logs
+        .iter()
+        .map(|l| read.started_by.get(l).map_or(0, Vec::len))
+        .collect();
+    eprintln!(
+        "  {PROCESSES} processes, {RECORDS} records: {} attempts started ({per_worker:?} per process), \
+         {} records processed more than once, {lost} lost{}",
+        read.total(),
+        read.repeats(),
+        if kill { format!(", {running_at_kill} running in the killed process") } else { String::new() }
+    );
+    check(lost == 0, || format!("{lost} records were never saved"))?;
+    if kill {
+        check(read.repeats() <= running_at_kill, || {
+            format!("{} repeats, more than the {running_at_kill} attempts the killed process had running", read.repeats())
+        })
+    } else {
+        check(read.total() == RECORDS as u64, || {
+            format!(
+                "{} attempts for {RECORDS} records: some record was processed twice",
+                read.total()
+            )
+        })?;
+        check(per_worker.iter().filter(|&&n| n > 0).count() > 1, || {
+            format!("only one process did any work: {per_worker:?}")
+        })
+    }
+}
+
+/// How many of `started` (record, token) are still Running under that token.
+pub(crate) async fn still_running(
+    url: &str,
+    ns: &str,
+    started: &[(usize, u64)],
+) -> Result<u64, String> {
+    let l = AnyLedger::open(url, ns).await.map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for (id, token) in started {
+        let key = Key::new(format!("rec/{id:05}")).map_err(|e| e.to_string())?;
+        if let Some(r) = l.get(&key).await.map_err(|e| e.to_string())? {
+            if r.state == State::Running && r.token.0 == *token {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
