@@ -75,6 +75,7 @@
 //! | [`MemoryLedger`] | (always) | one process; fastest; forgets on exit |
 //! | `SqliteLedger` (`ledger::sqlite`) | `sqlite` | one machine; survives restarts and `kill -9`; WAL + group commit |
 //! | `RedisLedger` (`ledger::redis`) | `redis` | many machines; one Lua script per batch; leases on the server's clock |
+//! | `PostgresLedger` (`ledger::postgres`) | `postgres` | many machines, durable; one statement per batch; leases on the database's clock |
 //! | [`AnyLedger`] | (always) | whichever of the above a URL names, chosen at run time |
 //!
 //! Each backend is a cargo feature, so a build that wants only memory compiles nothing else;
@@ -99,6 +100,8 @@ pub mod queue;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use key::{Entry, Key, Offer, Version, MAX_KEY_LEN};
+#[cfg(feature = "postgres")]
+pub use ledger::PostgresLedger;
 #[cfg(feature = "redis")]
 pub use ledger::RedisLedger;
 #[cfg(feature = "sqlite")]

@@ -31,6 +31,10 @@ pub enum AnyLedger {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     Redis(super::RedisLedger),
+    /// A PostgreSQL ledger.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    Postgres(super::PostgresLedger),
 }
 
 impl AnyLedger {
@@ -63,6 +67,10 @@ impl AnyLedger {
     }
 }
 
+#[cfg_attr(
+    all(feature = "sqlite", feature = "redis", feature = "postgres"),
+    allow(dead_code)
+)]
 fn not_built(feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -92,6 +100,14 @@ async fn open_redis(_url: &str, _namespace: &str) -> Result<AnyLedger> {
     Err(not_built("redis"))
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, namespace: &str) -> Result<AnyLedger> {
+    Ok(AnyLedger::Postgres(
+        super::PostgresLedger::connect(url, namespace).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
 async fn open_postgres(_url: &str, _namespace: &str) -> Result<AnyLedger> {
     Err(not_built("postgres"))
 }
@@ -105,6 +121,8 @@ macro_rules! dispatch {
             AnyLedger::Sqlite($l) => $call,
             #[cfg(feature = "redis")]
             AnyLedger::Redis($l) => $call,
+            #[cfg(feature = "postgres")]
+            AnyLedger::Postgres($l) => $call,
         }
     };
 }

@@ -36,6 +36,9 @@
 
 mod any;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -47,6 +50,8 @@ mod types;
 use std::future::Future;
 use std::sync::Arc;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresLedger;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisLedger;
 pub use any::AnyLedger;

@@ -27,7 +27,8 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let scenarios: Vec<Scenario> = vec![
+    #[allow(unused_mut)]
+    let mut scenarios: Vec<Scenario> = vec![
         (
             "sqlite_two_processes_accept_each_key_once",
             sqlite::two_processes_accept_each_key_once,
@@ -53,6 +54,17 @@ fn main() {
             shared::redis_one_killed,
         ),
     ];
+    #[cfg(feature = "postgres")]
+    scenarios.extend([
+        (
+            "postgres_four_processes_process_each_record_once",
+            shared::postgres_four_processes as fn() -> Outcome,
+        ),
+        (
+            "postgres_a_killed_process_loses_nothing",
+            shared::postgres_one_killed,
+        ),
+    ]);
     let (mut passed, mut failed) = (0, 0);
     for (name, run) in scenarios {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {

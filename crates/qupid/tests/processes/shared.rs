@@ -13,6 +13,11 @@ use crate::Outcome;
 #[path = "../redis_support/mod.rs"]
 mod redis_support;
 
+#[cfg(feature = "postgres")]
+#[allow(unreachable_pub)]
+#[path = "../postgres_support/mod.rs"]
+mod postgres_support;
+
 const RECORDS: usize = 20_000;
 const PROCESSES: usize = 4;
 
@@ -32,6 +37,28 @@ pub(crate) fn redis_one_killed() -> Outcome {
     let result = four_processes(&url, &ns, true);
     if result.is_ok() {
         let _ = redis_support::delete_namespace(&url, &ns);
+    }
+    result
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_four_processes() -> Outcome {
+    let url = postgres_support::url();
+    let ns = postgres_support::namespace("procs");
+    let result = four_processes(&url, &ns, false);
+    if result.is_ok() {
+        let _ = postgres_support::drop_namespace(&url, &ns);
+    }
+    result
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_one_killed() -> Outcome {
+    let url = postgres_support::url();
+    let ns = postgres_support::namespace("killed");
+    let result = four_processes(&url, &ns, true);
+    if result.is_ok() {
+        let _ = postgres_support::drop_namespace(&url, &ns);
     }
     result
 }

@@ -1,0 +1,183 @@
+//! Opening a [`PostgresLedger`]: the URL, the namespace, the pool and the schema.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::errors::{map_pg, map_pool, redact};
+use super::schema::{self, check_namespace, Inspect};
+use super::sql::Sql;
+use super::{Inner, PostgresLedger};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Settings for opening a [`PostgresLedger`]; made by [`PostgresLedger::builder`].
+///
+/// ## Defaults
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`pool_size`](Builder::pool_size) | 16 | connections at most, shared by every clone of the ledger |
+/// | [`connect_timeout`](Builder::connect_timeout) | 5 s | how long opening one connection may take (unless the URL sets `connect_timeout`) |
+///
+/// The connections' `application_name` is `qupid:<namespace>` unless the URL sets one, so an
+/// administrator can tell them apart in `pg_stat_activity`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use qupid::ledger::PostgresLedger;
+///
+/// # async fn example() -> qupid::Result<()> {
+/// let ledger = PostgresLedger::builder("postgres://qupid@db.internal/app", "orders")
+///     .pool_size(32)
+///     .connect_timeout(Duration::from_secs(2))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Builder {
+    url: String,
+    namespace: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl PostgresLedger {
+    /// Connects to the PostgreSQL server at `url` and opens `namespace`, creating or
+    /// upgrading its schema. The same as `PostgresLedger::builder(url, namespace).connect()`.
+    ///
+    /// `url` is a `postgres://user:password@host:port/database?options` URL or a key-value
+    /// string (`host=… user=… dbname=…`), as libpq takes them.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::Config`] if `namespace` is not 1 to 48 of `a-z`, `0-9` and `_`, if
+    ///   `url` cannot be parsed, or if the server refuses the credentials, the database or
+    ///   the privileges.
+    /// - [`ErrorKind::Unavailable`] if the server cannot be reached; the message names the
+    ///   URL (with any password hidden).
+    /// - [`ErrorKind::Corrupt`] if the namespace's schema was written by a newer qupid, or
+    ///   holds objects qupid did not make.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes closes the connections. A schema migration is
+    /// one transaction: it is applied whole or not at all.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        Self::builder(url, namespace).connect().await
+    }
+
+    /// Settings for opening the ledger at `url` in `namespace`; see [`Builder`].
+    pub fn builder(url: &str, namespace: &str) -> Builder {
+        Builder {
+            url: url.to_owned(),
+            namespace: namespace.to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Builder {
+    /// How many connections the ledger opens at most (at least 1). Each concurrent call uses
+    /// one for the length of its statement.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long opening one connection may take before the call fails as
+    /// [`ErrorKind::Unavailable`]. A `connect_timeout` in the URL takes precedence.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and opens the namespace; see [`PostgresLedger::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresLedger::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PostgresLedger::connect`].
+    pub async fn connect(self) -> Result<PostgresLedger> {
+        check_namespace(&self.namespace)?;
+        let shown = redact(&self.url);
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "expected a postgres url like postgres://user@host:5432/database, found \
+                     {shown:?}"
+                ),
+                e,
+            )
+        })?;
+        let timeout = match config.get_connect_timeout() {
+            Some(t) => *t,
+            None => {
+                config.connect_timeout(self.connect_timeout);
+                self.connect_timeout
+            }
+        };
+        if config.get_application_name().is_none() {
+            config.application_name(format!("qupid:{}", self.namespace));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            // Room for name lookup and authentication on top of the TCP connect.
+            .create_timeout(Some(timeout.saturating_mul(2)))
+            .build()
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!("cannot make a connection pool for {shown}: {e}"),
+                    e,
+                )
+            })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| map_pool(e, "connect", &shown, &self.namespace))?;
+        let pg: &mut tokio_postgres::Client = &mut client;
+        schema::migrate(pg, &self.namespace)
+            .await
+            .map_err(|e| match e {
+                Inspect::Pg(e) => map_pg(e, "schema migration", &shown, &self.namespace),
+                Inspect::Foreign(message) => schema::foreign(message),
+            })?;
+        drop(client);
+        let quoted = format!("\"{}\"", schema::schema_name(&self.namespace));
+        Ok(PostgresLedger {
+            inner: Arc::new(Inner {
+                pool,
+                sql: Sql::new(&quoted),
+                namespace: self.namespace,
+                url: shown,
+            }),
+        })
+    }
+}

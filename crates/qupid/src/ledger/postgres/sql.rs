@@ -1,0 +1,292 @@
+//! The statements, one per operation, written for one namespace's schema.
+//!
+//! Every transition is **one statement over the whole batch** (arrays bound as parameters and
+//! `unnest`ed), in the same three steps:
+//!
+//! 1. `p`: each item joined with its row as the statement's snapshot sees it, and the
+//!    decision of the state machine for it (`m`): `0` = nothing to write, another number =
+//!    what to write, or why the item is refused.
+//! 2. One `INSERT … ON CONFLICT … DO UPDATE`, `UPDATE … FROM p` or `DELETE … USING p` writes
+//!    the rows that need it, **guarded by the row's revision** (`rev`, bumped by every write):
+//!    a row that another transaction changed after the snapshot is left alone.
+//! 3. The answer: one row per item, in input order, saying what was decided and whether it
+//!    was written.
+//!
+//! An item decided from the snapshot but not written (its row changed in between) is sent
+//! again in a fresh statement, with a fresh snapshot; an item with nothing to write is
+//! answered from the snapshot. Either way each answer is one the state machine gives for a
+//! state the row really had during the call, and every write is made on exactly the row its
+//! decision was made on. Decisions never depend on data from another transaction that has
+//! not committed.
+//!
+//! Times are milliseconds on the namespace's clock, read once per statement (`clk`).
+
+/// What every transition writes and reads, besides its own columns.
+const CLOCK: &str = "clk AS (SELECT coalesce(m.clock_pinned_ms, \
+     floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + m.clock_offset_ms) AS now \
+     FROM {s}.meta m LIMIT 1)";
+
+/// The statements of one namespace, with its schema name filled in.
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) now: String,
+    pub(super) offer: String,
+    pub(super) start: String,
+    pub(super) renew: String,
+    pub(super) complete: String,
+    pub(super) fail: String,
+    pub(super) release: String,
+    pub(super) remove: String,
+    pub(super) retry: String,
+    pub(super) get: String,
+    pub(super) list_first: String,
+    pub(super) list_after: String,
+    pub(super) stats: String,
+    pub(super) purge_cut: String,
+    pub(super) purge_older: String,
+    pub(super) purge_below: String,
+}
+
+/// The columns `get` and `list` read, in the order `decode::record` expects.
+pub(super) const RECORD_COLUMNS: &str =
+    "key, state, token, at_ms, attempts, abandoned, version, newer, last_error, superseded";
+
+impl Sql {
+    /// The statements for the schema `schema` (already a quoted identifier).
+    pub(super) fn new(schema: &str) -> Sql {
+        let fill = |t: &str| t.replace("{clk}", CLOCK).replace("{s}", schema);
+        Sql {
+            now: fill("WITH {clk} SELECT now FROM clk"),
+            offer: fill(OFFER),
+            start: fill(&start()),
+            renew: fill(&renew()),
+            complete: fill(&complete()),
+            fail: fill(&fail()),
+            release: fill(&release()),
+            remove: fill(&remove()),
+            retry: fill(&retry()),
+            get: fill(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE key = $1"
+            )),
+            list_first: fill(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE state = $1::smallint \
+                 ORDER BY key LIMIT $2::bigint"
+            )),
+            list_after: fill(&format!(
+                "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE state = $1::smallint \
+                 AND key > $2::bytea ORDER BY key LIMIT $3::bigint"
+            )),
+            stats: fill("SELECT state::integer, count(*) FROM {s}.records GROUP BY state"),
+            purge_cut: fill(PURGE_CUT),
+            purge_older: fill(PURGE_OLDER),
+            purge_below: fill(PURGE_BELOW),
+        }
+    }
+}
+
+/// `$1` keys, `$2` versions (NULL = none), `$3` lease ms, `$4` crash cap (0 = none),
+/// `$5` remember newer versions, `$6`/`$7` how long Completed/Dead block, in ms (NULL =
+/// forever, 0 = never).
+///
+/// `m`: 0 duplicate (nothing to write), 1 absent → insert, 2 expired lease → reclaim,
+/// 3 finished and not blocking (or abandoned too often but not blocking) → fresh lease,
+/// 4 abandoned too often → Dead, 5 leased → remember a newer version.
+///
+/// The `rev` guard makes a conflicting insert of an absent key (`rev` 1 against an existing
+/// row's ≥ 1) and a write to a row changed since the snapshot do nothing, so those items are
+/// answered "not written" and decided again. Tokens come from the sequence as each row is
+/// written, after the rows are sorted by key (so concurrent batches lock rows in one order).
+const OFFER: &str = "WITH {clk},
+p AS MATERIALIZED (
+  SELECT i.ord, i.key, i.w, clk.now, r.rev, r.state, r.token, r.at_ms, r.attempts,
+         r.abandoned, r.version, r.last_error, r.superseded,
+    CASE
+      WHEN r.key IS NULL THEN 1
+      WHEN r.state < 2 AND clk.now < r.at_ms THEN
+        CASE WHEN $5::boolean AND i.w IS NOT NULL AND r.version IS DISTINCT FROM i.w
+                  AND r.newer IS DISTINCT FROM i.w THEN 5 ELSE 0 END
+      WHEN r.state < 2
+           AND NOT ($4::bigint > 0 AND least(r.abandoned + 1, 65535) >= $4::bigint) THEN 2
+      WHEN (i.w IS NOT NULL AND r.version IS DISTINCT FROM i.w) OR r.superseded OR NOT (
+        CASE WHEN r.state = 2 THEN $6::bigint IS NULL OR greatest(clk.now - r.at_ms, 0) < $6::bigint
+             WHEN r.state = 3 THEN $7::bigint IS NULL OR greatest(clk.now - r.at_ms, 0) < $7::bigint
+             ELSE $7::bigint IS NULL OR 0 < $7::bigint END) THEN 3
+      WHEN r.state < 2 THEN 4
+      ELSE 0
+    END AS m
+  FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS i(key, w, ord)
+  CROSS JOIN clk
+  LEFT JOIN {s}.records r ON r.key = i.key
+),
+w AS (
+  INSERT INTO {s}.records AS r
+    (key, rev, state, token, at_ms, attempts, abandoned, version, newer, last_error, superseded)
+  SELECT p.key, coalesce(p.rev, 0) + 1,
+    CASE p.m WHEN 4 THEN 3 WHEN 5 THEN p.state ELSE 0 END,
+    CASE WHEN p.m >= 4 THEN p.token ELSE nextval('{s}.tokens') END,
+    CASE p.m WHEN 4 THEN p.now WHEN 5 THEN p.at_ms ELSE p.now + $3::bigint END,
+    CASE WHEN p.m IN (2, 4, 5) THEN p.attempts ELSE 0 END,
+    CASE WHEN p.m IN (2, 4) THEN least(p.abandoned + 1, 65535)
+         WHEN p.m = 5 THEN p.abandoned ELSE 0 END,
+    CASE WHEN p.m >= 4 THEN p.version ELSE p.w END,
+    CASE WHEN p.m = 5 THEN p.w END,
+    CASE p.m WHEN 2 THEN p.last_error WHEN 4 THEN 'abandoned'::bytea
+             WHEN 5 THEN p.last_error END,
+    CASE WHEN p.m IN (2, 4, 5) THEN p.superseded ELSE false END
+  FROM p WHERE p.m <> 0 ORDER BY p.key
+  ON CONFLICT (key) DO UPDATE SET
+    rev = excluded.rev, state = excluded.state, token = excluded.token,
+    at_ms = excluded.at_ms, attempts = excluded.attempts, abandoned = excluded.abandoned,
+    version = excluded.version, newer = excluded.newer, last_error = excluded.last_error,
+    superseded = excluded.superseded
+  WHERE r.rev = excluded.rev - 1
+  RETURNING r.key, r.token, r.at_ms, r.attempts
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL,
+       w.token, w.at_ms, w.attempts::bigint
+FROM p LEFT JOIN w ON w.key = p.key";
+
+/// The shared start of the claim operations: `$1` keys, `$2` tokens; `m` is 1 when the
+/// token is not the key's (or there is no key), 2 when the state does not allow the
+/// operation (`{allowed}`), 0 when it does.
+const CLAIMS: &str = "WITH {clk},
+p AS MATERIALIZED (
+  SELECT i.ord, i.key, clk.now, r.rev, r.state, r.attempts, r.version, r.newer, {extra}
+    CASE WHEN r.key IS NULL OR r.token <> i.tok THEN 1
+         WHEN NOT ({allowed}) THEN 2 ELSE 0 END AS m
+  FROM unnest($1::bytea[], $2::bigint[]{arrays}) WITH ORDINALITY AS i(key, tok{names}, ord)
+  CROSS JOIN clk
+  LEFT JOIN {s}.records r ON r.key = i.key
+),";
+
+fn claims(allowed: &str, extra: &str, arrays: &str, names: &str) -> String {
+    CLAIMS
+        .replace("{allowed}", allowed)
+        .replace("{extra}", extra)
+        .replace("{arrays}", arrays)
+        .replace("{names}", names)
+}
+
+/// `$3` lease ms. Answers the attempt and the new expiry.
+fn start() -> String {
+    claims("r.state = 0", "", "", "")
+        + "
+w AS (
+  UPDATE {s}.records r SET rev = p.rev + 1, state = 1,
+    attempts = least(p.attempts + 1, 65535), at_ms = p.now + $3::bigint
+  FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key, r.attempts::bigint AS a, r.at_ms AS b
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+FROM p LEFT JOIN w ON w.key = p.key"
+}
+
+/// `$3` lease ms. Answers the new expiry.
+fn renew() -> String {
+    claims("r.state < 2", "", "", "")
+        + "
+w AS (
+  UPDATE {s}.records r SET rev = p.rev + 1, at_ms = p.now + $3::bigint
+  FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key, r.at_ms AS a, 0::bigint AS b
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+FROM p LEFT JOIN w ON w.key = p.key"
+}
+
+/// Answers whether a newer version was remembered (superseded, as 1 or 0).
+fn complete() -> String {
+    claims("r.state = 1", "", "", "")
+        + "
+w AS (
+  UPDATE {s}.records r SET rev = p.rev + 1, state = 2, at_ms = p.now, newer = NULL,
+    superseded = (p.newer IS NOT NULL AND p.version IS DISTINCT FROM p.newer)
+  FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key, r.superseded::integer::bigint AS a, 0::bigint AS b
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+FROM p LEFT JOIN w ON w.key = p.key"
+}
+
+/// `$3` errors, `$4` lease ms, `$5` max attempts. Answers the new state and the attempts.
+fn fail() -> String {
+    claims("r.state = 1", "i.err,", ", $3::bytea[]", ", err")
+        + "
+w AS (
+  UPDATE {s}.records r SET rev = p.rev + 1, last_error = p.err,
+    state = CASE WHEN p.attempts >= $5::bigint THEN 3 ELSE 0 END,
+    at_ms = CASE WHEN p.attempts >= $5::bigint THEN p.now ELSE p.now + $4::bigint END,
+    newer = CASE WHEN p.attempts >= $5::bigint THEN NULL ELSE p.newer END
+  FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key, r.state::bigint AS a, r.attempts::bigint AS b
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+FROM p LEFT JOIN w ON w.key = p.key"
+}
+
+/// Deletes a leased row held under the token.
+fn release() -> String {
+    claims("r.state < 2", "", "", "")
+        + "
+w AS (
+  DELETE FROM {s}.records r USING p
+  WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint
+FROM p LEFT JOIN w ON w.key = p.key"
+}
+
+/// The shared shape of `remove` and `retry`: `$1` keys; `m` 1 = no record, 2 = refused
+/// (`{refused}`), 0 = delete.
+const BY_KEY: &str = "WITH p AS MATERIALIZED (
+  SELECT i.ord, i.key, r.rev, r.state,
+    CASE WHEN r.key IS NULL THEN 1 WHEN {refused} THEN 2 ELSE 0 END AS m
+  FROM unnest($1::bytea[]) WITH ORDINALITY AS i(key, ord)
+  LEFT JOIN {s}.records r ON r.key = i.key
+),
+w AS (
+  DELETE FROM {s}.records r USING p
+  WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+  RETURNING r.key
+)
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint
+FROM p LEFT JOIN w ON w.key = p.key";
+
+/// `$2` force: a leased record is refused unless it is set.
+fn remove() -> String {
+    BY_KEY.replace("{refused}", "r.state < 2 AND NOT $2::boolean")
+}
+
+/// Only Dead records are removed.
+fn retry() -> String {
+    BY_KEY.replace("{refused}", "r.state <> 3")
+}
+
+/// `$1` state, `$2` how many of the newest to keep (≥ 1): the finish time and key of the
+/// oldest record kept, if there are more than that.
+const PURGE_CUT: &str = "SELECT at_ms, key FROM {s}.records
+WHERE state = $1::smallint AND state >= 2
+ORDER BY at_ms DESC, key DESC OFFSET $2::bigint - 1 LIMIT 1";
+
+/// `$1` state, `$2` cutoff, `$3` chunk: deletes up to a chunk of records of the state that
+/// finished at or before the cutoff; answers how many.
+const PURGE_OLDER: &str = "WITH d AS (
+  DELETE FROM {s}.records WHERE key IN (
+    SELECT key FROM {s}.records
+    WHERE state = $1::smallint AND state >= 2 AND at_ms <= $2::bigint
+    ORDER BY at_ms, key LIMIT $3::bigint)
+  AND state = $1::smallint AND at_ms <= $2::bigint
+  RETURNING 1
+) SELECT count(*) FROM d";
+
+/// `$1` state, `$2`/`$3` the finish time and key of the oldest record kept, `$4` chunk:
+/// deletes up to a chunk of the records of the state older than it; answers how many.
+const PURGE_BELOW: &str = "WITH d AS (
+  DELETE FROM {s}.records WHERE key IN (
+    SELECT key FROM {s}.records
+    WHERE state = $1::smallint AND state >= 2 AND (at_ms, key) < ($2::bigint, $3::bytea)
+    ORDER BY at_ms, key LIMIT $4::bigint)
+  AND state = $1::smallint AND (at_ms, key) < ($2::bigint, $3::bytea)
+  RETURNING 1
+) SELECT count(*) FROM d";
