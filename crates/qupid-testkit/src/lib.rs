@@ -15,9 +15,11 @@
 //! clock cannot be moved uses a short real duration and sleeps.
 
 pub mod conformance;
+mod fault;
 mod fixture;
 pub mod model;
 
+pub use fault::FaultyLedger;
 pub use fixture::{memory_fixture, Fixture, ManualAdvance, SleepAdvance, TestClock};
 
 /// Expands to one `#[tokio::test]` per conformance test, each calling `$make().await` for a

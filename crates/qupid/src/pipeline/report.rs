@@ -30,6 +30,9 @@ pub struct Report {
     pub lease_lost: u64,
     /// Polls that returned an error or panicked.
     pub poll_errors: u64,
+    /// Ledger calls that failed (the ledger was unreachable or restarting); they are retried,
+    /// and entries whose offer failed are offered again.
+    pub ledger_errors: u64,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -46,6 +49,7 @@ impl Report {
             released: c.released.get(),
             lease_lost: c.lease_lost.get(),
             poll_errors: c.poll_errors.get(),
+            ledger_errors: c.ledger_errors.get(),
             elapsed,
         }
     }
@@ -72,6 +76,7 @@ impl fmt::Display for Report {
         writeln!(f, "released    {:>10}", self.released)?;
         writeln!(f, "lease lost  {:>10}", self.lease_lost)?;
         writeln!(f, "poll errors {:>10}", self.poll_errors)?;
+        writeln!(f, "ledger errs {:>10}", self.ledger_errors)?;
         write!(f, "elapsed     {:>10.2?}", self.elapsed)
     }
 }

@@ -235,22 +235,36 @@ fn queue_counters_poll_error<L: Ledger, T: Send + Sync + 'static>(queue: &Queue<
     queue.core_counters().poll_errors.add(1);
 }
 
-/// Publishes a batch; answers how many were accepted, or `None` if the ledger failed (the
-/// entries are simply polled again) or the pipeline is stopping.
+/// Publishes a batch; answers how many were accepted, or `None` if the pipeline is stopping
+/// or the ledger refused for good (a poll source offers the entries again next time). While
+/// the ledger fails transiently (unreachable, restarting), the same entries are offered again
+/// after a growing pause, so a stream source loses nothing either.
 async fn publish<L: Ledger, T: Send + Sync + 'static>(
     queue: &Queue<L, T>,
-    entries: Vec<crate::Entry<T>>,
+    mut entries: Vec<crate::Entry<T>>,
     stop: &CancellationToken,
 ) -> Option<usize> {
-    let out = tokio::select! {
-        o = queue.publish_batch(entries) => o,
-        _ = stop.cancelled() => return None,
-    };
-    match out {
-        Ok(out) => Some(out.iter().filter(|p| !p.is_duplicate()).count()),
-        Err(e) => {
-            tracing::warn!(error = %e, "offering a batch failed; it will be polled again");
-            None
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let out = tokio::select! {
+            o = queue.publish_batch(entries) => o,
+            _ = stop.cancelled() => return None,
+        };
+        match out {
+            Ok(out) => return Some(out.iter().filter(|p| !p.is_duplicate()).count()),
+            Err(e) if e.error().is_transient() => {
+                tracing::warn!(error = %e.error(), retry_in = ?pause, "offering a batch failed; trying again");
+                entries = e.into_entries();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "offering a batch failed; it will be polled again");
+                return None;
+            }
         }
     }
 }

@@ -155,7 +155,8 @@ impl Core {
                 reply: Some(tx),
             };
             match &self.direct {
-                Some(exec) => exec.apply(vec![op]).await,
+                // An op with a waiter is never handed back for retrying.
+                Some(exec) => drop(exec.apply(vec![op]).await),
                 None => self.ops.send(op).map_err(|_| closed())?,
             }
             match rx.await.map_err(|_| closed())? {
@@ -189,8 +190,10 @@ fn closed() -> Error {
 /// Applies ops to the ledger and keeps the books (counters, registry). Object-safe, so the
 /// jobs (which do not know the ledger's type) can call it directly.
 pub(crate) trait Exec: Send + Sync + 'static {
-    /// Applies `ops` in one ledger call per kind and answers each op's waiter.
-    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, ()>;
+    /// Applies `ops` in one ledger call per kind and answers each op's waiter. Answers the
+    /// ops nobody waits for (completions sent ahead, releases from `Drop`) that failed with a
+    /// transient error, for the caller to try again.
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, Vec<Op>>;
 }
 
 pub(crate) struct Executor<L> {
@@ -201,13 +204,14 @@ pub(crate) struct Executor<L> {
 }
 
 impl<L: Ledger> Exec for Executor<L> {
-    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, ()> {
+    fn apply(&self, ops: Vec<Op>) -> BoxFuture<'_, Vec<Op>> {
         Box::pin(self.apply_all(ops))
     }
 }
 
 impl<L: Ledger> Executor<L> {
-    async fn apply_all(&self, ops: Vec<Op>) {
+    async fn apply_all(&self, ops: Vec<Op>) -> Vec<Op> {
+        let mut again = Vec::new();
         let (ledger, policy, registry) = (&self.ledger, &self.policy, &self.registry);
         let (mut starts, mut completes, mut fails, mut releases) = (vec![], vec![], vec![], vec![]);
         for op in ops {
@@ -228,7 +232,7 @@ impl<L: Ledger> Executor<L> {
         if !starts.is_empty() {
             let claims: Vec<Claim> = starts.iter().map(|(c, _)| c.clone()).collect();
             let out = ledger.start(policy, &claims).await;
-            answer(starts, out, |claim, r| {
+            let failed = answer(c, starts, out, |claim, r| {
                 match &r {
                     Ok(_) => {
                         c.queued.add(-1);
@@ -238,11 +242,16 @@ impl<L: Ledger> Executor<L> {
                 }
                 Answer::Started(r)
             });
+            again.extend(failed.into_iter().map(|claim| Op {
+                ask: Ask::Start,
+                claim,
+                reply: None,
+            }));
         }
         if !completes.is_empty() {
             let claims: Vec<Claim> = completes.iter().map(|(c, _)| c.clone()).collect();
             let out = ledger.complete(&claims).await;
-            answer(completes, out, |claim, r| {
+            let failed = answer(c, completes, out, |claim, r| {
                 match &r {
                     Ok(_) => {
                         c.completed.add(1);
@@ -253,11 +262,16 @@ impl<L: Ledger> Executor<L> {
                 }
                 Answer::Done(r)
             });
+            again.extend(failed.into_iter().map(|claim| Op {
+                ask: Ask::Complete,
+                claim,
+                reply: None,
+            }));
         }
         if !fails.is_empty() {
             let items: Vec<Failure> = fails.iter().map(|(f, _)| f.clone()).collect();
             let out = ledger.fail(policy, &items).await;
-            answer(fails, out, |f, r| {
+            let failed = answer(c, fails, out, |f, r| {
                 match &r {
                     Ok(Failed::Retry { .. }) => {
                         c.failed.add(1);
@@ -274,12 +288,16 @@ impl<L: Ledger> Executor<L> {
                 }
                 Answer::Failed(r)
             });
+            again.extend(failed.into_iter().map(|f| Op {
+                ask: Ask::Fail(f.error),
+                claim: f.claim,
+                reply: None,
+            }));
         }
         if !releases.is_empty() {
             let claims: Vec<Claim> = releases.iter().map(|((c, _), _)| c.clone()).collect();
             let out = ledger.release(&claims).await;
-            let failed = out.is_err();
-            answer(releases, out, |(claim, running), r| {
+            let failed = answer(c, releases, out, |(claim, running), r| {
                 registry.remove(claim);
                 if r.is_ok() {
                     c.released.add(1);
@@ -291,21 +309,58 @@ impl<L: Ledger> Executor<L> {
                 }
                 Answer::Released(r)
             });
-            if failed {
-                // The keys stay leased until their leases expire; then they are offered again.
-                tracing::warn!(
-                    "releasing keys failed; they will be re-offered after their leases expire"
-                );
-            }
+            again.extend(failed.into_iter().map(|(claim, running)| Op {
+                ask: Ask::Release { running },
+                claim,
+                reply: None,
+            }));
         }
+        again
     }
 }
 
-/// Answers ops in batches: everything waiting goes to the ledger in one call per kind.
+/// Answers ops in batches: everything waiting goes to the ledger in one call per kind. Ops
+/// nobody waits for are tried again while the ledger fails transiently (it may be restarting),
+/// with a growing pause, for up to a minute or so; by then their leases have run out and the
+/// keys will be offered again anyway.
 pub(crate) async fn ender(exec: Arc<dyn Exec>, mut rx: mpsc::UnboundedReceiver<Op>) {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
     let mut buf = Vec::with_capacity(1024);
-    while rx.recv_many(&mut buf, 1024).await > 0 {
-        exec.apply(std::mem::take(&mut buf)).await;
+    let mut again: Vec<Op> = Vec::new();
+    let mut pause = Duration::from_millis(50);
+    // When the ledger started failing the ops in `again`.
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut open = true;
+    loop {
+        if again.is_empty() {
+            if !open || rx.recv_many(&mut buf, 1024).await == 0 {
+                return;
+            }
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut buf, 1024), if open => open = n > 0,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            buf.append(&mut again);
+        }
+        again = exec.apply(std::mem::take(&mut buf)).await;
+        if again.is_empty() {
+            pause = Duration::from_millis(50);
+            failing_since = None;
+        } else if failing_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            > GIVE_UP_AFTER
+        {
+            tracing::warn!(
+                ops = again.len(),
+                "the ledger stayed unavailable: giving up on these; their keys are offered again when their leases expire"
+            );
+            again.clear();
+            failing_since = None;
+        } else {
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 }
 
@@ -325,10 +380,11 @@ fn lost(registry: &Registry, c: &Counters, claim: &Claim, refused: &Refused, run
 
 /// Sends each item's answer to its waiter, or the shared error to all of them.
 fn answer<I, O>(
+    c: &Counters,
     items: Vec<(I, Option<oneshot::Sender<Result<Answer>>>)>,
     out: Result<Vec<Result<O, Refused>>>,
     mut each: impl FnMut(&I, Result<O, Refused>) -> Answer,
-) {
+) -> Vec<I> {
     match out {
         Ok(outs) => {
             for ((item, reply), o) in items.into_iter().zip(outs) {
@@ -337,15 +393,23 @@ fn answer<I, O>(
                     let _ = reply.send(Ok(a));
                 }
             }
+            Vec::new()
         }
         Err(e) => {
             tracing::warn!(error = %e, "ledger call failed");
-            // A release from `Drop` has nobody to tell: its key stays leased until expiry.
-            for (_, reply) in items {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(e.share()));
+            c.ledger_errors.add(1);
+            let mut unanswered = Vec::new();
+            for (item, reply) in items {
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(Err(e.share()));
+                    }
+                    None if e.is_transient() => unanswered.push(item),
+                    // Not worth retrying: the key stays leased until its lease expires.
+                    None => {}
                 }
             }
+            unanswered
         }
     }
 }
@@ -355,6 +419,7 @@ pub(crate) async fn renewer<L: Ledger>(
     ledger: L,
     policy: Policy,
     registry: Arc<Registry>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(policy.lease / 3);
@@ -377,6 +442,7 @@ pub(crate) async fn renewer<L: Ledger>(
                     }
                 }
                 Err(e) => {
+                    counters.ledger_errors.add(1);
                     tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed")
                 }
             }

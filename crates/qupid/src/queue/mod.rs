@@ -201,6 +201,7 @@ impl<L: Ledger> QueueBuilder<L> {
             ledger.clone(),
             self.policy.clone(),
             registry,
+            counters.clone(),
             renewer_stop,
         ));
         let (tx, jobs) = async_channel::unbounded();
@@ -383,6 +384,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             Ok(o) => o,
             Err(error) => {
                 inner.space.add_permits(entries.len());
+                c.ledger_errors.add(1);
                 return Err(PublishError { error, entries });
             }
         };
@@ -518,10 +520,20 @@ impl<T: Send + Sync + 'static> Subscriber<T> {
         loop {
             let mut job = self.jobs.recv().await.ok()?;
             self.space.add_permits(1);
-            match job.start().await {
-                Ok(_) => return Some(job),
-                Err(e) => {
-                    tracing::debug!(key = %job.key(), error = %e, "skipping a job that could not start");
+            let mut pause = std::time::Duration::from_millis(50);
+            loop {
+                match job.start().await {
+                    Ok(_) => return Some(job),
+                    // The ledger may be restarting: the job keeps its payload and waits.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(key = %job.key(), error = %e, "cannot start a job yet; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::debug!(key = %job.key(), error = %e, "skipping a job that could not start");
+                        break;
+                    }
                 }
             }
         }

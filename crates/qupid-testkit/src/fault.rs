@@ -1,0 +1,168 @@
+//! A ledger wrapper that fails on demand: an outage, or the next N calls.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use qupid::clock::Timestamp;
+use qupid::ledger::{
+    Claim, Done, Failed, Failure, ListQuery, Offered, Page, Purged, Record, Refused, Removed,
+    Retried, Started, Stats,
+};
+use qupid::{Error, ErrorKind, Key, Ledger, Offer, Policy, Retention};
+
+/// Wraps a ledger and makes its calls fail with [`ErrorKind::Unavailable`] (a transient
+/// error, as from a server that is restarting) while an outage lasts or for the next N calls.
+/// A failed call does not reach the inner ledger. Clones share the switches.
+#[derive(Clone)]
+pub struct FaultyLedger<L> {
+    inner: L,
+    switches: Arc<Switches>,
+}
+
+#[derive(Default)]
+struct Switches {
+    down: AtomicBool,
+    fail_next: AtomicU64,
+    failed: AtomicU64,
+    groups_calls: Option<bool>,
+}
+
+impl<L: Ledger> FaultyLedger<L> {
+    /// Wraps `inner`, working normally until told otherwise.
+    pub fn new(inner: L) -> Self {
+        FaultyLedger {
+            inner,
+            switches: Arc::default(),
+        }
+    }
+
+    /// Wraps `inner` and claims it does (or does not) group calls itself, to exercise the
+    /// queue's batching task (`false`) or its direct calls (`true`).
+    pub fn grouping(inner: L, groups_calls: bool) -> Self {
+        let switches = Switches {
+            groups_calls: Some(groups_calls),
+            ..Switches::default()
+        };
+        FaultyLedger {
+            inner,
+            switches: Arc::new(switches),
+        }
+    }
+
+    /// Starts (`true`) or ends (`false`) an outage: every call fails while it lasts.
+    pub fn set_down(&self, down: bool) {
+        self.switches.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` calls fail.
+    pub fn fail_next(&self, n: u64) {
+        self.switches.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// How many calls failed so far.
+    pub fn failed(&self) -> u64 {
+        self.switches.failed.load(Ordering::SeqCst)
+    }
+
+    /// The wrapped ledger.
+    pub fn inner(&self) -> &L {
+        &self.inner
+    }
+
+    fn check(&self, call: &str) -> qupid::Result<()> {
+        let s = &self.switches;
+        let one_of_next = s
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if s.down.load(Ordering::SeqCst) || one_of_next {
+            s.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("injected fault: {call} failed"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<L: fmt::Debug> fmt::Debug for FaultyLedger<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyLedger")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Ledger> Ledger for FaultyLedger<L> {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> qupid::Result<Vec<Offered>> {
+        self.check("offer")?;
+        self.inner.offer(policy, offers).await
+    }
+    async fn start(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> qupid::Result<Vec<Result<Started, Refused>>> {
+        self.check("start")?;
+        self.inner.start(policy, claims).await
+    }
+    async fn renew(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+    ) -> qupid::Result<Vec<Result<Timestamp, Refused>>> {
+        self.check("renew")?;
+        self.inner.renew(policy, claims).await
+    }
+    async fn complete(&self, claims: &[Claim]) -> qupid::Result<Vec<Result<Done, Refused>>> {
+        self.check("complete")?;
+        self.inner.complete(claims).await
+    }
+    async fn fail(
+        &self,
+        policy: &Policy,
+        failures: &[Failure],
+    ) -> qupid::Result<Vec<Result<Failed, Refused>>> {
+        self.check("fail")?;
+        self.inner.fail(policy, failures).await
+    }
+    async fn release(&self, claims: &[Claim]) -> qupid::Result<Vec<Result<(), Refused>>> {
+        self.check("release")?;
+        self.inner.release(claims).await
+    }
+    async fn remove(&self, keys: &[Key], force: bool) -> qupid::Result<Vec<Removed>> {
+        self.check("remove")?;
+        self.inner.remove(keys, force).await
+    }
+    async fn retry(&self, keys: &[Key]) -> qupid::Result<Vec<Retried>> {
+        self.check("retry")?;
+        self.inner.retry(keys).await
+    }
+    async fn purge(&self, retention: &Retention) -> qupid::Result<Purged> {
+        self.check("purge")?;
+        self.inner.purge(retention).await
+    }
+    async fn get(&self, key: &Key) -> qupid::Result<Option<Record>> {
+        self.check("get")?;
+        self.inner.get(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> qupid::Result<Page> {
+        self.check("list")?;
+        self.inner.list(query).await
+    }
+    async fn stats(&self) -> qupid::Result<Stats> {
+        self.check("stats")?;
+        self.inner.stats().await
+    }
+    async fn now(&self) -> qupid::Result<Timestamp> {
+        self.check("now")?;
+        self.inner.now().await
+    }
+    fn groups_calls(&self) -> bool {
+        self.switches
+            .groups_calls
+            .unwrap_or_else(|| self.inner.groups_calls())
+    }
+}
