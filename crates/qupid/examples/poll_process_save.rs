@@ -1,12 +1,18 @@
 //! The seed's picture: poll a datastore, process each record, save the output as a file.
 //!
-//! A local datastore holds a few thousand records. A record is "unprocessed" until its output
-//! file exists, so every poll returns the records still in flight too: the ledger turns those
-//! into duplicates (counted in the report) and each record is processed once. The output
-//! folder is the non-transactional store. The run ends when everything is saved.
+//! A local datastore holds a few thousand records and, like many APIs, cannot tell which ones
+//! were already handled: every poll returns every record. The ledger turns what is in flight
+//! or done into duplicates (counted in the report), so each record is processed once. The
+//! output folder is the non-transactional store. The run ends when everything is saved.
+//!
+//! By default the ledger is a SQLite file in the working folder, so a second run skips
+//! everything the first one saved. `--memory` uses the in-memory ledger instead (a second run
+//! then processes everything again), and `--ledger URL` any ledger (`redis://…`,
+//! `postgres://…`; several copies of this program can then share the work).
 //!
 //! ```text
-//! cargo run --release --example poll_process_save -- [--records N] [--out DIR]
+//! cargo run --release -p qupid --features full --example poll_process_save -- \
+//!     [--records N] [--out DIR] [--ledger URL | --memory] [--namespace NS]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use qupid::{Backoff, Entry, MemoryLedger, Pipeline, Source};
+use qupid::{AnyLedger, Backoff, Entry, Pipeline, Source};
 
 /// One record of the datastore.
 #[derive(Debug, Clone)]
@@ -55,26 +61,42 @@ impl Datastore {
         self.out.join(format!("customer-{id:05}.json"))
     }
 
-    /// The first `page` records that have no output yet — the query an app would run.
-    fn unprocessed(&self, page: usize) -> Vec<Customer> {
+    /// Every record: the datastore cannot tell which ones were handled.
+    fn all(&self) -> Vec<Customer> {
+        self.records.clone()
+    }
+
+    /// Records whose output file does not exist yet.
+    fn unsaved(&self) -> usize {
         self.records
             .iter()
             .filter(|c| !self.output_path(c.id).exists())
-            .take(page)
-            .cloned()
-            .collect()
+            .count()
     }
 }
 
 struct Args {
     records: u32,
     out: PathBuf,
+    ledger: String,
+    namespace: String,
+}
+
+/// A SQLite file in the working folder when this build has SQLite, else memory.
+fn default_ledger() -> String {
+    if cfg!(feature = "sqlite") {
+        "sqlite://qupid-example.db".to_owned()
+    } else {
+        "memory:".to_owned()
+    }
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         records: 3_000,
         out: PathBuf::from("output"),
+        ledger: std::env::var("QUPID_LEDGER").unwrap_or_else(|_| default_ledger()),
+        namespace: "example".to_owned(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,8 +108,11 @@ fn args() -> Result<Args, String> {
                     .ok_or("--records needs a number")?
             }
             "--out" => a.out = it.next().map(PathBuf::from).ok_or("--out needs a folder")?,
+            "--ledger" => a.ledger = it.next().ok_or("--ledger needs a URL")?,
+            "--memory" => a.ledger = "memory:".to_owned(),
+            "--namespace" => a.namespace = it.next().ok_or("--namespace needs a name")?,
             "-h" | "--help" => {
-                return Err("usage: poll_process_save [--records N] [--out DIR]".into())
+                return Err("usage: poll_process_save [--records N] [--out DIR] [--ledger URL | --memory] [--namespace NS]".into())
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
@@ -121,21 +146,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::fs::create_dir_all(&args.out).await?;
     let store = Arc::new(Datastore::new(args.records, args.out.clone()));
-    let todo = store.unprocessed(usize::MAX).len();
+    let ledger = match AnyLedger::open(&args.ledger, &args.namespace).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot open the ledger: {e}");
+            std::process::exit(2);
+        }
+    };
+    let done_before = qupid::Ledger::stats(&ledger).await?.completed;
     println!(
-        "datastore: {} records, {} unprocessed; output folder: {}",
+        "datastore: {} records; ledger: {} ({} keys completed before this run); output folder: {}",
         args.records,
-        todo,
+        args.ledger,
+        done_before,
         args.out.display()
     );
 
-    // Poll a page of unprocessed records every 50 ms. Records in flight come back until their
-    // file is written: the ledger reports them as duplicates.
+    // Poll every record every 100 ms: what is in flight or done comes back as a duplicate.
     let polled = store.clone();
-    let source = Source::poll(Duration::from_millis(50), move || {
-        let page = polled.unprocessed(1_000);
+    let source = Source::poll(Duration::from_millis(100), move || {
+        let records = polled.all();
         async move {
-            page.into_iter()
+            records
+                .into_iter()
                 .map(|c| Entry::new(format!("customer/{:05}", c.id), c))
                 .collect::<qupid::Result<Vec<_>>>()
         }
@@ -143,7 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .named("datastore");
 
     let saver = store.clone();
-    let pipeline = Pipeline::builder(MemoryLedger::new())
+    let pipeline = Pipeline::builder(ledger)
         .name("customers")
         .source(source)
         .process(|a| async move {
@@ -182,7 +215,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stop_on_ctrl_c()
         .build()?;
 
-    let bar = ProgressBar::new(todo as u64);
+    let bar = ProgressBar::new(u64::from(args.records));
     bar.set_style(ProgressStyle::with_template(
         "{bar:40.cyan/blue} {pos:>6}/{len:6} saved  {per_sec:>10}  {msg}",
     )?);
@@ -206,7 +239,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.set_position(report.completed);
     bar.finish();
 
-    let left = store.unprocessed(usize::MAX).len();
+    let left = store.unsaved();
     let twice = store
         .saves
         .iter()
@@ -216,7 +249,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{report}");
     println!();
     println!(
-        "{} records saved to {} in {:.2?} ({:.0}/s); {} polled entries were duplicates of work in flight or done.",
+        "{} records processed and saved to {} in {:.2?} ({:.0}/s); {} polled entries were \
+         duplicates of work in flight or already done.",
         report.completed,
         args.out.display(),
         report.elapsed,
@@ -225,9 +259,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("records saved more than once: {twice}");
     if left == 0 {
-        println!("every record is saved.");
+        println!("every record is saved. Run again: the ledger remembers what is done.");
     } else {
-        println!("{left} records are still unprocessed (stopped early, or dead: run again).");
+        println!("{left} records have no output yet (stopped early, or dead: run again).");
     }
     Ok(())
 }

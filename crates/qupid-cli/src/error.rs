@@ -1,0 +1,86 @@
+//! Exit codes, the errors that are not failures of the tool (a refusal, a closed stdout),
+//! and writing to stdout.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// The command did what it was asked not to do without more: a key was not found, a leased
+/// key was not forced, the user declined. Exits 1; every other error exits 2.
+#[derive(Debug)]
+pub(crate) struct Refusal(pub(crate) String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// A [`Refusal`] as an `anyhow` error.
+pub(crate) fn refused(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Refusal(message.into()))
+}
+
+/// The exit code for an error: 0 when stdout was closed ([`StdoutClosed`]), 1 for a
+/// [`Refusal`], 2 for anything else (usage, URL, connection, ledger).
+pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<StdoutClosed>().is_some() {
+        ExitCode::SUCCESS
+    } else if err.downcast_ref::<Refusal>().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// An error as one line: its message, then its causes' messages where they add something,
+/// with line breaks flattened.
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        // Ledger errors repeat their driver's message in their own: skip what is said already.
+        if msg.is_empty() || line.contains(msg.as_str()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Stdout was closed by its reader (`qupid list … | head`): not worth a message, and not a
+/// failure. Exits 0.
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `text` to stdout at once.
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+            _ => anyhow::anyhow!("cannot write to stdout: {e}"),
+        })
+}

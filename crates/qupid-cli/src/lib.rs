@@ -1,0 +1,69 @@
+//! The `qupid` command-line tool, as a library: [`run`] is the whole program, and
+//! `src/main.rs` only calls it (so the tool's behaviour is documented and tested in one
+//! place). The manual — commands, exit codes and the `--json` shapes — is the crate's
+//! README, below.
+//!
+#![doc = include_str!("../README.md")]
+
+mod args;
+mod commands;
+mod confirm;
+mod duration;
+mod error;
+mod output;
+mod target;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::args::Cli;
+use crate::error::{exit_code, one_line, StdoutClosed};
+use crate::target::Target;
+
+/// Runs the tool with `args` (the program name first, as in [`std::env::args_os`]) and
+/// answers the process's exit code. Prints to stdout and stderr; reads stdin only to confirm
+/// a dangerous command. Never panics on bad input or a failing server.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout and exit 0; usage errors to stderr, exit 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let Some(url) = cli.ledger.clone() else {
+        let e = Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the ledger's URL is required: pass --ledger URL or set QUPID_LEDGER",
+        );
+        let _ = e.print();
+        return ExitCode::from(2);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(async {
+            let target = Target::open(&url, &cli.namespace).await?;
+            commands::run(cli.command, &target, cli.json).await
+        }),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<StdoutClosed>().is_none() {
+                let _ = writeln!(std::io::stderr(), "qupid: {}", one_line(&e));
+            }
+            exit_code(&e)
+        }
+    }
+}

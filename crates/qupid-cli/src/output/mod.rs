@@ -1,0 +1,7 @@
+//! What the commands print: aligned tables and times for people, stable JSON for scripts.
+
+pub(crate) mod json;
+pub(crate) mod table;
+pub(crate) mod time;
+
+pub(crate) use table::{escape, escape_short, Align, Table};
