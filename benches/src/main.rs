@@ -1,288 +1,348 @@
-//! `qupid-bench`: qupid's pipeline against a hand-written tokio pipeline doing the same
-//! de-duplication, in one run, plus the memory ledger's raw speed and footprint.
+//! `qupid-bench`: one workload, in one run, through qupid's pipeline over every ledger and
+//! through the least one would write by hand for the same semantics:
+//!
+//! - memory: a hand-written tokio pipeline (channel + `Mutex<HashMap>`), plus the memory
+//!   ledger's raw speed and footprint;
+//! - sqlite, redis, postgres: a raw driver loop over the same store, unbatched (a) and
+//!   batched (b), with the ratios qupid should reach against each.
 //!
 //! ```text
-//! cargo run --release -p qupid-benches --bin qupid-bench [-- --entries N --runs R]
+//! cargo run --release -p qupid-benches --bin qupid-bench -- \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|redis|postgres ...] \
+//!     [--profile qupid|hand]
 //! ```
+//!
+//! `--profile` runs one side alone (`qupid`, or `hand`/`raw` for the hand-written pipeline
+//! and the raw loops) of the selected sections and prints each run's rate, for `perf record`.
+//! `--only qupid|hand`, its old spelling, still works. A server that cannot be reached skips
+//! its section with a line saying why. `QUPID_REDIS_URL` and `QUPID_POSTGRES_URL` choose the
+//! servers (defaults: `redis://127.0.0.1:6379/`, `postgres://postgres@127.0.0.1:5432/test`).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod memory;
+mod postgres;
+mod redis;
+mod sqlite;
+mod workload;
 
-use qupid::ledger::{Claim, Ledger, Offered};
-use qupid::{Entry, MemoryLedger, Offer, Pipeline, Policy, Source};
+use std::process::Command;
 
-const CONCURRENCY: usize = 64;
+use workload::{unique, Comparison, Side, CONCURRENCY};
+
+const SECTIONS: [&str; 4] = ["memory", "sqlite", "redis", "postgres"];
 
 struct Args {
-    entries: usize,
-    runs: usize,
+    /// Entries per run; `None` for each section's default.
+    entries: Option<usize>,
+    /// Runs per configuration; `None` for each section's default.
+    runs: Option<usize>,
+    /// Keys for the memory ledger's footprint and offer rates.
     keys: usize,
-    /// Only this pipeline (`qupid` or `hand`), for profiling.
-    only: Option<String>,
+    /// The sections to run, in the order of [`SECTIONS`].
+    only: Vec<&'static str>,
+    /// One side alone, for profiling.
+    profile: Side,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
+         [--only memory|sqlite|redis|postgres ...] [--profile qupid|hand]"
+    );
+    std::process::exit(2);
+}
+
+fn number(value: Option<String>) -> usize {
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| usage())
+}
+
+fn side(value: &str) -> Side {
+    match value {
+        "qupid" => Side::Qupid,
+        "hand" | "raw" => Side::Raw,
+        _ => usage(),
+    }
 }
 
 fn args() -> Args {
     let mut a = Args {
-        entries: 200_000,
-        runs: 5,
+        entries: None,
+        runs: None,
         keys: 1_000_000,
-        only: None,
+        only: Vec::new(),
+        profile: Side::Both,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
-        let raw = it.next();
-        let value = raw.as_deref().and_then(|v| v.parse().ok());
-        match (flag.as_str(), value) {
-            ("--entries", Some(v)) => a.entries = v,
-            ("--runs", Some(v)) => a.runs = v,
-            ("--keys", Some(v)) => a.keys = v,
-            ("--only", _) if raw.is_some() => a.only = raw,
-            _ => {
-                eprintln!(
-                    "usage: qupid-bench [--entries N] [--runs R] [--keys K] [--only qupid|hand]"
-                );
-                std::process::exit(2);
+        match flag.as_str() {
+            "--entries" => a.entries = Some(number(it.next())),
+            "--runs" => a.runs = Some(number(it.next())),
+            "--keys" => a.keys = number(it.next()),
+            "--profile" => a.profile = side(&it.next().unwrap_or_default()),
+            "--only" => {
+                let mut any = false;
+                while let Some(v) = it.next_if(|v| !v.starts_with("--")) {
+                    any = true;
+                    for v in v.split(',').filter(|v| !v.is_empty()) {
+                        if v == "qupid" || v == "hand" {
+                            // The old spelling of --profile: the memory pipelines alone.
+                            eprintln!("note: `--only {v}` is now `--profile {v}`");
+                            a.profile = side(v);
+                        } else if let Some(s) = SECTIONS.iter().find(|s| **s == v) {
+                            a.only.push(s);
+                        } else {
+                            usage();
+                        }
+                    }
+                }
+                if !any {
+                    usage();
+                }
             }
+            _ => usage(),
         }
     }
+    if a.only.is_empty() {
+        a.only = if a.profile == Side::Both {
+            SECTIONS.to_vec()
+        } else {
+            vec!["memory"]
+        };
+    }
+    a.only.sort_by_key(|s| SECTIONS.iter().position(|x| x == s));
+    a.only.dedup();
     a
 }
 
-/// `n` entries with 10% duplicate keys: entry `i` has key `i mod 0.9n`.
-fn workload(n: usize) -> Vec<(String, u64)> {
-    let unique = n * 9 / 10;
-    (0..n)
-        .map(|i| (format!("record/{:08}", i % unique), i as u64))
-        .collect()
+/// A command's first line of output (empty if it printed nothing), or `unknown` if it
+/// could not run or failed.
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.lines().next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
-async fn qupid_pipeline(work: Vec<(String, u64)>) -> (Duration, u64) {
-    let entries: Vec<Entry<u64>> = work
-        .into_iter()
-        .map(|(k, v)| Entry::new(k, v).expect("valid key"))
-        .collect();
-    let start = Instant::now();
-    let report = Pipeline::builder(MemoryLedger::new())
-        .source(Source::stream(futures::stream::iter(entries)))
-        .process(|a| {
-            let v = *a.payload();
-            async move { Ok::<_, std::convert::Infallible>(v) }
+/// When, with what, on what: printed first, so saved results say where they came from.
+fn print_header() {
+    // The code is measured as it is on disk, so say which files differ from the commit.
+    let dirty: Vec<String> = Command::new("git")
+        .args(["status", "--porcelain"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.get(3..).map(str::to_owned))
+                .collect()
         })
-        .save(|_, _| async { Ok::<_, std::convert::Infallible>(()) })
-        .concurrency(CONCURRENCY)
-        .build()
-        .expect("pipeline")
-        .run()
-        .await
-        .expect("run");
-    (start.elapsed(), report.completed)
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mark {
-    Queued,
-    Completed,
-}
-
-/// What one would write by hand: a bounded channel, a `Mutex<HashMap>` of key states for the
-/// de-dup, and `CONCURRENCY` worker tasks.
-async fn hand_written(work: Vec<(String, u64)>) -> (Duration, u64) {
-    let start = Instant::now();
-    let seen: Arc<Mutex<HashMap<String, Mark>>> = Arc::default();
-    let done = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = async_channel::bounded::<(String, u64)>(CONCURRENCY * 4);
-    let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (rx, seen, done) = (rx.clone(), seen.clone(), done.clone());
-        workers.push(tokio::spawn(async move {
-            while let Ok((key, v)) = rx.recv().await {
-                std::hint::black_box(v); // the no-op work and save
-                if let Some(m) = seen.lock().expect("lock").get_mut(&key) {
-                    *m = Mark::Completed;
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for (key, v) in work {
-        let fresh = {
-            let mut s = seen.lock().expect("lock");
-            if s.contains_key(&key) {
-                false
-            } else {
-                s.insert(key.clone(), Mark::Queued);
-                true
-            }
-        };
-        if fresh {
-            tx.send((key, v)).await.expect("send");
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".to_owned());
+    println!("# qupid-bench");
+    println!();
+    println!(
+        "- date: {}",
+        output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+    );
+    println!("- rustc: {}", output("rustc", &["--version"]));
+    println!(
+        "- machine: nproc {}, {}, {cpu}",
+        output("nproc", &[]),
+        output("uname", &["-m"]),
+    );
+    println!(
+        "- commit: {}{}",
+        output("git", &["rev-parse", "--short", "HEAD"]),
+        if dirty.is_empty() {
+            String::new()
+        } else {
+            format!(", with uncommitted changes to {}", dirty.join(", "))
         }
-    }
-    drop(tx);
-    for w in workers {
-        w.await.expect("worker");
-    }
-    let completed = seen
-        .lock()
-        .expect("lock")
-        .values()
-        .filter(|m| **m == Mark::Completed)
-        .count();
-    assert_eq!(completed as u64, done.load(Ordering::Relaxed));
-    (start.elapsed(), done.load(Ordering::Relaxed))
-}
-
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
-/// Offers per second of the memory ledger on one core: fresh keys, then all duplicates.
-fn offers_per_sec(n: usize) -> (f64, f64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let ledger = MemoryLedger::new();
-        let policy = Policy::default();
-        let offers: Vec<Offer> = (0..n)
-            .map(|i| {
-                Entry::new(format!("record/{i:08}"), ())
-                    .expect("valid")
-                    .offer()
-            })
-            .collect();
-        let start = Instant::now();
-        for chunk in offers.chunks(256) {
-            std::hint::black_box(ledger.offer(&policy, chunk).await.expect("offer"));
+    );
+    println!(
+        "- profile: {}",
+        if cfg!(debug_assertions) {
+            "debug (numbers mean nothing: use --release)"
+        } else {
+            "release"
         }
-        let fresh = n as f64 / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for chunk in offers.chunks(256) {
-            std::hint::black_box(ledger.offer(&policy, chunk).await.expect("offer"));
-        }
-        (fresh, n as f64 / start.elapsed().as_secs_f64())
-    })
+    );
 }
 
-/// Resident bytes per completed key retained by the memory ledger, at `n` keys.
-fn bytes_per_key(n: usize) -> (f64, usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let policy = Policy::default();
-        let key_len = format!("record/{:08}", 0).len();
-        let before = rss_bytes();
-        let ledger = MemoryLedger::new();
-        let mut batch = Vec::with_capacity(1024);
-        for start in (0..n).step_by(1024) {
-            batch.clear();
-            batch
-                .extend((start..(start + 1024).min(n)).map(|i| {
-                    Offer::new(qupid::Key::new(format!("record/{i:08}")).expect("valid"))
-                }));
-            let out = ledger.offer(&policy, &batch).await.expect("offer");
-            let claims: Vec<Claim> = batch
-                .iter()
-                .zip(out)
-                .filter_map(|(o, r)| match r {
-                    Offered::Accepted(l) => Some(Claim {
-                        key: o.key.clone(),
-                        token: l.token,
-                    }),
-                    Offered::Duplicate(_) => None,
-                })
-                .collect();
-            ledger.start(&policy, &claims).await.expect("start");
-            ledger.complete(&claims).await.expect("complete");
-        }
-        drop(batch);
-        let after = rss_bytes();
-        assert_eq!(ledger.stats().await.expect("stats").completed, n as u64);
-        let per_key = (after.saturating_sub(before)) as f64 / n as f64;
-        std::hint::black_box(&ledger);
-        (per_key, key_len)
-    })
-}
-
-fn main() {
-    let a = args();
-    if let Some(only) = &a.only {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        for _ in 0..a.runs {
-            let (d, _) = if only == "hand" {
-                rt.block_on(hand_written(workload(a.entries)))
-            } else {
-                rt.block_on(qupid_pipeline(workload(a.entries)))
-            };
-            println!(
-                "{only}: {:.0} entries/s",
-                a.entries as f64 / d.as_secs_f64()
-            );
-        }
-        return;
-    }
-    // Memory footprint first, while the heap is fresh.
-    let (per_key, key_len) = bytes_per_key(a.keys);
-    let (fresh, dup) = offers_per_sec(a.keys);
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let unique = (a.entries * 9 / 10) as u64;
-    let (mut q, mut h) = (Vec::new(), Vec::new());
-    for _ in 0..a.runs {
-        // Alternate, so neither side always runs on a warmer machine.
-        let (d, n) = rt.block_on(hand_written(workload(a.entries)));
-        assert_eq!(n, unique, "hand-written processed each unique key once");
-        h.push(a.entries as f64 / d.as_secs_f64());
-        let (d, n) = rt.block_on(qupid_pipeline(workload(a.entries)));
-        assert_eq!(n, unique, "qupid processed each unique key once");
-        q.push(a.entries as f64 / d.as_secs_f64());
-    }
-    let (qm, qmin, qmax) = median(q);
-    let (hm, hmin, hmax) = median(h);
+fn print_memory(m: &memory::Memory) {
+    println!("## memory");
+    println!();
     println!(
         "pipeline: {} entries ({} unique keys, 10% duplicates), no-op work, concurrency {CONCURRENCY}, {} runs, median (min–max)",
-        a.entries, unique, a.runs
+        m.entries, unique(m.entries), m.runs
     );
     println!();
     println!("| pipeline | entries/s | min–max | ratio |");
     println!("|---|---:|---:|---:|");
+    let (h, q) = (m.hand, m.qupid);
     println!(
-        "| hand-written (async-channel + Mutex<HashMap>) | {hm:.0} | {hmin:.0}–{hmax:.0} | 1.00 |"
+        "| hand-written (async-channel + Mutex<HashMap>) | {:.0} | {:.0}–{:.0} | 1.00 |",
+        h.median, h.min, h.max
     );
     println!(
-        "| qupid `Pipeline` + `MemoryLedger` | {qm:.0} | {qmin:.0}–{qmax:.0} | {:.2} |",
-        qm / hm
+        "| qupid `Pipeline` + `MemoryLedger` | {:.0} | {:.0}–{:.0} | {:.2} |",
+        q.median,
+        q.min,
+        q.max,
+        q.median / h.median
     );
     println!();
     println!("| memory ledger, one core | value |");
     println!("|---|---:|");
-    println!("| offers/s, new keys (batches of 256) | {fresh:.0} |");
-    println!("| offers/s, duplicates (batches of 256) | {dup:.0} |");
+    println!("| offers/s, new keys (batches of 256) | {:.0} |", m.fresh);
+    println!("| offers/s, duplicates (batches of 256) | {:.0} |", m.dup);
     println!(
-        "| resident bytes per retained completed key at {} keys ({key_len}-byte keys) | {per_key:.0} ({:.0} + key length) |",
-        a.keys,
-        per_key - key_len as f64
+        "| resident bytes per retained completed key at {} keys ({}-byte keys) | {:.0} ({:.0} + key length) |",
+        m.keys,
+        m.key_len,
+        m.per_key,
+        m.per_key - m.key_len as f64
     );
+}
+
+/// `qupid ÷ baseline`, how it compares with the target, and whether it is met.
+fn judge(qupid: f64, baseline: f64, target: f64) -> (String, String, &'static str) {
+    let ratio = qupid / baseline;
+    let met = if ratio >= target { "yes" } else { "**no**" };
+    (format!("{ratio:.2}×"), format!("≥ {target}×"), met)
+}
+
+fn print_comparison(c: &Comparison) {
+    println!("## {}", c.ledger);
+    println!();
+    for line in &c.setup {
+        println!("{line}");
+        println!();
+    }
+    println!(
+        "pipeline: {} entries ({} unique keys, 10% duplicates), no-op process/save, qupid concurrency {CONCURRENCY}, {} runs, median (min–max)",
+        c.entries,
+        unique(c.entries),
+        c.runs
+    );
+    println!();
+    println!("| pipeline | entries/s | min–max | qupid ÷ this | target | met |");
+    println!("|---|---:|---:|---:|---:|:---:|");
+    for b in &c.baselines {
+        let (ratio, target, met) = match &c.qupid {
+            Some((_, q)) => judge(q.median, b.rate.median, b.target),
+            None => ("–".into(), format!("≥ {}×", b.target), "–"),
+        };
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {ratio} | {target} | {met} |",
+            b.label, b.rate.median, b.rate.min, b.rate.max
+        );
+    }
+    if let Some((label, q)) = &c.qupid {
+        println!(
+            "| {label} | {:.0} | {:.0}–{:.0} | 1.00× | | |",
+            q.median, q.min, q.max
+        );
+    }
+}
+
+/// One line per ledger: qupid against each baseline, and the targets.
+fn print_summary(done: &[Comparison], skipped: &[(&str, String)]) {
+    println!("## summary: qupid against the raw loops");
+    println!();
+    println!("| ledger | qupid entries/s | ÷ (a) | target | met | ÷ (b) | target | met |");
+    println!("|---|---:|---:|---:|:---:|---:|---:|:---:|");
+    for c in done {
+        let Some((_, q)) = &c.qupid else { continue };
+        let mut cells = Vec::new();
+        for tag in ["(a)", "(b)"] {
+            match c.baselines.iter().find(|b| b.tag == tag) {
+                Some(b) => {
+                    let (ratio, target, met) = judge(q.median, b.rate.median, b.target);
+                    cells.push(format!("{ratio} | {target} | {met}"));
+                }
+                None => cells.push("– | – | –".to_owned()),
+            }
+        }
+        println!(
+            "| {} | {:.0} | {} | {} |",
+            c.ledger, q.median, cells[0], cells[1]
+        );
+    }
+    for (ledger, why) in skipped {
+        println!("| {ledger} | skipped: {why} | | | | | | |");
+    }
+}
+
+fn main() {
+    let a = args();
+    let ledgers = a.only.iter().filter(|s| **s != "memory").count();
+    if a.profile != Side::Both {
+        for section in &a.only {
+            match *section {
+                "memory" => {
+                    let (n, r) = (a.entries.unwrap_or(200_000), a.runs.unwrap_or(5));
+                    memory::profile(a.profile, n, r);
+                }
+                ledger => {
+                    let n = a.entries.unwrap_or(50_000);
+                    let r = a.runs.unwrap_or(3);
+                    match run_ledger(ledger, a.profile, n, r) {
+                        Ok(c) => print_comparison(&c),
+                        Err(why) => println!("{ledger}: skipped: {why}"),
+                    }
+                }
+            }
+        }
+        return;
+    }
+    print_header();
+    println!();
+    if a.only.contains(&"memory") {
+        let m = memory::run(a.entries.unwrap_or(200_000), a.runs.unwrap_or(5), a.keys);
+        print_memory(&m);
+        println!();
+    }
+    let (mut done, mut skipped) = (Vec::new(), Vec::new());
+    for ledger in a.only.iter().filter(|s| **s != "memory") {
+        let (n, r) = (a.entries.unwrap_or(50_000), a.runs.unwrap_or(3));
+        match run_ledger(ledger, Side::Both, n, r) {
+            Ok(c) => {
+                print_comparison(&c);
+                done.push(c);
+            }
+            Err(why) => {
+                println!("## {ledger}");
+                println!();
+                println!("{ledger}: skipped: {why}");
+                skipped.push((*ledger, why));
+            }
+        }
+        println!();
+    }
+    if ledgers > 0 {
+        print_summary(&done, &skipped);
+    }
+}
+
+fn run_ledger(ledger: &str, side: Side, entries: usize, runs: usize) -> Result<Comparison, String> {
+    match ledger {
+        "sqlite" => sqlite::run(side, entries, runs),
+        "redis" => redis::run(side, entries, runs),
+        "postgres" => postgres::run(side, entries, runs),
+        other => unreachable!("no section {other}"),
+    }
 }
