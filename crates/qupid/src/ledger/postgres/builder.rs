@@ -138,6 +138,11 @@ impl Builder {
         if config.get_application_name().is_none() {
             config.application_name(format!("qupid:{}", self.namespace));
         }
+        // The ledger's statements are prepared once per connection. A generic plan, chosen
+        // while a table is small, can keep scanning the whole table once it is large;
+        // planning each execution for its arguments keeps every lookup on the key index.
+        let options = with_custom_plans(config.get_options());
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -179,5 +184,34 @@ impl Builder {
                 url: shown,
             }),
         })
+    }
+}
+
+/// The connection's `options` with `plan_cache_mode=force_custom_plan` added, unless the URL
+/// already chose a plan cache mode.
+fn with_custom_plans(options: Option<&str>) -> String {
+    match options {
+        Some(o) if o.contains("plan_cache_mode") => o.to_owned(),
+        Some(o) if !o.trim().is_empty() => format!("{o} -c plan_cache_mode=force_custom_plan"),
+        _ => "-c plan_cache_mode=force_custom_plan".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::with_custom_plans;
+
+    #[test]
+    fn custom_plans_are_added_unless_the_url_chose() {
+        assert_eq!(
+            with_custom_plans(None),
+            "-c plan_cache_mode=force_custom_plan"
+        );
+        assert_eq!(
+            with_custom_plans(Some("-c statement_timeout=5s")),
+            "-c statement_timeout=5s -c plan_cache_mode=force_custom_plan"
+        );
+        let chosen = "-c plan_cache_mode=auto";
+        assert_eq!(with_custom_plans(Some(chosen)), chosen);
     }
 }
