@@ -144,6 +144,26 @@ impl<T> Job<T> {
         }
     }
 
+    /// Starts the job, waiting out transient ledger errors (a restarting server) with a
+    /// growing pause; gives up on anything else (a lost lease).
+    pub(crate) async fn start_patiently(&mut self) -> Result<u32> {
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.start().await {
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(key = %self.key(), error = %e, "cannot start a job yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::debug!(key = %self.key(), error = %e, "a job could not start");
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+
     /// Marks the key Completed: it will not be processed again (while it blocks).
     ///
     /// # Errors

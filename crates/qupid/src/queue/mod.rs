@@ -495,10 +495,18 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
 }
 
 /// Receives jobs from a [`Queue`]. Cloning is cheap; clones share the buffer.
-#[derive(Clone)]
 pub struct Subscriber<T> {
     jobs: async_channel::Receiver<Job<T>>,
     space: Arc<Semaphore>,
+}
+
+impl<T> Clone for Subscriber<T> {
+    fn clone(&self) -> Self {
+        Subscriber {
+            jobs: self.jobs.clone(),
+            space: self.space.clone(),
+        }
+    }
 }
 
 impl<T> fmt::Debug for Subscriber<T> {
@@ -520,21 +528,8 @@ impl<T: Send + Sync + 'static> Subscriber<T> {
         loop {
             let mut job = self.jobs.recv().await.ok()?;
             self.space.add_permits(1);
-            let mut pause = std::time::Duration::from_millis(50);
-            loop {
-                match job.start().await {
-                    Ok(_) => return Some(job),
-                    // The ledger may be restarting: the job keeps its payload and waits.
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(key = %job.key(), error = %e, "cannot start a job yet; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
-                    }
-                    Err(e) => {
-                        tracing::debug!(key = %job.key(), error = %e, "skipping a job that could not start");
-                        break;
-                    }
-                }
+            if job.start_patiently().await.is_ok() {
+                return Some(job);
             }
         }
     }
