@@ -169,42 +169,9 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
 }
 
-/// `url` with any password replaced by `***`: in the user-info part
-/// (`redis://:secret@host`) and in `password=` parameters (`?password=secret`, or a
-/// PostgreSQL key-value string).
+/// `url` with any password replaced by `***`.
 pub(crate) fn redact(url: &str) -> String {
-    let mut out = match url.find("://") {
-        Some(i) => {
-            let start = i + 3;
-            let end = url[start..]
-                .find(['/', '?', '#'])
-                .map_or(url.len(), |j| start + j);
-            let authority = &url[start..end];
-            match authority.rfind('@') {
-                Some(at) => match authority[..at].find(':') {
-                    Some(colon) => format!(
-                        "{}{}:***{}",
-                        &url[..start],
-                        &authority[..colon],
-                        &url[start + at..]
-                    ),
-                    None => url.to_owned(),
-                },
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    };
-    let mut from = 0;
-    while let Some(i) = out[from..].to_ascii_lowercase().find("password=") {
-        let start = from + i + "password=".len();
-        let end = out[start..]
-            .find(|c: char| c == '&' || c.is_whitespace())
-            .map_or(out.len(), |j| start + j);
-        out.replace_range(start..end, "***");
-        from = start + 3;
-    }
-    out
+    qupid::redact_url(url)
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub mod observe;
 pub mod pipeline;
 mod policy;
 pub mod queue;
+mod redact;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use key::{Entry, Key, Offer, Version, MAX_KEY_LEN};
@@ -110,6 +111,7 @@ pub use ledger::{AnyLedger, Ledger, MemoryLedger, State};
 pub use pipeline::{Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source};
 pub use policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 pub use queue::{Job, Published, Queue};
+pub use redact::redact_url;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

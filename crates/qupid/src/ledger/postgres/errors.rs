@@ -114,51 +114,9 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, fit to show in errors and logs. Handles URLs
-/// (`postgres://user:secret@host/db`, `?password=secret`) and key-value strings
-/// (`host=h password=secret`).
+/// `url` with any password replaced by `***`.
 pub(super) fn redact(url: &str) -> String {
-    let mut out = match url.find("://") {
-        Some(i) => redact_userinfo(url, i + 3),
-        None => url.to_owned(),
-    };
-    for key in ["password=", "PASSWORD="] {
-        let mut from = 0;
-        while let Some(pos) = out[from..].find(key) {
-            let start = from + pos + key.len();
-            let boundary = out[..from + pos]
-                .chars()
-                .next_back()
-                .is_none_or(|c| matches!(c, '?' | '&' | ' ' | '\t'));
-            let end = out[start..]
-                .find(['&', ' ', '\t', '#'])
-                .map_or(out.len(), |e| start + e);
-            if boundary && end > start {
-                out.replace_range(start..end, "***");
-                from = start + 3;
-            } else {
-                from = start;
-            }
-        }
-    }
-    out
-}
-
-fn redact_userinfo(url: &str, scheme_end: usize) -> String {
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let Some(colon) = rest[..at].find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..scheme_end],
-        &rest[..colon],
-        &rest[at..]
-    )
+    crate::redact_url(url)
 }
 
 #[cfg(test)]
