@@ -28,7 +28,7 @@
 //! | `qupid:{NS}:r:KEY` | hash | the record of `KEY`: `s` state (`q`/`r`/`c`/`d`), `t` token, `x` lease expiry or finish time (ms), `a` attempts, `b` times abandoned, and when set `v` version, `n` newer version, `e` last error, `p` superseded |
 //! | `qupid:{NS}:idx:queued`, `…:running`, `…:completed`, `…:dead` | sorted set | every key in that state, score 0: `list` pages with `ZRANGEBYLEX` (byte order), `stats` is four `ZCARD`s |
 //! | `qupid:{NS}:fin:completed`, `…:dead` | sorted set | finished keys scored by finish time: `purge` by age (`ZCOUNT`) and by count (`ZCARD`), oldest first |
-//! | `qupid:{NS}:token` | string | the fencing-token counter (`INCR`) |
+//! | `qupid:{NS}:token` | string | the fencing-token counter: the last token drawn (read once and written once by a call that draws tokens) |
 //! | `qupid:{NS}:clock_offset_ms` | string | optional: milliseconds added to the server's clock |
 //! | `qupid:{NS}:clock_pinned_ms` | string | optional: when set, the ledger's clock reads this instead |
 //!
@@ -42,6 +42,20 @@
 //! reported as [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key. Every script
 //! reads and checks everything it will touch *before* its first write, so such a call
 //! changes nothing.
+//!
+//! # Cost
+//!
+//! The Redis server's time is what a busy pipeline spends, and a script's time goes mostly to
+//! its Redis calls and the Lua around them, per key. So a batch script makes, per key, one
+//! `HGETALL` (a record of another type fails it with `WRONGTYPE`, caught and reported as
+//! corrupt, still before any write) and at most one `HSET` of only the fields that changed;
+//! index moves are netted per key and written as one multi-member `ZADD`/`ZREM` per index
+//! for the whole batch, and the token counter is read once and written once. Per call there
+//! are a fixed dozen small commands (`GET` of the three namespace strings, `TYPE` of the six
+//! sorted sets, `TIME`). Measured on a shared 2-core machine with Redis 7.0 and batches of
+//! 100: offer, start and complete together cost the server about 19 µs of CPU per key (26 µs
+//! with a call per index move and a `TYPE` before every read); about half of it is the Lua
+//! interpreter, a fifth the sorted sets.
 //!
 //! # The clock, and moving it
 //!

@@ -21,4 +21,5 @@ for i = 1, #KEYS - FIXED do
     push(0, superseded and 1 or 0, 0)
   end
 end
+finish()
 return OUT

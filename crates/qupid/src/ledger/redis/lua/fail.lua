@@ -31,4 +31,5 @@ for i = 1, #KEYS - FIXED do
     end
   end
 end
+finish()
 return OUT

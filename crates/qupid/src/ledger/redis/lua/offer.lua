@@ -31,9 +31,13 @@ local function fresh(k, m, v, from)
   local old = CACHE[k]
   local token = new_token()
   local r = {
-    s = 'q', t = token, x = lease_until, a = 0, b = 0, v = v, p = false,
-    had = old and old.had or {},
+    s = 'q', t = token, x = lease_until, a = 0, b = 0, v = v, n = nil, e = nil, p = false,
+    s0 = nil, t0 = nil, x0 = nil, a0 = nil, b0 = nil, v0 = nil, n0 = nil, e0 = nil, p0 = nil,
   }
+  if old then
+    r.s0, r.t0, r.x0, r.a0, r.b0 = old.s0, old.t0, old.x0, old.a0, old.b0
+    r.v0, r.n0, r.e0, r.p0 = old.v0, old.n0, old.e0, old.p0
+  end
   store(k, r)
   index(m, from, 'q', lease_until)
   push(1, tonumber(token), lease_until, 0)
@@ -89,4 +93,5 @@ for i = 1, #KEYS - FIXED do
     end
   end
 end
+finish()
 return OUT

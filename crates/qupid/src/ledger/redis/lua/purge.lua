@@ -45,10 +45,12 @@ for _, s in ipairs({ 'c', 'd' }) do
   end
 end
 for _, s in ipairs({ 'c', 'd' }) do
-  for _, m in ipairs(plan[s]) do
-    redis.call('DEL', PREFIX .. m)
-    redis.call('ZREM', IDX[s], m)
-    redis.call('ZREM', FIN[s], m)
+  local keys = {}
+  for i, m in ipairs(plan[s]) do
+    keys[i] = PREFIX .. m
   end
+  bulk('DEL', nil, keys)
+  bulk('ZREM', IDX[s], plan[s])
+  bulk('ZREM', FIN[s], plan[s])
 end
 return { 'ok', #plan.c, #plan.d, more }

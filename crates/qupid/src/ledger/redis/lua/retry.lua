@@ -17,4 +17,5 @@ for i = 1, #KEYS - FIXED do
     push(0, 0)
   end
 end
+finish()
 return OUT

@@ -21,4 +21,5 @@ for i = 1, #KEYS - FIXED do
     push(0, r.a, lease_until)
   end
 end
+finish()
 return OUT
