@@ -55,23 +55,7 @@ pub(super) fn corrupt(namespace: &str, key: &[u8], want: &str, found: &str) -> E
 
 /// `url` with any password replaced by `***`, fit to show in errors and logs.
 pub(super) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let Some(colon) = rest[..at].find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..scheme_end],
-        &rest[..colon],
-        &rest[at..]
-    )
+    crate::redact_url(url)
 }
 
 #[cfg(test)]
