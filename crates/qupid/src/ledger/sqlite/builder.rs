@@ -362,6 +362,8 @@ fn open_writer(file: &File, synchronous: Synchronous) -> Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", synchronous.pragma())
         .map_err(|e| file.sql(e, "setting synchronous"))?;
+    // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(64);
     schema::prepare(&conn).map_err(|f| file.error(f, "checking the schema"))?;
     Ok(conn)
 }

@@ -41,8 +41,19 @@
 //! [`commit_window`](Builder::commit_window)), applies them all in **one** transaction
 //! (`BEGIN IMMEDIATE … COMMIT`), and only then answers each caller. So one commit (and, with
 //! [`Synchronous::Full`], one fsync) serves many concurrent callers: while a commit runs, the
-//! next group gathers. Each request runs inside its own savepoint, so one that fails is undone
-//! alone and answered with its error while the rest of the group commits.
+//! next group gathers. A request that fails is undone alone and answered with its error while
+//! the rest of the group commits: requests almost never fail (a refusal such as `LeaseLost` is
+//! an answer, not a failure), so a group first runs with no savepoint at all, and only if one
+//! of its requests fails is it rolled back and run again with a savepoint per request.
+//!
+//! Each transition is as few statements as it can be. An offer inserts the key's row
+//! (`ON CONFLICT DO NOTHING`) and reads the row only if the key was already there. `start`,
+//! `renew`, `complete` and `release` are one guarded write each (`UPDATE … WHERE key = ? AND
+//! token = ? AND state = ?`) that changes only the columns the transition changes (for a
+//! first start, and for a completion with no newer version offered, a narrower write whose
+//! answer needs no read is tried first); only when it matches nothing is the row read, to
+//! answer `LeaseLost` or `WrongState`. The token counter is read once per transaction and
+//! written once, at its end.
 //!
 //! Reads (`get`, `list`, `stats`) run on a second thread with its own connection; WAL mode
 //! lets them proceed while the writer commits, and they see every write already answered.
@@ -79,8 +90,8 @@
 //! # Schema
 //!
 //! A `qupid_meta` table holds the schema version and the token counter; `qupid_entries`
-//! holds one row per key, with indexes by `(state, key)` for `list` and by `(state, at)` for
-//! `purge`. Opening a file written by an older qupid migrates it; opening one written by a
+//! holds one row per key, with indexes by `(state, key)` for `list` and by `(state, at)` of
+//! the finished rows for `purge` (schema version 2; version 1 indexed every row). Opening a file written by an older qupid migrates it; opening one written by a
 //! newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
 //! N, this build reads up to M") and leaves it untouched.
 //!
@@ -341,8 +352,10 @@ impl Ledger for SqliteLedger {
     async fn get(&self, key: &Key) -> Result<Option<Record>> {
         let key = key.clone();
         let r = &self.inner.reader;
-        r.run("reading a key", move |cx| transitions::get(cx.conn, key))
-            .await
+        r.run("reading a key", move |cx| {
+            transitions::get(cx.conn, key.clone())
+        })
+        .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {

@@ -11,14 +11,15 @@
 //! 3 dead. `at` is the lease expiry while the key is leased and the finish time once it is
 //! finished, in milliseconds since the Unix epoch (as in the memory ledger). The table has no
 //! rowid, so the two indexes carry the key: `(state, key)` serves `list` and `(state, at,
-//! key)` serves `purge` by age and by count.
+//! key)`, over finished rows only (`WHERE state >= 2`, since schema version 2), serves `purge`
+//! by age and by count.
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::errors::{corrupt, Res};
 
 /// The schema version this build writes, and the newest it reads.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// The first schema. Later versions are reached through [`MIGRATIONS`].
 const CREATE: &str = "
@@ -45,7 +46,13 @@ INSERT INTO qupid_meta (name, value) VALUES ('schema_version', 1), ('last_token'
 
 /// `MIGRATIONS[i]` takes a file from schema version `i + 1` to `i + 2`. Append only: a file is
 /// brought up to [`VERSION`] by running, in order, every migration past its version.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 2: the purge index holds finished rows only, so transitions between leased states
+    // (offer, start, renew, fail and retry) do not touch it.
+    "DROP INDEX qupid_entries_by_state_at;
+     CREATE INDEX qupid_entries_finished_by_state_at ON qupid_entries (state, at)
+       WHERE state >= 2;",
+];
 
 // A new migration must come with a new version, and the other way round.
 const _: () = assert!(MIGRATIONS.len() as i64 + 1 == VERSION);
@@ -164,16 +171,65 @@ mod tests {
     fn older_files_are_migrated_in_order() {
         let conn = Connection::open_in_memory().expect("open");
         prepare(&conn).expect("prepare");
-        let fake = [
+        // The real migrations, then two more.
+        let mut fake = MIGRATIONS.to_vec();
+        fake.extend([
             "CREATE TABLE qupid_extra (a INTEGER)",
             "ALTER TABLE qupid_extra ADD COLUMN b INTEGER",
-        ];
+        ]);
         prepare_in_transaction(&conn, &fake).expect("migrate");
-        assert_eq!(version(&conn), 3);
+        assert_eq!(version(&conn), VERSION + 2);
         conn.execute("INSERT INTO qupid_extra (a, b) VALUES (1, 2)", [])
             .expect("both migrations ran");
         // Already at the newest: nothing runs twice.
         prepare_in_transaction(&conn, &fake).expect("migrate again");
+    }
+
+    #[test]
+    fn a_version_1_file_gets_the_finished_only_purge_index() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(CREATE).expect("a version 1 file");
+        conn.execute(
+            "INSERT INTO qupid_entries VALUES (x'6b', 2, 0, 1, 0, 7, 100, NULL, NULL, NULL)",
+            [],
+        )
+        .expect("a completed key");
+        prepare(&conn).expect("migrate");
+        assert_eq!(version(&conn), VERSION);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("names");
+        assert_eq!(
+            indexes,
+            [
+                "qupid_entries_by_state_key",
+                "qupid_entries_finished_by_state_at"
+            ]
+        );
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2 \
+                 AND at <= ?2",
+                [2, 100],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(
+            plan.contains("qupid_entries_finished_by_state_at"),
+            "{plan}"
+        );
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM qupid_entries WHERE state = 2 AND state >= 2 AND at <= 100",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(n, 1, "the migrated index holds the rows already there");
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! The state machine on SQLite: each operation loads a key's row, applies the same rules as
-//! the memory ledger (its reference implementation, line for line), and writes the row back.
+//! The state machine on SQLite: the same rules as the memory ledger (its reference
+//! implementation), in as few statements as possible. `offer` inserts a new key's row at once
+//! and, for a key already there, loads the row, applies the rules line for line and writes it
+//! back. `start`, `renew`, `complete` and `release` are each one guarded write (matching the
+//! key, the claim's token and the states the transition takes) that changes only the columns
+//! it must; the row is read only when the write matched nothing, to tell `LeaseLost` from
+//! `WrongState`. `fail` (rare) loads and writes back the row.
 //!
 //! Every function here runs on the writer thread inside the group's transaction (or on the
 //! reader thread, for the reads), so a row cannot change between its read and its write.
 
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::errors::{corrupt, Res};
@@ -69,8 +74,13 @@ impl Row {
     }
 }
 
-/// The columns of a row, in the order [`read_row`] expects.
-const COLUMNS: &str = "state, superseded, attempts, abandoned, token, at, version, newer, error";
+/// The columns of a row, in the order [`read_row`] expects: a macro, so that every statement
+/// naming them is one `&'static str` (no formatting per call).
+macro_rules! columns {
+    () => {
+        "state, superseded, attempts, abandoned, token, at, version, newer, error"
+    };
+}
 
 fn state_code(state: State) -> i64 {
     match state {
@@ -129,7 +139,7 @@ fn version(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<Option<Version>
         .transpose()
 }
 
-/// Reads a row whose [`COLUMNS`] start at column `base`.
+/// Reads a row whose `columns!()` start at column `base`.
 fn read_row(row: &rusqlite::Row<'_>, base: usize) -> Res<Row> {
     let count = |i: usize, what: &str| -> Res<u32> {
         let n = int(row, base + i, what)?;
@@ -149,8 +159,10 @@ fn read_row(row: &rusqlite::Row<'_>, base: usize) -> Res<Row> {
 }
 
 fn load(conn: &Connection, key: &str) -> Res<Option<Row>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM qupid_entries WHERE key = ?1"
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM qupid_entries WHERE key = ?1"
     ))?;
     let mut rows = stmt.query([key.as_bytes()])?;
     match rows.next()? {
@@ -160,8 +172,10 @@ fn load(conn: &Connection, key: &str) -> Res<Option<Row>> {
 }
 
 fn store(conn: &Connection, key: &str, r: &Row) -> Res<()> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO qupid_entries (key, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    let mut stmt = conn.prepare_cached(concat!(
+        "INSERT INTO qupid_entries (key, ",
+        columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (key) DO UPDATE SET state = excluded.state,
            superseded = excluded.superseded, attempts = excluded.attempts,
            abandoned = excluded.abandoned, token = excluded.token, at = excluded.at,
@@ -205,17 +219,43 @@ pub(super) fn offer(cx: &mut Ctx<'_>, policy: &Policy, offers: &[Offer]) -> Res<
         .collect()
 }
 
+/// Inserts a fresh row for `key` unless it has one: whether it did.
+fn insert_fresh(
+    conn: &Connection,
+    key: &str,
+    token: u64,
+    lease_until: u64,
+    version: Option<&Version>,
+) -> Res<bool> {
+    let n = conn
+        .prepare_cached(concat!(
+            "INSERT INTO qupid_entries (key, ",
+            columns!(),
+            ")
+             VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, NULL, NULL) ON CONFLICT (key) DO NOTHING"
+        ))?
+        .execute(params![
+            key.as_bytes(),
+            sql_int(token),
+            sql_int(lease_until),
+            version.map(|v| v.as_str().as_bytes()),
+        ])?;
+    Ok(n > 0)
+}
+
 fn offer_one(cx: &mut Ctx<'_>, policy: &Policy, offer: &Offer, now: u64) -> Res<Offered> {
     let lease_until = Timestamp(now).plus(policy.lease).0;
     let key = offer.key.as_str();
-    let Some(mut row) = load(cx.conn, key)? else {
-        let token = cx.next_token()?;
-        store(
-            cx.conn,
-            key,
-            &Row::fresh(token, lease_until, offer.version.clone()),
-        )?;
+    // Most offers are of new keys: insert first, and read the row only when it is there.
+    let token = cx.peek_token()?;
+    if insert_fresh(cx.conn, key, token, lease_until, offer.version.as_ref())? {
+        cx.take_token(token);
         return Ok(accepted(token, lease_until, 0));
+    }
+    let Some(mut row) = load(cx.conn, key)? else {
+        return Err(corrupt(format!(
+            "key {key:?} conflicts on insert but cannot be read"
+        )));
     };
     let mut state = row.state;
     let mut changed_row = false;
@@ -276,12 +316,12 @@ fn offer_one(cx: &mut Ctx<'_>, policy: &Policy, offer: &Offer, now: u64) -> Res<
 }
 
 /// Applies `f` to the row held under each claim; a claim whose token is not the key's current
-/// one is refused with `LeaseLost`. `f` answers the outcome and what to do with the row.
+/// one is refused with `LeaseLost`. `f` answers the outcome, having changed the row.
 fn each_held<C, T>(
     cx: &mut Ctx<'_>,
     items: &[C],
     claim: impl Fn(&C) -> &Claim,
-    mut f: impl FnMut(&mut Row, &C) -> Result<(T, Write), Refused>,
+    mut f: impl FnMut(&mut Row, &C) -> Result<T, Refused>,
 ) -> Res<Vec<Result<T, Refused>>> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -289,11 +329,8 @@ fn each_held<C, T>(
         let key = c.key.as_str();
         let outcome = match load(cx.conn, key)? {
             Some(mut row) if row.token == c.token.0 => match f(&mut row, item) {
-                Ok((value, write)) => {
-                    match write {
-                        Write::Store => store(cx.conn, key, &row)?,
-                        Write::Delete => delete(cx.conn, key)?,
-                    }
+                Ok(value) => {
+                    store(cx.conn, key, &row)?;
                     Ok(value)
                 }
                 Err(refused) => Err(refused),
@@ -305,10 +342,75 @@ fn each_held<C, T>(
     Ok(out)
 }
 
-/// What to do with a row after a transition.
-enum Write {
-    Store,
-    Delete,
+/// Why a guarded write under `claim` matched no row: the key is gone or its token is not the
+/// claim's (`LeaseLost`), or it is in a state the transition does not take (`WrongState`).
+fn refusal(conn: &Connection, claim: &Claim) -> Res<Refused> {
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT state, token FROM qupid_entries WHERE key = ?1")?
+        .query_row([claim.key.as_str().as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match found {
+        Some((state, token)) if u64::try_from(token).ok() == Some(claim.token.0) => {
+            Ok(Refused::WrongState(state_of(state)?))
+        }
+        _ => Ok(Refused::LeaseLost),
+    }
+}
+
+/// Runs the guarded write `sql` (parameters: key, token, then `extra` if it takes a third)
+/// for each claim: the write matches only the key's row under the claim's token and in a
+/// state it takes, so one statement both checks and writes. For a claim it matched, `answer`
+/// says the outcome (reading the row again if need be); a claim it did not match is refused,
+/// after reading why.
+///
+/// `common`, if given, is tried first: a narrower write (same parameters) for the common case,
+/// whose outcome is known without reading the row again (a first start is attempt 1; a key
+/// with no newer version offered completes not superseded). Only a claim it does not match
+/// goes on to `sql`.
+///
+/// The writes have no `RETURNING` clause: SQLite runs one as a trigger filling a temporary
+/// table, with a statement journal, which costs more than reading the row again.
+fn guarded<T: Clone>(
+    cx: &mut Ctx<'_>,
+    claims: &[Claim],
+    common: Option<(&str, T)>,
+    sql: &str,
+    extra: i64,
+    mut answer: impl FnMut(&Connection, &[u8]) -> Res<T>,
+) -> Res<Vec<Result<T, Refused>>> {
+    let conn = cx.conn;
+    let mut common = match common {
+        Some((sql, value)) => Some((conn.prepare_cached(sql)?, value)),
+        None => None,
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let arity = stmt.parameter_count().min(3);
+    let mut out = Vec::with_capacity(claims.len());
+    for c in claims {
+        let (key, token) = (c.key.as_str().as_bytes(), sql_int(c.token.0));
+        let all: [&dyn ToSql; 3] = [&key, &token, &extra];
+        if let Some((narrow, value)) = &mut common {
+            let n = narrow.parameter_count().min(3);
+            if narrow.execute(&all[..n])? > 0 {
+                out.push(Ok(value.clone()));
+                continue;
+            }
+        }
+        out.push(if stmt.execute(&all[..arity])? > 0 {
+            Ok(answer(conn, key)?)
+        } else {
+            Err(refusal(conn, c)?)
+        });
+    }
+    Ok(out)
+}
+
+/// One integer column of the row of `key`, which is there.
+fn column(conn: &Connection, sql: &str, key: &[u8], what: &str) -> Res<u64> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row([key], |r| r.get(0))?;
+    u64::try_from(n).map_err(|_| corrupt(format!("expected a non-negative {what}, found {n}")))
 }
 
 /// The ledger's `start`.
@@ -317,23 +419,31 @@ pub(super) fn start(
     policy: &Policy,
     claims: &[Claim],
 ) -> Res<Vec<Result<Started, Refused>>> {
-    let now = cx.now();
-    each_held(
+    let until = cx.now().plus(policy.lease).0;
+    let first = Started {
+        attempt: 1,
+        expires_at: Timestamp(until),
+    };
+    guarded(
         cx,
         claims,
-        |c| c,
-        |row, _| {
-            if row.state != State::Queued {
-                return Err(Refused::WrongState(row.state));
-            }
-            row.attempts = (row.attempts + 1).min(COUNT_MAX);
-            row.at = now.plus(policy.lease).0;
-            row.state = State::Running;
-            let started = Started {
-                attempt: row.attempts,
-                expires_at: Timestamp(row.at),
-            };
-            Ok((started, Write::Store))
+        Some((
+            "UPDATE qupid_entries SET state = 1, attempts = 1, at = ?3
+             WHERE key = ?1 AND token = ?2 AND state = 0 AND attempts = 0",
+            first,
+        )),
+        "UPDATE qupid_entries SET state = 1, attempts = min(attempts + 1, 65535), at = ?3
+         WHERE key = ?1 AND token = ?2 AND state = 0",
+        sql_int(until),
+        |conn, key| {
+            let sql = "SELECT attempts FROM qupid_entries WHERE key = ?1";
+            let n = column(conn, sql, key, "attempt count")?;
+            let attempt = u32::try_from(n)
+                .map_err(|_| corrupt(format!("expected attempts below 2^32, found {n}")))?;
+            Ok(Started {
+                attempt,
+                expires_at: Timestamp(until),
+            })
         },
     )
 }
@@ -344,38 +454,39 @@ pub(super) fn renew(
     policy: &Policy,
     claims: &[Claim],
 ) -> Res<Vec<Result<Timestamp, Refused>>> {
-    let now = cx.now();
-    each_held(
+    let until = cx.now().plus(policy.lease).0;
+    guarded(
         cx,
         claims,
-        |c| c,
-        |row, _| {
-            if !row.state.is_leased() {
-                return Err(Refused::WrongState(row.state));
-            }
-            row.at = now.plus(policy.lease).0;
-            Ok((Timestamp(row.at), Write::Store))
-        },
+        None,
+        "UPDATE qupid_entries SET at = ?3 WHERE key = ?1 AND token = ?2 AND state IN (0, 1)",
+        sql_int(until),
+        |_, _| Ok(Timestamp(until)),
     )
 }
 
-/// The ledger's `complete`.
+/// The ledger's `complete`: the key is superseded if a newer version than the one processed
+/// was offered meanwhile.
 pub(super) fn complete(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<Done, Refused>>> {
     let now = cx.now().0;
-    each_held(
+    guarded(
         cx,
         claims,
-        |c| c,
-        |row, _| {
-            if row.state != State::Running {
-                return Err(Refused::WrongState(row.state));
-            }
-            let newer = row.newer.take();
-            let superseded = newer.is_some_and(|n| row.version.as_ref() != Some(&n));
-            row.superseded = superseded;
-            row.at = now;
-            row.state = State::Completed;
-            Ok((Done { superseded }, Write::Store))
+        Some((
+            "UPDATE qupid_entries SET superseded = 0, at = ?3, state = 2
+             WHERE key = ?1 AND token = ?2 AND state = 1 AND newer IS NULL",
+            Done { superseded: false },
+        )),
+        "UPDATE qupid_entries SET
+           superseded = (newer IS NOT NULL AND CAST(newer AS BLOB) IS NOT CAST(version AS BLOB)),
+           newer = NULL, at = ?3, state = 2
+         WHERE key = ?1 AND token = ?2 AND state = 1",
+        sql_int(now),
+        |conn, key| {
+            let sql = "SELECT superseded FROM qupid_entries WHERE key = ?1";
+            Ok(Done {
+                superseded: column(conn, sql, key, "superseded flag")? != 0,
+            })
         },
     )
 }
@@ -407,23 +518,20 @@ pub(super) fn fail(
                 row.state = State::Queued;
                 Failed::Retry { attempts }
             };
-            Ok((out, Write::Store))
+            Ok(out)
         },
     )
 }
 
 /// The ledger's `release`.
 pub(super) fn release(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<(), Refused>>> {
-    each_held(
+    guarded(
         cx,
         claims,
-        |c| c,
-        |row, _| {
-            if !row.state.is_leased() {
-                return Err(Refused::WrongState(row.state));
-            }
-            Ok(((), Write::Delete))
-        },
+        None,
+        "DELETE FROM qupid_entries WHERE key = ?1 AND token = ?2 AND state IN (0, 1)",
+        0,
+        |_, _| Ok(()),
     )
 }
 
@@ -485,6 +593,7 @@ pub(super) fn purge(cx: &mut Ctx<'_>, retention: &Retention) -> Res<Purged> {
     Ok(purged)
 }
 
+/// Every statement says `state >= 2`, the condition of the purge index, so SQLite may use it.
 fn purge_state(conn: &Connection, state: State, keep: Keep, now: u64) -> Res<u64> {
     let code = state_code(state);
     let mut removed = 0;
@@ -494,11 +603,13 @@ fn purge_state(conn: &Connection, state: State, keep: Keep, now: u64) -> Res<u64
         // record when the age is zero.
         let age_ms = ceil_millis(age);
         let n = if age_ms == 0 {
-            conn.prepare_cached("DELETE FROM qupid_entries WHERE state = ?1")?
+            conn.prepare_cached("DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2")?
                 .execute([code])?
         } else if let Some(before) = now.checked_sub(age_ms) {
-            conn.prepare_cached("DELETE FROM qupid_entries WHERE state = ?1 AND at <= ?2")?
-                .execute([code, sql_int(before)])?
+            conn.prepare_cached(
+                "DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2 AND at <= ?2",
+            )?
+            .execute([code, sql_int(before)])?
         } else {
             0
         };
@@ -509,7 +620,7 @@ fn purge_state(conn: &Connection, state: State, keep: Keep, now: u64) -> Res<u64
         let n = conn
             .prepare_cached(
                 "DELETE FROM qupid_entries WHERE state = ?1 AND key IN (
-                   SELECT key FROM qupid_entries WHERE state = ?1
+                   SELECT key FROM qupid_entries WHERE state = ?1 AND state >= 2
                    ORDER BY at DESC, key DESC LIMIT -1 OFFSET ?2)",
             )?
             .execute([code, sql_int(max)])?;
@@ -535,16 +646,18 @@ pub(super) fn list(conn: &Connection, query: &ListQuery) -> Res<Page> {
     let mut stmt;
     let mut rows = match &query.after {
         Some(after) => {
-            stmt = conn.prepare_cached(&format!(
-                "SELECT key, {COLUMNS} FROM qupid_entries WHERE state = ?1 AND key > ?2
-                 ORDER BY key LIMIT ?3"
+            stmt = conn.prepare_cached(concat!(
+                "SELECT key, ",
+                columns!(),
+                " FROM qupid_entries WHERE state = ?1 AND key > ?2 ORDER BY key LIMIT ?3"
             ))?;
             stmt.query(params![code, after.as_str().as_bytes(), fetch])?
         }
         None => {
-            stmt = conn.prepare_cached(&format!(
-                "SELECT key, {COLUMNS} FROM qupid_entries WHERE state = ?1
-                 ORDER BY key LIMIT ?2"
+            stmt = conn.prepare_cached(concat!(
+                "SELECT key, ",
+                columns!(),
+                " FROM qupid_entries WHERE state = ?1 ORDER BY key LIMIT ?2"
             ))?;
             stmt.query(params![code, fetch])?
         }

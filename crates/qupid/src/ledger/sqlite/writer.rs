@@ -4,8 +4,15 @@
 //! channel; each job answers its caller through a tokio oneshot. The writer takes the first
 //! waiting job, then every job already waiting (and, with a commit window, those that arrive
 //! within it), runs them all in one `BEGIN IMMEDIATE … COMMIT`, and answers each only once the
-//! commit succeeded. Each job runs inside a savepoint, so a job that fails is undone alone and
-//! the others still commit.
+//! commit succeeded.
+//!
+//! A job that fails must be undone alone while the others still commit. Jobs almost never fail
+//! (a refusal is an answer, not a failure: only SQLite errors and unreadable data are), so the
+//! group first runs without savepoints, which cost a statement each and make SQLite copy every
+//! page a job touches into a sub-journal. If a job fails, that transaction is rolled back and
+//! the whole group runs again, each job inside its own savepoint. Jobs may therefore run twice
+//! (they are `Fn`), but only the answers of the committed run are sent. A group of one job
+//! needs no savepoint: rolling back the transaction undoes that job alone.
 //!
 //! If a thread stops (its connection could not be opened, or a bug made it panic), its channel
 //! closes: waiting callers and later calls get [`ErrorKind::Closed`] instead of hanging.
@@ -36,7 +43,16 @@ pub(super) struct Ctx<'a> {
     tokens_dirty: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(conn: &'a Connection, clock: &'a dyn Clock) -> Self {
+        Ctx {
+            conn,
+            clock,
+            last_token: None,
+            tokens_dirty: false,
+        }
+    }
+
     /// The ledger's current time.
     pub(super) fn now(&self) -> Timestamp {
         self.clock.now()
@@ -45,17 +61,34 @@ impl Ctx<'_> {
     /// A new fencing token: one more than any token this file ever handed out. The counter
     /// lives in the file and is written back at the end of the transaction, which holds the
     /// write lock, so processes sharing the file never hand out the same token.
+    ///
+    /// The counter is read once per transaction and written once, at its end.
     pub(super) fn next_token(&mut self) -> Res<u64> {
+        let token = self.peek_token()?;
+        self.take_token(token);
+        Ok(token)
+    }
+
+    /// The token [`next_token`](Ctx::next_token) would hand out, without handing it out.
+    pub(super) fn peek_token(&mut self) -> Res<u64> {
         let last = match self.last_token {
             Some(t) => t,
-            None => schema::meta(self.conn, "last_token")?,
+            None => {
+                let t = schema::meta(self.conn, "last_token")?;
+                self.last_token = Some(t);
+                t
+            }
         };
         let next = last
             .checked_add(1)
             .ok_or_else(|| super::errors::corrupt("the token counter is exhausted"))?;
-        self.last_token = Some(next);
-        self.tokens_dirty = true;
         u64::try_from(next).map_err(|_| super::errors::corrupt("the token counter is negative"))
+    }
+
+    /// Hands out `token`, which [`peek_token`](Ctx::peek_token) answered.
+    pub(super) fn take_token(&mut self, token: u64) {
+        self.last_token = Some(i64::try_from(token).unwrap_or(i64::MAX));
+        self.tokens_dirty = true;
     }
 
     fn finish(&mut self) -> Res<()> {
@@ -68,61 +101,43 @@ impl Ctx<'_> {
 
 /// A request waiting for its thread.
 trait Job: Send {
-    /// Runs the request; its answer waits in the returned [`Reply`] until the commit.
-    fn run(self: Box<Self>, ctx: &mut Ctx<'_>, file: &File) -> Box<dyn Reply>;
-    /// Answers the request with `err` without running it.
-    fn abort(self: Box<Self>, err: Error);
-}
-
-/// The answer of a job that ran, held until its transaction's fate is known.
-trait Reply: Send {
-    /// Whether the job itself failed (so its savepoint must be rolled back).
-    fn failed(&self) -> bool;
-    /// Sends the answer, or `commit_error` if the transaction did not commit.
-    fn send(self: Box<Self>, commit_error: Option<Error>);
+    /// Runs the request, keeping its answer until the transaction's fate is known; answers
+    /// whether the job itself failed (so what it did must be undone). May run more than once:
+    /// each run replaces the kept answer.
+    fn run(&mut self, ctx: &mut Ctx<'_>, file: &File) -> bool;
+    /// Sends the kept answer, or `err` instead (a transaction that did not commit).
+    fn send(self: Box<Self>, err: Option<Error>);
 }
 
 struct Pending<T, F> {
     doing: &'static str,
     f: F,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-struct Answer<T> {
-    result: Result<T>,
+    result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T, F> Job for Pending<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Ctx<'_>) -> Res<T> + Send + 'static,
+    F: Fn(&mut Ctx<'_>) -> Res<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, ctx: &mut Ctx<'_>, file: &File) -> Box<dyn Reply> {
-        let doing = self.doing;
-        let result = (self.f)(ctx).map_err(|fault| file.error(fault, doing));
-        Box::new(Answer {
-            result,
-            reply: self.reply,
-        })
+    fn run(&mut self, ctx: &mut Ctx<'_>, file: &File) -> bool {
+        let result = (self.f)(ctx).map_err(|fault| file.error(fault, self.doing));
+        let failed = result.is_err();
+        self.result = Some(result);
+        failed
     }
 
-    fn abort(self: Box<Self>, err: Error) {
-        // The caller may have gone away (a dropped future): nobody to tell.
-        let _ = self.reply.send(Err(err));
-    }
-}
-
-impl<T: Send + 'static> Reply for Answer<T> {
-    fn failed(&self) -> bool {
-        self.result.is_err()
-    }
-
-    fn send(self: Box<Self>, commit_error: Option<Error>) {
-        let answer = match commit_error {
-            None => self.result,
-            Some(e) => Err(e),
+    fn send(self: Box<Self>, err: Option<Error>) {
+        let answer = match (err, self.result) {
+            (Some(e), _) => Err(e),
+            (None, Some(result)) => result,
+            (None, None) => Err(Error::new(
+                ErrorKind::Unavailable,
+                "the request did not run",
+            )),
         };
+        // The caller may have gone away (a dropped future): nobody to tell.
         let _ = self.reply.send(answer);
     }
 }
@@ -169,14 +184,10 @@ impl Worker {
             file,
             open,
             move |conn, file, jobs| {
-                while let Ok(job) = jobs.recv() {
-                    let mut ctx = Ctx {
-                        conn: &conn,
-                        clock: &*clock,
-                        last_token: None,
-                        tokens_dirty: false,
-                    };
-                    job.run(&mut ctx, &file).send(None);
+                while let Ok(mut job) = jobs.recv() {
+                    let mut ctx = Ctx::new(&conn, &*clock);
+                    job.run(&mut ctx, &file);
+                    job.send(None);
                 }
             },
         )
@@ -223,6 +234,8 @@ impl Worker {
 
     /// Runs `f` on the thread's connection (inside the group's transaction, for the writer)
     /// and answers its result once it is committed. `doing` names the operation in errors.
+    /// The writer may run `f` twice (see the [module docs](self)); only the committed run
+    /// counts.
     ///
     /// # Cancel safety
     ///
@@ -231,10 +244,15 @@ impl Worker {
     pub(super) async fn run<T, F>(&self, doing: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Ctx<'_>) -> Res<T> + Send + 'static,
+        F: Fn(&mut Ctx<'_>) -> Res<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending { doing, f, reply });
+        let job = Box::new(Pending {
+            doing,
+            f,
+            result: None,
+            reply,
+        });
         let sent = match &self.jobs {
             Some(jobs) => jobs.send(job).is_ok(),
             None => false,
@@ -298,32 +316,97 @@ fn gather(
     group
 }
 
+/// How one attempt at a group's transaction ended.
+enum Ran {
+    /// Committed: every job sends its own answer.
+    Done,
+    /// A lone job failed and was rolled back: it sends its own answer (its error).
+    Undone,
+    /// Nothing stays applied: every job answers this error.
+    Failed(Error),
+    /// A job failed in a group run without savepoints; nothing stays applied, run it again
+    /// with them.
+    Retry,
+}
+
 /// Runs `group` in one transaction and answers every job.
-fn commit_group(conn: &Connection, file: &File, clock: &dyn Clock, group: Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = file.sql(e, "starting a write transaction");
-        for job in group {
-            job.abort(copy(&err));
-        }
-        return;
+fn commit_group(conn: &Connection, file: &File, clock: &dyn Clock, mut group: Vec<Box<dyn Job>>) {
+    let mut ran = attempt(conn, file, clock, &mut group, false);
+    if let Ran::Retry = ran {
+        ran = attempt(conn, file, clock, &mut group, true);
     }
-    let mut ctx = Ctx {
-        conn,
-        clock,
-        last_token: None,
-        tokens_dirty: false,
+    match ran {
+        Ran::Done | Ran::Undone => group.into_iter().for_each(|job| job.send(None)),
+        Ran::Failed(err) => group.into_iter().for_each(|job| job.send(Some(copy(&err)))),
+        Ran::Retry => unreachable!("a group run with savepoints is not retried"),
+    }
+}
+
+/// Runs every job of `group` in one transaction, each in its own savepoint if `savepoints`,
+/// then commits.
+fn attempt(
+    conn: &Connection,
+    file: &File,
+    clock: &dyn Clock,
+    group: &mut [Box<dyn Job>],
+    savepoints: bool,
+) -> Ran {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        return Ran::Failed(file.sql(e, "starting a write transaction"));
+    }
+    let mut ctx = Ctx::new(conn, clock);
+    let ran = if savepoints {
+        run_with_savepoints(conn, file, &mut ctx, group)
+    } else {
+        run_without_savepoints(&mut ctx, file, group)
     };
-    let mut replies: Vec<Box<dyn Reply>> = Vec::with_capacity(group.len());
-    let mut broken: Option<Error> = None;
-    let mut group = group.into_iter();
-    for job in group.by_ref() {
-        if let Err(e) = exec(conn, "SAVEPOINT qupid_job") {
-            broken = Some(file.sql(e, "starting a savepoint"));
-            job.abort(Error::new(ErrorKind::Unavailable, "not run"));
-            break;
+    let outcome = match ran {
+        Ran::Done => match ctx
+            .finish()
+            .map_err(|f| file.error(f, "saving the token counter"))
+            .and_then(|()| exec(conn, "COMMIT").map_err(|e| file.sql(e, "committing")))
+        {
+            Ok(()) => return Ran::Done,
+            Err(e) => Ran::Failed(e),
+        },
+        other => other,
+    };
+    if !conn.is_autocommit() {
+        // Whatever happened, nothing of this attempt may stay applied.
+        let _ = exec(conn, "ROLLBACK");
+    }
+    outcome
+}
+
+/// Runs the jobs with no savepoint: [`Ran::Done`] if none failed. If one failed, the rest do
+/// not run and the transaction must be rolled back: then [`Ran::Undone`] if the failed job
+/// was alone, else [`Ran::Retry`] (the group runs again with savepoints).
+fn run_without_savepoints(ctx: &mut Ctx<'_>, file: &File, group: &mut [Box<dyn Job>]) -> Ran {
+    for job in group.iter_mut() {
+        if job.run(ctx, file) {
+            return if group.len() == 1 {
+                Ran::Undone
+            } else {
+                Ran::Retry
+            };
         }
-        let reply = job.run(&mut ctx, file);
-        let ended = if !reply.failed() {
+    }
+    Ran::Done
+}
+
+/// Runs each job inside its own savepoint, so one that fails is undone alone: [`Ran::Done`],
+/// or [`Ran::Failed`] if a savepoint could not be handled (then the group cannot commit).
+fn run_with_savepoints(
+    conn: &Connection,
+    file: &File,
+    ctx: &mut Ctx<'_>,
+    group: &mut [Box<dyn Job>],
+) -> Ran {
+    for job in group.iter_mut() {
+        if let Err(e) = exec(conn, "SAVEPOINT qupid_job") {
+            return Ran::Failed(file.sql(e, "starting a savepoint"));
+        }
+        let ended = if !job.run(ctx, file) {
             exec(conn, "RELEASE qupid_job").map_err(|e| file.sql(e, "releasing a savepoint"))
         } else if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (I/O error, disk full, …).
@@ -340,37 +423,11 @@ fn commit_group(conn: &Connection, file: &File, clock: &dyn Clock, group: Vec<Bo
                 .and_then(|()| exec(conn, "RELEASE qupid_job"))
                 .map_err(|e| file.sql(e, "rolling back a savepoint"))
         };
-        replies.push(reply);
         if let Err(e) = ended {
-            broken = Some(e);
-            break;
+            return Ran::Failed(e);
         }
     }
-    let outcome = match broken {
-        Some(e) => Err(e),
-        None => ctx
-            .finish()
-            .map_err(|f| file.error(f, "saving the token counter"))
-            .and_then(|()| {
-                conn.execute_batch("COMMIT")
-                    .map_err(|e| file.sql(e, "committing"))
-            }),
-    };
-    match outcome {
-        Ok(()) => replies.into_iter().for_each(|r| r.send(None)),
-        Err(err) => {
-            if !conn.is_autocommit() {
-                // Whatever happened, nothing of this group may stay applied.
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            for job in group {
-                job.abort(copy(&err));
-            }
-            for reply in replies {
-                reply.send(Some(copy(&err)));
-            }
-        }
-    }
+    Ran::Done
 }
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -385,18 +442,74 @@ mod tests {
     use crate::ledger::sqlite::errors::corrupt;
 
     fn writer() -> Worker {
+        writer_with_window(Duration::ZERO)
+    }
+
+    fn writer_with_window(window: Duration) -> Worker {
         let file = Arc::new(File {
             path: ":memory:".into(),
             busy_timeout: Duration::from_millis(10),
         });
-        let (w, _ready) =
-            Worker::writer(file, Arc::new(ManualClock::new()), Duration::ZERO, |_| {
-                let conn = Connection::open_in_memory().expect("open");
-                schema::prepare(&conn).expect("schema");
-                Ok(conn)
-            })
-            .expect("spawn");
+        let (w, _ready) = Worker::writer(file, Arc::new(ManualClock::new()), window, |_| {
+            let conn = Connection::open_in_memory().expect("open");
+            schema::prepare(&conn).expect("schema");
+            Ok(conn)
+        })
+        .expect("spawn");
         w
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_in_a_group_is_undone_alone_and_the_rest_commit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A window long enough that the three jobs below share one group.
+        let w = writer_with_window(Duration::from_millis(200));
+        w.run("create", |cx| {
+            cx.conn.execute("CREATE TABLE t (a INTEGER)", [])?;
+            Ok(())
+        })
+        .await
+        .expect("create");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let insert = move |cx: &mut Ctx<'_>, a: i64| -> Res<u64> {
+            counted.fetch_add(1, Ordering::SeqCst);
+            cx.conn.execute("INSERT INTO t VALUES (?1)", [a])?;
+            cx.next_token()
+        };
+        let (i1, i3) = (insert.clone(), insert);
+        let (first, failed, last) = tokio::join!(
+            w.run("one", move |cx| i1(cx, 1)),
+            w.run("two", |cx| -> Res<u64> {
+                cx.conn.execute("INSERT INTO t VALUES (2)", [])?;
+                cx.next_token()?;
+                Err(corrupt("made up"))
+            }),
+            w.run("three", move |cx| i3(cx, 3)),
+        );
+        assert_eq!(
+            failed.expect_err("the job fails").kind(),
+            ErrorKind::Corrupt
+        );
+        let (first, last) = (first.expect("one commits"), last.expect("three commits"));
+        assert!(first < last, "tokens in order: {first} < {last}");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "the group ran once without savepoints (the first job, then the failure), then \
+             again with them"
+        );
+        let rows: Vec<i64> = w
+            .run("read", |cx| {
+                let mut stmt = cx.conn.prepare("SELECT a FROM t ORDER BY a")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(rows, [1, 3], "only the failed job's insert was undone");
+        let next = w.run("t", |cx| cx.next_token()).await.expect("token");
+        assert!(next > last, "the committed tokens are not handed out again");
     }
 
     #[tokio::test]
