@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qupid::ledger::AnyLedger;
-use qupid::{Key, Ledger, State};
+use qupid::{Ledger, State};
 
 use crate::support::{check, missing, runtime, wait, Logs, Worker};
 use crate::Outcome;
@@ -138,21 +138,32 @@ pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
     }
 }
 
-/// How many of `started` (record, token) are still Running under that token.
+/// How many of `started` (record, token) are still Running under that token. Reads the
+/// Running records a page at a time (a few calls), so the answer is taken well within the
+/// dead process's leases, before anyone can take its keys over.
 pub(crate) async fn still_running(
     url: &str,
     ns: &str,
     started: &[(usize, u64)],
 ) -> Result<u64, String> {
     let l = AnyLedger::open(url, ns).await.map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for (id, token) in started {
-        let key = Key::new(format!("rec/{id:05}")).map_err(|e| e.to_string())?;
-        if let Some(r) = l.get(&key).await.map_err(|e| e.to_string())? {
-            if r.state == State::Running && r.token.0 == *token {
-                n += 1;
-            }
+    let mut running = std::collections::HashMap::new();
+    let mut q = qupid::ledger::ListQuery::new(State::Running).limit(5000);
+    loop {
+        let page = l.list(&q).await.map_err(|e| e.to_string())?;
+        running.extend(
+            page.records
+                .into_iter()
+                .map(|r| (r.key.as_str().to_owned(), r.token.0)),
+        );
+        match page.next {
+            Some(k) => q = q.after(k),
+            None => break,
         }
     }
-    Ok(n)
+    let held = started
+        .iter()
+        .filter(|(id, token)| running.get(&format!("rec/{id:05}")) == Some(token))
+        .count();
+    Ok(held as u64)
 }
