@@ -87,8 +87,10 @@ mod tests {
             let d = b.delay_with(attempt, random);
             let full = b.delay_with(attempt, 0.0);
             prop_assert!(d <= full, "jitter only shortens");
-            prop_assert!(full <= b.max.max(Duration::from_millis(initial_ms)).max(b.max));
-            prop_assert!(full <= b.max || full.as_millis() <= u128::from(max_ms));
+            prop_assert!(full <= b.max, "capped at max: {full:?} > {:?}", b.max);
+            // Without jitter the wait is exactly initial × multiplier^(attempt-1), capped.
+            let want = (initial_ms as f64 * multiplier.powi(attempt as i32 - 1)).min(max_ms as f64);
+            prop_assert!((full.as_secs_f64() * 1000.0 - want).abs() <= want * 1e-9 + 1e-6);
             prop_assert!(d.as_secs_f64() >= full.as_secs_f64() * (1.0 - jitter) - 1e-9);
             // The envelope grows until it reaches the cap.
             prop_assert!(b.delay_with(attempt + 1, 0.0) >= full);
