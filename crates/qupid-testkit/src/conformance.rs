@@ -308,6 +308,94 @@ pub async fn start_runs_a_queued_key<L: Ledger>(fx: Fixture<L>) {
     assert_eq!((s.queued, s.running), (0, 1));
 }
 
+/// offer-and-start: where an offer would queue a key, it is Running at once (attempt + 1);
+/// duplicates, remembered versions, expiry takeovers, the crash cap and batch order are as
+/// for `offer`.
+pub async fn offer_and_start_runs_accepted_keys<L: Ledger>(fx: Fixture<L>) {
+    let (l, mut p) = (&fx.ledger, fx.policy());
+    p.crash_cap = 2;
+    completed(l, &p, "done", None).await;
+    let queued = accept(l, &p, "queued", None).await;
+    let before = l.now().await.expect("now");
+    let batch = [
+        offer_of("a", Some("v1")),
+        offer_of("done", None),
+        offer_of("queued", None),
+        offer_of("b", None),
+        offer_of("a", Some("v2")), // the same key twice: a duplicate, its version remembered
+        offer_of("done", Some("w")), // changed content
+    ];
+    let out = l
+        .offer_and_start(&p, &batch)
+        .await
+        .expect("offer_and_start");
+    assert_eq!(out.len(), batch.len(), "one outcome per offer");
+    let lease = |i: usize| {
+        out[i]
+            .lease()
+            .unwrap_or_else(|| panic!("item {i} accepted"))
+    };
+    assert_eq!(lease(0).attempts, 1, "the attempt just started");
+    assert!(lease(0).expires_at >= before.plus(p.lease));
+    assert_eq!(out[1], Offered::Duplicate(State::Completed));
+    assert_eq!(out[2], Offered::Duplicate(State::Queued));
+    assert_eq!(lease(3).attempts, 1);
+    assert_eq!(out[4], Offered::Duplicate(State::Running));
+    assert_eq!(lease(5).attempts, 1, "a changed record starts afresh");
+    assert!(
+        [0, 3, 5].iter().all(|&i| lease(i).token > queued.token),
+        "tokens only grow"
+    );
+    let rec = l.get(&key("a")).await.expect("get").expect("record");
+    assert_eq!(
+        (rec.state, rec.attempts, rec.token, rec.expires_at),
+        (State::Running, 1, lease(0).token, Some(lease(0).expires_at))
+    );
+    assert_eq!(rec.version.as_ref().map(Version::as_str), Some("v1"));
+    let s = l.stats().await.expect("stats");
+    assert_eq!((s.queued, s.running, s.completed), (1, 3, 0));
+    // A started key completes directly; the remembered newer version leaves it processable.
+    let a = Claim {
+        key: key("a"),
+        token: lease(0).token,
+    };
+    assert_eq!(
+        start(l, &p, &a).await,
+        Err(Refused::WrongState(State::Running))
+    );
+    assert_eq!(complete(l, &a).await, Ok(Done { superseded: true }));
+    // An expired lease is taken over by the next offer-and-start: attempts go on counting.
+    let b = Claim {
+        key: key("b"),
+        token: lease(3).token,
+    };
+    fx.advance(11).await;
+    let again = one(l.offer_and_start(&p, &[offer_of("b", None)])).await;
+    let Offered::Accepted(taken) = again else {
+        panic!("an expired lease lets the next offer-and-start through, was {again:?}")
+    };
+    assert!(taken.token > b.token);
+    assert_eq!(taken.attempts, 2, "attempts survive a takeover");
+    assert_eq!(
+        complete(l, &b).await,
+        Err(Refused::LeaseLost),
+        "old holder fenced"
+    );
+    let rec = l.get(&key("b")).await.expect("get").expect("record");
+    assert_eq!(
+        (rec.state, rec.attempts, rec.abandoned),
+        (State::Running, 2, 1)
+    );
+    // The second expiry reaches the crash cap: Dead, and that offer is a duplicate.
+    fx.advance(11).await;
+    assert_eq!(
+        one(l.offer_and_start(&p, &[offer_of("b", None)])).await,
+        Offered::Duplicate(State::Dead)
+    );
+    let rec = l.get(&key("b")).await.expect("get").expect("record");
+    assert_eq!(rec.last_error.as_deref(), Some("abandoned"));
+}
+
 /// Queued / Running → renew(token) → same state, later expiry.
 pub async fn renew_extends_the_lease<L: Ledger>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());

@@ -14,6 +14,9 @@ use qupid::{Error, ErrorKind, Key, Ledger, Offer, Policy, Retention};
 /// Wraps a ledger and makes its calls fail with [`ErrorKind::Unavailable`] (a transient
 /// error, as from a server that is restarting) while an outage lasts or for the next N calls.
 /// A failed call does not reach the inner ledger. Clones share the switches.
+///
+/// [`Ledger::offer_and_start`] is left to the trait's default (an `offer`, then a `start`),
+/// so each of its two steps can fail on its own.
 #[derive(Clone)]
 pub struct FaultyLedger<L> {
     inner: L,
@@ -108,6 +111,8 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         self.check("start")?;
         self.inner.start(policy, claims).await
     }
+    // `offer_and_start` is the trait's default: an `offer`, then a `start` of the accepted
+    // keys, each of which can fail (this is also what runs the conformance suite on it).
     async fn renew(
         &self,
         policy: &Policy,

@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             offer_leased_is_duplicate_and_remembers_newer_version,
             offer_after_lease_expiry_reclaims_and_fences,
             start_runs_a_queued_key,
+            offer_and_start_runs_accepted_keys,
             renew_extends_the_lease,
             complete_finishes_a_running_key,
             complete_after_newer_version_does_not_block,

@@ -23,8 +23,8 @@ const LEASE: u64 = 10;
 #[derive(Debug, Clone)]
 #[allow(missing_docs)]
 pub enum Op {
-    /// Offer key `k` with version `v`.
-    Offer { k: usize, v: usize },
+    /// Offer key `k` with version `v` (and start it at once, with `start`).
+    Offer { k: usize, v: usize, start: bool },
     /// Start key `k` with its latest token (or a stale one).
     Start { k: usize, stale: bool },
     /// Renew key `k`.
@@ -48,7 +48,8 @@ pub enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let k = 0..KEYS.len();
     prop_oneof![
-        4 => (k.clone(), 0..VERSIONS.len()).prop_map(|(k, v)| Op::Offer { k, v }),
+        4 => (k.clone(), 0..VERSIONS.len(), any::<bool>())
+            .prop_map(|(k, v, start)| Op::Offer { k, v, start }),
         3 => (k.clone(), prop::bool::weighted(0.15)).prop_map(|(k, stale)| Op::Start { k, stale }),
         1 => (k.clone(), prop::bool::weighted(0.2)).prop_map(|(k, stale)| Op::Renew { k, stale }),
         3 => (k.clone(), prop::bool::weighted(0.15)).prop_map(|(k, stale)| Op::Complete { k, stale }),
@@ -461,14 +462,25 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
             }
         };
         let (got, want) = match *op {
-            Op::Offer { k, v } => {
+            Op::Offer { k, v, start } => {
                 let version = VERSIONS[v];
                 let o = Offer {
                     key: key(k),
                     version: version.map(|v| Version::new(v).expect("valid")),
                 };
-                let got = l.offer(&policy, &[o]).await.map_err(err)?.remove(0);
-                let (want, model_token) = model.offer(s, KEYS[k], version);
+                let got = if start {
+                    l.offer_and_start(&policy, &[o]).await
+                } else {
+                    l.offer(&policy, &[o]).await
+                };
+                let got = got.map_err(err)?.remove(0);
+                let (mut want, model_token) = model.offer(s, KEYS[k], version);
+                if let (true, Some(_)) = (start, model_token) {
+                    let r = model.records.get_mut(KEYS[k]).expect("just accepted");
+                    r.state = State::Running;
+                    r.attempts += 1;
+                    want = Out::Accepted(r.attempts);
+                }
                 let got = match got {
                     Offered::Accepted(lease) => {
                         if let Some(mt) = model_token {

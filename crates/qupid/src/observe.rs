@@ -53,7 +53,8 @@ pub mod names {
     pub const LEDGER_ERRORS: &str = "qupid_ledger_errors_total";
     /// Accepted keys held and not running.
     pub const QUEUED: &str = "qupid_queued";
-    /// Attempts running.
+    /// Attempts running (including, for a queue that starts on publish, accepted entries
+    /// waiting for a worker).
     pub const RUNNING: &str = "qupid_running";
 }
 

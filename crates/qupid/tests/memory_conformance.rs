@@ -1,6 +1,24 @@
-//! The conformance suite and the model-based test, on the memory ledger.
+//! The conformance suite and the model-based test, on the memory ledger, and on a wrapper that
+//! leaves `Ledger::offer_and_start` to the trait's two-step default.
 
 use qupid_testkit::memory_fixture;
 
 qupid_testkit::conformance_tests!(memory_fixture);
 qupid_testkit::model_test!(memory_fixture, 512);
+
+mod two_step_offer_and_start {
+    use qupid::MemoryLedger;
+    use qupid_testkit::{memory_fixture, FaultyLedger, Fixture};
+
+    async fn fixture() -> Fixture<FaultyLedger<MemoryLedger>> {
+        let f = memory_fixture().await;
+        Fixture {
+            ledger: FaultyLedger::new(f.ledger),
+            clock: f.clock,
+            tick: f.tick,
+        }
+    }
+
+    qupid_testkit::conformance_tests!(fixture);
+    qupid_testkit::model_test!(fixture, 128);
+}

@@ -210,3 +210,45 @@ async fn a_closed_queue_refuses_and_releases_what_is_buffered() {
     );
     assert_eq!(ledger.stats().await.unwrap().total(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn starting_on_publish_runs_keys_at_once_and_skips_lost_ones() {
+    let ledger = MemoryLedger::new();
+    let mut policy = Policy::default();
+    policy.lease = Duration::from_secs(3);
+    let queue = Queue::builder(ledger.clone())
+        .policy(policy)
+        .start_on_publish(true)
+        .build()
+        .unwrap();
+    queue.publish(entry("a")).await.unwrap();
+    queue.publish(entry("b")).await.unwrap();
+    let rec = ledger.get(&key("a")).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempts),
+        (State::Running, 1),
+        "started by the publish, before any subscriber"
+    );
+    assert_eq!(
+        queue.publish(entry("a")).await.unwrap(),
+        Published::Duplicate(State::Running)
+    );
+    // b's lease is lost while it waits in the buffer: the renewer finds out.
+    assert_eq!(
+        ledger.remove(&[key("b")], true).await.unwrap(),
+        vec![Removed::Removed]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sub = queue.subscribe();
+    let job = sub.recv().await.unwrap();
+    assert_eq!((job.key().as_str(), job.attempt()), ("a", 1));
+    assert!(job.is_running());
+    job.complete().await.unwrap();
+    assert_eq!(state(&ledger, "a").await, Some(State::Completed));
+    queue.close();
+    assert!(
+        sub.recv().await.is_none(),
+        "the job that lost its lease while buffered is skipped"
+    );
+    assert_eq!(state(&ledger, "b").await, None);
+}

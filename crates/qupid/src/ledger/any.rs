@@ -138,6 +138,9 @@ impl Ledger for AnyLedger {
     ) -> Result<Vec<Result<Started, Refused>>> {
         dispatch!(self, l => l.start(policy, claims).await)
     }
+    async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        dispatch!(self, l => l.offer_and_start(policy, offers).await)
+    }
     async fn renew(
         &self,
         policy: &Policy,

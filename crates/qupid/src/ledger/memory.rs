@@ -349,6 +349,27 @@ impl Ledger for MemoryLedger {
         ))
     }
 
+    async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        let now = self.now_ms();
+        Ok(self.each(
+            offers,
+            |o| o.key.as_str(),
+            |shard, o| match self.offer_one(shard, policy, o, now) {
+                Offered::Accepted(mut lease) => {
+                    // offer_one left the key Queued under this lease, in this locked shard.
+                    if let Some(slot) = shard.map.get_mut(o.key.as_str()) {
+                        slot.attempts = slot.attempts.saturating_add(1);
+                        slot.state = State::Running;
+                        lease.attempts = u32::from(slot.attempts);
+                        shift(&mut shard.counts, State::Queued, State::Running);
+                    }
+                    Offered::Accepted(lease)
+                }
+                duplicate => duplicate,
+            },
+        ))
+    }
+
     async fn start(
         &self,
         policy: &Policy,

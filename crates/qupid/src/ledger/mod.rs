@@ -12,6 +12,7 @@
 //! | Queued / Running, lease valid | offer | unchanged | `Duplicate(state)`; a newer version is remembered |
 //! | Queued / Running, lease expired | offer | Queued(new lease, new token) | old holder fenced out; counts toward the crash cap |
 //! | Queued | start(token) | Running(attempt + 1) | |
+//! | as offer | offer-and-start | Running(attempt + 1) where offer would queue | [`Ledger::offer_and_start`]: both steps in one |
 //! | Queued / Running | renew(token) | same, later expiry | |
 //! | Running | complete(token) | Completed(version, at) | superseded if a newer version was remembered |
 //! | Running | fail(token), attempts < max | Queued (same lease holder) | retried after a backoff |
@@ -114,6 +115,75 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
         policy: &Policy,
         claims: &[Claim],
     ) -> impl Future<Output = Result<Vec<Result<Started, Refused>>>> + Send;
+
+    /// Offers keys and starts an attempt on each one accepted, in one step: where
+    /// [`offer`](Ledger::offer) would make a key Queued, it becomes Running with its attempt
+    /// count grown by one, as if [`start`](Ledger::start) had followed at once. Duplicates
+    /// are answered exactly as by `offer` (and a newer version is remembered the same way).
+    ///
+    /// An accepted key's [`Lease::attempts`] is then the attempt just started (from 1), not
+    /// the attempts made before it.
+    ///
+    /// A queue that hands each accepted entry straight to a worker (a pipeline) uses this to
+    /// save one transition per key: one ledger write instead of two, and no wait between
+    /// acceptance and work. The default implementation calls `offer`, then `start` on the
+    /// accepted keys; every ledger of this crate does both in one atomic step.
+    ///
+    /// # Errors
+    ///
+    /// Only when the ledger itself fails. With the default implementation, a failure between
+    /// the two steps leaves the accepted keys Queued under leases nobody holds: they are
+    /// offered again once those expire.
+    fn offer_and_start(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> impl Future<Output = Result<Vec<Offered>>> + Send {
+        async move {
+            let mut out = self.offer(policy, offers).await?;
+            let (claims, at): (Vec<Claim>, Vec<usize>) = out
+                .iter()
+                .zip(offers)
+                .enumerate()
+                .filter_map(|(i, (o, offer))| {
+                    let lease = o.lease()?;
+                    let claim = Claim {
+                        key: offer.key.clone(),
+                        token: lease.token,
+                    };
+                    Some((claim, i))
+                })
+                .unzip();
+            if claims.is_empty() {
+                return Ok(out);
+            }
+            let started = self.start(policy, &claims).await?;
+            // A key offered twice in the batch: its second copy saw it Queued, but it is
+            // Running now, as a one-step ledger answers.
+            let keys: std::collections::HashSet<&Key> = claims.iter().map(|c| &c.key).collect();
+            for (o, offer) in out.iter_mut().zip(offers) {
+                if *o == Offered::Duplicate(State::Queued) && keys.contains(&offer.key) {
+                    *o = Offered::Duplicate(State::Running);
+                }
+            }
+            for (i, s) in at.into_iter().zip(started) {
+                out[i] = match (s, &out[i]) {
+                    (Ok(s), Offered::Accepted(lease)) => Offered::Accepted(Lease {
+                        token: lease.token,
+                        expires_at: s.expires_at,
+                        attempts: s.attempt,
+                    }),
+                    // Taken over between the two steps (possible only after an expiry as
+                    // short as the gap): report what holds the key now.
+                    (Err(Refused::WrongState(state)), _) => Offered::Duplicate(state),
+                    (Err(Refused::LeaseLost), _) | (Ok(_), Offered::Duplicate(_)) => {
+                        Offered::Duplicate(State::Queued)
+                    }
+                };
+            }
+            Ok(out)
+        }
+    }
 
     /// Extends leases by `policy.lease` from now. Answers the new expiry.
     ///
@@ -236,6 +306,13 @@ impl<L: Ledger> Ledger for Arc<L> {
         claims: &[Claim],
     ) -> impl Future<Output = Result<Vec<Result<Started, Refused>>>> + Send {
         (**self).start(policy, claims)
+    }
+    fn offer_and_start(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> impl Future<Output = Result<Vec<Offered>>> + Send {
+        (**self).offer_and_start(policy, offers)
     }
     fn renew(
         &self,

@@ -49,6 +49,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
         .policy(b.policy.clone())
         .name(b.name.clone())
         .counters(counters.clone())
+        .start_on_publish(true)
         .build()?;
     let stop = b.shutdown.clone();
     let hard = CancellationToken::new();

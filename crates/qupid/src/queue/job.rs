@@ -58,7 +58,15 @@ fn unexpected() -> Error {
 }
 
 impl<T> Job<T> {
-    pub(crate) fn new(entry: Entry<T>, token: Token, attempts: u32, core: Arc<Core>) -> Self {
+    /// A job for an accepted entry: Queued with `attempts` made, or Running attempt
+    /// `attempts` when `running` (started on publish).
+    pub(crate) fn new(
+        entry: Entry<T>,
+        token: Token,
+        attempts: u32,
+        running: bool,
+        core: Arc<Core>,
+    ) -> Self {
         let claim = Claim {
             key: entry.key.clone(),
             token,
@@ -69,7 +77,7 @@ impl<T> Job<T> {
             entry: Arc::new(entry),
             claim,
             attempt: attempts,
-            running: false,
+            running,
             ended: false,
             lost,
             core,
@@ -248,6 +256,16 @@ impl<T> Job<T> {
             Answer::Released(r) => r.map_err(refused),
             _ => Err(unexpected()),
         }
+    }
+
+    /// Drops a started job whose lease was found lost while it waited for a subscriber,
+    /// without asking the ledger anything (there is nothing left to give up).
+    pub(crate) fn forget_lost(mut self) {
+        tracing::warn!(key = %self.claim.key, "lease lost while buffered");
+        let c = &self.core.counters;
+        c.lease_lost.add(1);
+        c.running.add(-1);
+        self.ended = true;
     }
 
     /// The state the job believes its key is in.

@@ -121,12 +121,14 @@ impl<T> From<PublishError<T>> for Error {
 /// | `capacity` | 1024 accepted entries waiting for a subscriber |
 /// | `policy` | [`Policy::default()`] |
 /// | `name` | `"default"` (the `queue` label of metrics) |
+/// | `start_on_publish` | `false`: accepted entries wait Queued; subscribers start them |
 #[derive(Debug)]
 pub struct QueueBuilder<L> {
     ledger: L,
     policy: Policy,
     capacity: usize,
     name: String,
+    start_on_publish: bool,
     counters: Option<Arc<Counters>>,
 }
 
@@ -152,6 +154,20 @@ impl<L: Ledger> QueueBuilder<L> {
     /// The queue's name, used as the `queue` label of metrics.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Starts each accepted entry's attempt as it is published, in the same ledger call as
+    /// the offer ([`Ledger::offer_and_start`]), instead of when a subscriber takes it.
+    ///
+    /// One ledger write per key instead of two, and subscribers never wait for the ledger
+    /// before working: worth it when subscribers keep up with publishers (a pipeline, whose
+    /// buffer is a few times its concurrency). The cost: buffered entries are Running in the
+    /// ledger (and in the [`RUNNING`](crate::observe::names::RUNNING) gauge) before any work
+    /// begins, and their attempt is counted even if the queue stops before a subscriber takes
+    /// them (they are then released, which forgets the attempt with the record).
+    pub fn start_on_publish(mut self, yes: bool) -> Self {
+        self.start_on_publish = yes;
         self
     }
 
@@ -214,6 +230,7 @@ impl<L: Ledger> QueueBuilder<L> {
                 jobs,
                 space: Arc::new(Semaphore::new(self.capacity)),
                 capacity: self.capacity,
+                start_on_publish: self.start_on_publish,
                 stop,
                 ender: std::sync::Mutex::new(Some(ender)),
             }),
@@ -237,6 +254,7 @@ struct Inner<L, T> {
     /// Free places on the buffer: taken before offering, so nothing accepted ever waits.
     space: Arc<Semaphore>,
     capacity: usize,
+    start_on_publish: bool,
     stop: CancellationToken,
     ender: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -267,6 +285,7 @@ impl<L: Ledger> Queue<L, ()> {
             policy: Policy::default(),
             capacity: 1024,
             name: "default".into(),
+            start_on_publish: false,
             counters: None,
         }
     }
@@ -380,7 +399,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         let offers: Vec<_> = entries.iter().map(Entry::offer).collect();
         let c = &inner.core.counters;
         c.offered.add(offers.len() as u64);
-        let outcomes = match inner.ledger.offer(&inner.policy, &offers).await {
+        let outcomes = if inner.start_on_publish {
+            inner.ledger.offer_and_start(&inner.policy, &offers).await
+        } else {
+            inner.ledger.offer(&inner.policy, &offers).await
+        };
+        let outcomes = match outcomes {
             Ok(o) => o,
             Err(error) => {
                 inner.space.add_permits(entries.len());
@@ -394,7 +418,13 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             match o {
                 Offered::Accepted(lease) => {
                     accepted += 1;
-                    let job = Job::new(entry, lease.token, lease.attempts, inner.core.clone());
+                    let job = Job::new(
+                        entry,
+                        lease.token,
+                        lease.attempts,
+                        inner.start_on_publish,
+                        inner.core.clone(),
+                    );
                     // Unbounded underneath: `space` is the bound. If the queue closed in the
                     // meantime the job is dropped, which releases its key.
                     let _ = inner.tx.try_send(job);
@@ -409,7 +439,11 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         }
         c.accepted.add(accepted);
         c.duplicates.add(duplicates);
-        c.queued.add(accepted as i64);
+        if inner.start_on_publish {
+            c.running.add(accepted as i64);
+        } else {
+            c.queued.add(accepted as i64);
+        }
         Ok(out)
     }
 
@@ -528,13 +562,22 @@ impl<T: Send + Sync + 'static> Subscriber<T> {
         loop {
             let mut job = self.jobs.recv().await.ok()?;
             self.space.add_permits(1);
+            if job.is_running() {
+                // Started on publish.
+                if job.lease_lost().is_cancelled() {
+                    job.forget_lost();
+                    continue;
+                }
+                return Some(job);
+            }
             if job.start_patiently().await.is_ok() {
                 return Some(job);
             }
         }
     }
 
-    /// The next job without starting it (Queued), or `None` once closed and empty.
+    /// The next job as it was buffered, or `None` once closed and empty: Queued, unless the
+    /// queue [starts on publish](QueueBuilder::start_on_publish).
     pub async fn recv_unstarted(&self) -> Option<Job<T>> {
         let job = self.jobs.recv().await.ok()?;
         self.space.add_permits(1);
