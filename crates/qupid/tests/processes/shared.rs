@@ -1,5 +1,6 @@
 //! Shared ledgers across processes: four processes on one namespace, and one of them killed.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,6 +89,12 @@ pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
     }
     let mut running_at_kill = 0;
     if kill {
+        // Connected beforehand, so that what was Running is read right after the kill, well
+        // within the dead process's 1 s leases (before the others can take its keys over).
+        let rt = runtime();
+        let ledger = rt
+            .block_on(AnyLedger::open(url, ns))
+            .map_err(|e| e.to_string())?;
         // Let it get going, then kill it mid-run.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while missing(&out, RECORDS) > RECORDS * 2 / 3 && std::time::Instant::now() < deadline {
@@ -95,6 +102,7 @@ pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
         }
         children[0].kill().map_err(|e| e.to_string())?;
         children[0].wait().map_err(|e| e.to_string())?;
+        let running = rt.block_on(running_tokens(&ledger))?;
         // What it held: keys it started that are still Running under its token.
         let started = Logs::read(&logs[..1])?;
         let mine = started
@@ -102,7 +110,7 @@ pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
             .get(&logs[0])
             .cloned()
             .unwrap_or_default();
-        running_at_kill = runtime().block_on(still_running(url, ns, &mine))?;
+        running_at_kill = held(&mine, &running);
     }
     for (i, child) in children.iter_mut().enumerate().skip(usize::from(kill)) {
         wait(child, 180, &format!("worker {i}"))?;
@@ -147,7 +155,12 @@ pub(crate) async fn still_running(
     started: &[(usize, u64)],
 ) -> Result<u64, String> {
     let l = AnyLedger::open(url, ns).await.map_err(|e| e.to_string())?;
-    let mut running = std::collections::HashMap::new();
+    Ok(held(started, &running_tokens(&l).await?))
+}
+
+/// The token of every Running record, by key, read a page at a time.
+pub(crate) async fn running_tokens(l: &AnyLedger) -> Result<HashMap<String, u64>, String> {
+    let mut running = HashMap::new();
     let mut q = qupid::ledger::ListQuery::new(State::Running).limit(5000);
     loop {
         let page = l.list(&q).await.map_err(|e| e.to_string())?;
@@ -161,9 +174,13 @@ pub(crate) async fn still_running(
             None => break,
         }
     }
-    let held = started
+    Ok(running)
+}
+
+/// How many of `started` (record, token) are in `running` under that token.
+fn held(started: &[(usize, u64)], running: &HashMap<String, u64>) -> u64 {
+    started
         .iter()
         .filter(|(id, token)| running.get(&format!("rec/{id:05}")) == Some(token))
-        .count();
-    Ok(held as u64)
+        .count() as u64
 }

@@ -90,8 +90,11 @@
 //! # Schema
 //!
 //! A `qupid_meta` table holds the schema version and the token counter; `qupid_entries`
-//! holds one row per key, with indexes by `(state, key)` for `list` and by `(state, at)` of
-//! the finished rows for `purge` (schema version 2; version 1 indexed every row). Opening a file written by an older qupid migrates it; opening one written by a
+//! holds one row per key, with partial indexes: by `(state, at)` of the finished rows for
+//! `purge`, and by key of the leased rows and of the Dead rows for `list` (Completed rows are
+//! listed in key order from the table itself). Schema version 3; versions 1 and 2 also
+//! indexed every row by `(state, key)`, which cost a second index write per completed key.
+//! Opening a file written by an older qupid migrates it; opening one written by a
 //! newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
 //! N, this build reads up to M") and leaves it untouched.
 //!
@@ -240,7 +243,19 @@ impl Ledger for SqliteLedger {
         let (policy, offers) = (policy.clone(), offers.to_vec());
         let w = &self.inner.writer;
         w.run("offering keys", move |cx| {
-            transitions::offer(cx, &policy, &offers)
+            transitions::offer(cx, &policy, &offers, false)
+        })
+        .await
+    }
+
+    async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        if offers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, offers) = (policy.clone(), offers.to_vec());
+        let w = &self.inner.writer;
+        w.run("offering and starting keys", move |cx| {
+            transitions::offer(cx, &policy, &offers, true)
         })
         .await
     }

@@ -10,16 +10,21 @@
 //! sorts in byte order (the order of `list`). `state` is 0 queued, 1 running, 2 completed,
 //! 3 dead. `at` is the lease expiry while the key is leased and the finish time once it is
 //! finished, in milliseconds since the Unix epoch (as in the memory ledger). The table has no
-//! rowid, so the two indexes carry the key: `(state, key)` serves `list` and `(state, at,
-//! key)`, over finished rows only (`WHERE state >= 2`, since schema version 2), serves `purge`
-//! by age and by count.
+//! rowid, so every index carries the key. Since schema version 3 each index holds the rows of
+//! some states only, so the bulk of a ledger (Completed rows) costs one index, not two:
+//!
+//! - `(state, at, key) WHERE state >= 2` (finished rows, in time order) serves `purge` by age
+//!   and by count;
+//! - `(state, key) WHERE state < 2` (leased rows) and `(key) WHERE state = 3` (Dead rows)
+//!   serve `list` of those states; Completed rows are listed from the table, in key order;
+//! - `stats` counts each state in its index.
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::errors::{corrupt, Res};
 
 /// The schema version this build writes, and the newest it reads.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// The first schema. Later versions are reached through [`MIGRATIONS`].
 const CREATE: &str = "
@@ -52,6 +57,13 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX qupid_entries_by_state_at;
      CREATE INDEX qupid_entries_finished_by_state_at ON qupid_entries (state, at)
        WHERE state >= 2;",
+    // 3: the key-ordered index holds leased and Dead rows only (few, in the usual ledger), so
+    // completing a key writes one big index (the purge index, in time order) instead of two.
+    // Completed rows are listed in key order from the table itself.
+    "DROP INDEX qupid_entries_by_state_key;
+     CREATE INDEX qupid_entries_leased_by_state_key ON qupid_entries (state, key)
+       WHERE state < 2;
+     CREATE INDEX qupid_entries_dead_by_key ON qupid_entries (key) WHERE state = 3;",
 ];
 
 // A new migration must come with a new version, and the other way round.
@@ -186,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_file_gets_the_finished_only_purge_index() {
+    fn a_version_1_file_gets_the_partial_indexes() {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(CREATE).expect("a version 1 file");
         conn.execute(
@@ -206,8 +218,9 @@ mod tests {
         assert_eq!(
             indexes,
             [
-                "qupid_entries_by_state_key",
-                "qupid_entries_finished_by_state_at"
+                "qupid_entries_dead_by_key",
+                "qupid_entries_finished_by_state_at",
+                "qupid_entries_leased_by_state_key",
             ]
         );
         let plan: String = conn
@@ -230,6 +243,57 @@ mod tests {
             )
             .expect("count");
         assert_eq!(n, 1, "the migrated index holds the rows already there");
+    }
+
+    /// Every read of `list`, `stats` and `purge` goes through an index (or, for Completed,
+    /// the table in key order), never a scan of the rows of other states plus a sort.
+    #[test]
+    fn reads_use_the_partial_indexes() {
+        use crate::ledger::sqlite::transitions::{list_sql, STATS_SQL};
+        use crate::ledger::State;
+        let conn = Connection::open_in_memory().expect("open");
+        prepare(&conn).expect("prepare");
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan");
+            let rows = stmt
+                .query_map(params, |r| r.get::<_, String>(3))
+                .expect("query");
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .expect("rows")
+                .join(" / ")
+        };
+        for (state, code, index) in [
+            (State::Queued, 0, "qupid_entries_leased_by_state_key"),
+            (State::Running, 1, "qupid_entries_leased_by_state_key"),
+            (State::Dead, 3, "qupid_entries_dead_by_key"),
+        ] {
+            let p = plan(&list_sql(state), &[&code, &b"k".to_vec(), &10]);
+            assert!(
+                p.contains(index) && !p.contains("TEMP B-TREE"),
+                "{state:?}: {p}"
+            );
+        }
+        let p = plan(&list_sql(State::Completed), &[&2, &b"k".to_vec(), &10]);
+        assert!(
+            p.contains("PRIMARY KEY") && !p.contains("TEMP B-TREE"),
+            "Completed: {p}"
+        );
+        let p = plan(STATS_SQL, &[]);
+        for index in [
+            "qupid_entries_leased_by_state_key",
+            "qupid_entries_finished_by_state_at",
+            "qupid_entries_dead_by_key",
+        ] {
+            assert!(p.contains(index), "stats: {p}");
+        }
+        assert!(
+            p.split(" / ")
+                .filter(|step| step.contains("qupid_entries"))
+                .all(|step| step.contains("INDEX")),
+            "stats: {p}"
+        );
     }
 
     #[test]

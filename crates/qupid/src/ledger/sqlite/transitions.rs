@@ -210,47 +210,63 @@ fn accepted(token: u64, at: u64, attempts: u32) -> Offered {
     })
 }
 
-/// The ledger's `offer`.
-pub(super) fn offer(cx: &mut Ctx<'_>, policy: &Policy, offers: &[Offer]) -> Res<Vec<Offered>> {
+/// The ledger's `offer`, or with `start` its `offer_and_start`: accepted keys are then
+/// Running, their attempt counted, instead of Queued.
+pub(super) fn offer(
+    cx: &mut Ctx<'_>,
+    policy: &Policy,
+    offers: &[Offer],
+    start: bool,
+) -> Res<Vec<Offered>> {
     let now = cx.now().0;
     offers
         .iter()
-        .map(|o| offer_one(cx, policy, o, now))
+        .map(|o| offer_one(cx, policy, o, now, start))
         .collect()
 }
 
-/// Inserts a fresh row for `key` unless it has one: whether it did.
+/// Inserts a fresh row for `key` unless it has one: whether it did. The row is Queued with no
+/// attempts, or with `start` Running its first attempt (state code 1, one attempt).
 fn insert_fresh(
     conn: &Connection,
     key: &str,
     token: u64,
     lease_until: u64,
     version: Option<&Version>,
+    start: bool,
 ) -> Res<bool> {
     let n = conn
         .prepare_cached(concat!(
             "INSERT INTO qupid_entries (key, ",
             columns!(),
             ")
-             VALUES (?1, 0, 0, 0, 0, ?2, ?3, ?4, NULL, NULL) ON CONFLICT (key) DO NOTHING"
+             VALUES (?1, ?5, 0, ?5, 0, ?2, ?3, ?4, NULL, NULL) ON CONFLICT (key) DO NOTHING"
         ))?
         .execute(params![
             key.as_bytes(),
             sql_int(token),
             sql_int(lease_until),
             version.map(|v| v.as_str().as_bytes()),
+            i64::from(start),
         ])?;
     Ok(n > 0)
 }
 
-fn offer_one(cx: &mut Ctx<'_>, policy: &Policy, offer: &Offer, now: u64) -> Res<Offered> {
+fn offer_one(
+    cx: &mut Ctx<'_>,
+    policy: &Policy,
+    offer: &Offer,
+    now: u64,
+    start: bool,
+) -> Res<Offered> {
     let lease_until = Timestamp(now).plus(policy.lease).0;
     let key = offer.key.as_str();
     // Most offers are of new keys: insert first, and read the row only when it is there.
     let token = cx.peek_token()?;
-    if insert_fresh(cx.conn, key, token, lease_until, offer.version.as_ref())? {
+    let v = offer.version.as_ref();
+    if insert_fresh(cx.conn, key, token, lease_until, v, start)? {
         cx.take_token(token);
-        return Ok(accepted(token, lease_until, 0));
+        return Ok(accepted(token, lease_until, u32::from(start)));
     }
     let Some(mut row) = load(cx.conn, key)? else {
         return Err(corrupt(format!(
@@ -288,6 +304,10 @@ fn offer_one(cx: &mut Ctx<'_>, policy: &Policy, offer: &Offer, now: u64) -> Res<
             row.version = offer.version.clone();
             row.newer = None;
             row.state = State::Queued;
+            if start {
+                row.state = State::Running;
+                row.attempts = (row.attempts + 1).min(COUNT_MAX);
+            }
             store(cx.conn, key, &row)?;
             return Ok(accepted(token, lease_until, row.attempts));
         }
@@ -307,12 +327,13 @@ fn offer_one(cx: &mut Ctx<'_>, policy: &Policy, offer: &Offer, now: u64) -> Res<
         return Ok(Offered::Duplicate(state));
     }
     let token = cx.next_token()?;
-    store(
-        cx.conn,
-        key,
-        &Row::fresh(token, lease_until, offer.version.clone()),
-    )?;
-    Ok(accepted(token, lease_until, 0))
+    let mut row = Row::fresh(token, lease_until, offer.version.clone());
+    if start {
+        row.state = State::Running;
+        row.attempts = 1;
+    }
+    store(cx.conn, key, &row)?;
+    Ok(accepted(token, lease_until, row.attempts))
 }
 
 /// Applies `f` to the row held under each claim; a claim whose token is not the key's current
@@ -638,30 +659,20 @@ pub(super) fn get(conn: &Connection, key: Key) -> Res<Option<Record>> {
     Ok(load(conn, key.as_str())?.map(|row| row.record(key)))
 }
 
-/// The ledger's `list`.
+/// The ledger's `list`. Each statement repeats the condition of the partial index it is
+/// meant to use (leased, Dead), so SQLite may use it; Completed rows, the bulk of a ledger,
+/// are read in key order from the table itself.
 pub(super) fn list(conn: &Connection, query: &ListQuery) -> Res<Page> {
     let limit = query.limit.max(1);
     let fetch = sql_int((limit as u64).saturating_add(1));
     let code = state_code(query.state);
-    let mut stmt;
-    let mut rows = match &query.after {
-        Some(after) => {
-            stmt = conn.prepare_cached(concat!(
-                "SELECT key, ",
-                columns!(),
-                " FROM qupid_entries WHERE state = ?1 AND key > ?2 ORDER BY key LIMIT ?3"
-            ))?;
-            stmt.query(params![code, after.as_str().as_bytes(), fetch])?
-        }
-        None => {
-            stmt = conn.prepare_cached(concat!(
-                "SELECT key, ",
-                columns!(),
-                " FROM qupid_entries WHERE state = ?1 ORDER BY key LIMIT ?2"
-            ))?;
-            stmt.query(params![code, fetch])?
-        }
-    };
+    // Without a cursor the bound is the empty key, below every key.
+    let after = query
+        .after
+        .as_ref()
+        .map_or(&b""[..], |k| k.as_str().as_bytes());
+    let mut stmt = conn.prepare_cached(&list_sql(query.state))?;
+    let mut rows = stmt.query(params![code, after, fetch])?;
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
         let key = text(row, 0, "key")?.ok_or_else(|| corrupt("expected a key, found NULL"))?;
@@ -677,15 +688,37 @@ pub(super) fn list(conn: &Connection, query: &ListQuery) -> Res<Page> {
     Ok(Page { records, next })
 }
 
+/// The statement of `list` for `state`: parameters state code, key bound, limit.
+pub(super) fn list_sql(state: State) -> String {
+    let (table, filter) = match state {
+        State::Queued | State::Running => ("qupid_entries", "state = ?1 AND state < 2"),
+        State::Completed => ("qupid_entries NOT INDEXED", "state = ?1"),
+        State::Dead => ("qupid_entries", "state = 3 AND ?1 = 3"),
+    };
+    format!(
+        "SELECT key, {} FROM {table} WHERE {filter} AND key > ?2 ORDER BY key LIMIT ?3",
+        columns!()
+    )
+}
+
+/// The statement of `stats`: each count reads the partial index of its state, not the table.
+pub(super) const STATS_SQL: &str =
+    "SELECT (SELECT count(*) FROM qupid_entries WHERE state = 0 AND state < 2),
+            (SELECT count(*) FROM qupid_entries WHERE state = 1 AND state < 2),
+            (SELECT count(*) FROM qupid_entries WHERE state = 2 AND state >= 2),
+            (SELECT count(*) FROM qupid_entries WHERE state = 3)";
+
 /// The ledger's `stats`: one statement, so one consistent snapshot.
 pub(super) fn stats(conn: &Connection) -> Res<Stats> {
-    let mut stmt =
-        conn.prepare_cached("SELECT state, count(*) FROM qupid_entries GROUP BY state")?;
+    let mut stmt = conn.prepare_cached(STATS_SQL)?;
     let mut rows = stmt.query([])?;
-    let mut stats = Stats::default();
-    while let Some(row) = rows.next()? {
-        let state = state_of(row.get(0)?)?;
-        *stats.count_mut(state) = int(row, 1, "count")?;
-    }
-    Ok(stats)
+    let row = rows
+        .next()?
+        .ok_or_else(|| corrupt("expected a row of counts, found none"))?;
+    Ok(Stats {
+        queued: int(row, 0, "count")?,
+        running: int(row, 1, "count")?,
+        completed: int(row, 2, "count")?,
+        dead: int(row, 3, "count")?,
+    })
 }
