@@ -4,11 +4,12 @@
 //! - memory: a hand-written tokio pipeline (channel + `Mutex<HashMap>`), plus the memory
 //!   ledger's raw speed and footprint;
 //! - sqlite, redis, postgres: a raw driver loop over the same store, unbatched (a) and
-//!   batched (b), with the ratios qupid should reach against each.
+//!   batched (b), with the ratios qupid should reach against each; sqlite-full, the SQLite
+//!   comparison with every commit synced to disk on both sides.
 //!
 //! ```text
 //! cargo run --release -p qupid-benches --bin qupid-bench -- \
-//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|redis|postgres ...] \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres ...] \
 //!     [--profile qupid|hand]
 //! ```
 //!
@@ -28,7 +29,7 @@ use std::process::Command;
 
 use workload::{unique, Comparison, Side, CONCURRENCY};
 
-const SECTIONS: [&str; 4] = ["memory", "sqlite", "redis", "postgres"];
+const SECTIONS: [&str; 5] = ["memory", "sqlite", "sqlite-full", "redis", "postgres"];
 
 struct Args {
     /// Entries per run; `None` for each section's default.
@@ -46,7 +47,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
-         [--only memory|sqlite|redis|postgres ...] [--profile qupid|hand]"
+         [--only memory|sqlite|sqlite-full|redis|postgres ...] [--profile qupid|hand]"
     );
     std::process::exit(2);
 }
@@ -341,6 +342,7 @@ fn main() {
 fn run_ledger(ledger: &str, side: Side, entries: usize, runs: usize) -> Result<Comparison, String> {
     match ledger {
         "sqlite" => sqlite::run(side, entries, runs),
+        "sqlite-full" => sqlite::run_full(side, entries, runs),
         "redis" => redis::run(side, entries, runs),
         "postgres" => postgres::run(side, entries, runs),
         other => unreachable!("no section {other}"),
