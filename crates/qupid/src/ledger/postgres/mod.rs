@@ -45,16 +45,19 @@
 //! # Statements
 //!
 //! `offer` is one `INSERT … SELECT … FROM unnest(…) ON CONFLICT (key) DO UPDATE … WHERE …
-//! RETURNING`; `start`, `renew`, `complete` and `fail` one `UPDATE … FROM unnest(…)
-//! RETURNING`; `release`, `remove` and `retry` one `DELETE … USING unnest(…) RETURNING`.
-//! Each decides on the row as the statement's snapshot sees it and writes only if the row is
-//! still that one (see the `sql` module's source for the shape); an item whose row another
-//! process changed in between is decided again in a second statement. A batch that names a
-//! key twice is answered as if its items came one after another (the second offer of a key
-//! is a duplicate of the first): each copy goes in a later statement. Batches are sent
-//! sorted by key, so concurrent batches lock rows in the same order and rarely deadlock; a
-//! deadlock or serialization failure (SQLSTATE `40P01`, `40001`), which rolls the statement
-//! back, is retried a few times.
+//! RETURNING`; `offer_and_start` is the same statement writing the rows it accepts as
+//! Running with one more attempt, so a pipeline starts a key with one write; `start`,
+//! `renew`, `complete` and `fail` one `UPDATE … FROM unnest(…) RETURNING`; `release`,
+//! `remove` and `retry` one `DELETE … USING unnest(…) RETURNING`. Each item's row is looked
+//! up through the key index, never by scanning the table, so a call costs time in proportion
+//! to its batch, however large the table. Each decides on the row as the statement's
+//! snapshot sees it and writes only if the row is still that one (see the `sql` module's
+//! source for the shape); an item whose row another process changed in between is decided
+//! again in a second statement. A batch that names a key twice is answered as if its items
+//! came one after another (the second offer of a key is a duplicate of the first): each copy
+//! goes in a later statement. Batches are sent sorted by key, so concurrent batches lock rows
+//! in the same order and rarely deadlock; a deadlock or serialization failure (SQLSTATE
+//! `40P01`, `40001`), which rolls the statement back, is retried a few times.
 //!
 //! # The clock, and moving it
 //!

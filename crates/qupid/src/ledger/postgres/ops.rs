@@ -286,18 +286,24 @@ impl PostgresLedger {
         };
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
 
-impl Ledger for PostgresLedger {
-    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+    /// `offer` or `offer_and_start` (`sql`): the two answer alike, the second with leases
+    /// already Running.
+    async fn offers(
+        &self,
+        what: &str,
+        sql: &str,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> Result<Vec<Offered>> {
         let lease = floor_ms(policy.lease);
         let cap = i64::from(policy.crash_cap);
         let remember = policy.newer_versions == NewerVersions::Remember;
         let (completed, dead) = (window_ms(policy.completed), window_ms(policy.dead));
         let ns = self.ns();
         self.transition(
-            "offer",
-            &self.inner.sql.offer,
+            what,
+            sql,
             offers,
             |o| o.key.as_str(),
             |b| {
@@ -327,6 +333,23 @@ impl Ledger for PostgresLedger {
                 (1..=5, false) => Ok(None),
                 _ => Err(a.unexpected(ns)),
             },
+        )
+        .await
+    }
+}
+
+impl Ledger for PostgresLedger {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.offers("offer", &self.inner.sql.offer, policy, offers)
+            .await
+    }
+
+    async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.offers(
+            "offer_and_start",
+            &self.inner.sql.offer_and_start,
+            policy,
+            offers,
         )
         .await
     }

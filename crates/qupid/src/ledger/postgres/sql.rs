@@ -26,11 +26,20 @@ const CLOCK: &str = "clk AS (SELECT coalesce(m.clock_pinned_ms, \
      floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + m.clock_offset_ms) AS now \
      FROM {s}.meta m LIMIT 1)";
 
+/// Each item's row, as the statement's snapshot sees it (all NULL if there is none), found
+/// through the key index. The planner may not flatten this subquery (`OFFSET 0`), so it
+/// cannot choose to hash the batch against every row of the table instead: it would, for a
+/// table of up to some hundred thousand rows whose size it only estimates (autovacuum may not
+/// have analysed it yet), and that costs time in proportion to the table on every call.
+const ROW: &str =
+    "LEFT JOIN LATERAL (SELECT * FROM {s}.records r WHERE r.key = i.key OFFSET 0) r ON true";
+
 /// The statements of one namespace, with its schema name filled in.
 #[derive(Debug)]
 pub(super) struct Sql {
     pub(super) now: String,
     pub(super) offer: String,
+    pub(super) offer_and_start: String,
     pub(super) start: String,
     pub(super) renew: String,
     pub(super) complete: String,
@@ -54,10 +63,15 @@ pub(super) const RECORD_COLUMNS: &str =
 impl Sql {
     /// The statements for the schema `schema` (already a quoted identifier).
     pub(super) fn new(schema: &str) -> Sql {
-        let fill = |t: &str| t.replace("{clk}", CLOCK).replace("{s}", schema);
+        let fill = |t: &str| {
+            t.replace("{clk}", CLOCK)
+                .replace("{row}", ROW)
+                .replace("{s}", schema)
+        };
         Sql {
             now: fill("WITH {clk} SELECT now FROM clk"),
-            offer: fill(OFFER),
+            offer: fill(&offer(false)),
+            offer_and_start: fill(&offer(true)),
             start: fill(&start()),
             renew: fill(&renew()),
             complete: fill(&complete()),
@@ -96,6 +110,8 @@ impl Sql {
 /// row's ≥ 1) and a write to a row changed since the snapshot do nothing, so those items are
 /// answered "not written" and decided again. Tokens come from the sequence as each row is
 /// written, after the rows are sorted by key (so concurrent batches lock rows in one order).
+///
+/// `{state}` and `{attempts}` are what a new lease (`m` 1 to 3) writes: see [`offer`].
 const OFFER: &str = "WITH {clk},
 p AS MATERIALIZED (
   SELECT i.ord, i.key, i.w, clk.now, r.rev, r.state, r.token, r.at_ms, r.attempts,
@@ -116,16 +132,16 @@ p AS MATERIALIZED (
     END AS m
   FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS i(key, w, ord)
   CROSS JOIN clk
-  LEFT JOIN {s}.records r ON r.key = i.key
+  {row}
 ),
 w AS (
   INSERT INTO {s}.records AS r
     (key, rev, state, token, at_ms, attempts, abandoned, version, newer, last_error, superseded)
   SELECT p.key, coalesce(p.rev, 0) + 1,
-    CASE p.m WHEN 4 THEN 3 WHEN 5 THEN p.state ELSE 0 END,
+    CASE p.m WHEN 4 THEN 3 WHEN 5 THEN p.state ELSE {state} END,
     CASE WHEN p.m >= 4 THEN p.token ELSE nextval('{s}.tokens') END,
     CASE p.m WHEN 4 THEN p.now WHEN 5 THEN p.at_ms ELSE p.now + $3::bigint END,
-    CASE WHEN p.m IN (2, 4, 5) THEN p.attempts ELSE 0 END,
+    CASE WHEN p.m IN (4, 5) THEN p.attempts ELSE {attempts} END,
     CASE WHEN p.m IN (2, 4) THEN least(p.abandoned + 1, 65535)
          WHEN p.m = 5 THEN p.abandoned ELSE 0 END,
     CASE WHEN p.m >= 4 THEN p.version ELSE p.w END,
@@ -146,6 +162,24 @@ SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL,
        w.token, w.at_ms, w.attempts::bigint
 FROM p LEFT JOIN w ON w.key = p.key";
 
+/// `offer`, or with `start` offer-and-start: a new lease (`m` 1 to 3) is then written
+/// Running with one more attempt (the expired lease's attempts go on counting, as a `start`
+/// right after the offer would count them), and the answer's attempts are the attempt just
+/// started. Everything else (duplicates, remembered versions, the crash cap) is as `offer`.
+fn offer(start: bool) -> String {
+    let (state, attempts) = if start {
+        (
+            "1",
+            "least(CASE WHEN p.m = 2 THEN p.attempts ELSE 0 END + 1, 65535)",
+        )
+    } else {
+        ("0", "CASE WHEN p.m = 2 THEN p.attempts ELSE 0 END")
+    };
+    OFFER
+        .replace("{state}", state)
+        .replace("{attempts}", attempts)
+}
+
 /// The shared start of the claim operations: `$1` keys, `$2` tokens; `m` is 1 when the
 /// token is not the key's (or there is no key), 2 when the state does not allow the
 /// operation (`{allowed}`), 0 when it does.
@@ -156,7 +190,7 @@ p AS MATERIALIZED (
          WHEN NOT ({allowed}) THEN 2 ELSE 0 END AS m
   FROM unnest($1::bytea[], $2::bigint[]{arrays}) WITH ORDINALITY AS i(key, tok{names}, ord)
   CROSS JOIN clk
-  LEFT JOIN {s}.records r ON r.key = i.key
+  {row}
 ),";
 
 fn claims(allowed: &str, extra: &str, arrays: &str, names: &str) -> String {
@@ -243,7 +277,7 @@ const BY_KEY: &str = "WITH p AS MATERIALIZED (
   SELECT i.ord, i.key, r.rev, r.state,
     CASE WHEN r.key IS NULL THEN 1 WHEN {refused} THEN 2 ELSE 0 END AS m
   FROM unnest($1::bytea[]) WITH ORDINALITY AS i(key, ord)
-  LEFT JOIN {s}.records r ON r.key = i.key
+  {row}
 ),
 w AS (
   DELETE FROM {s}.records r USING p
@@ -290,3 +324,36 @@ const PURGE_BELOW: &str = "WITH d AS (
   AND state = $1::smallint AND (at_ms, key) < ($2::bigint, $3::bytea)
   RETURNING 1
 ) SELECT count(*) FROM d";
+
+#[cfg(test)]
+mod tests {
+    use super::Sql;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let sql = Sql::new("\"qupid_t\"");
+        let all = [
+            &sql.now,
+            &sql.offer,
+            &sql.offer_and_start,
+            &sql.start,
+            &sql.renew,
+            &sql.complete,
+            &sql.fail,
+            &sql.release,
+            &sql.remove,
+            &sql.retry,
+            &sql.get,
+            &sql.list_first,
+            &sql.list_after,
+            &sql.stats,
+            &sql.purge_cut,
+            &sql.purge_older,
+            &sql.purge_below,
+        ];
+        for s in all {
+            assert!(!s.contains('{') && !s.contains('}'), "{s}");
+        }
+        assert_ne!(sql.offer, sql.offer_and_start);
+    }
+}
