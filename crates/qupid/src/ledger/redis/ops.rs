@@ -58,6 +58,48 @@ impl RedisLedger {
         inv
     }
 
+    /// `offer`, or with `start` `offer_and_start`: one run of the offer script, which starts
+    /// an attempt on each accepted key itself when told to.
+    async fn offer_script(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+        start: bool,
+    ) -> Result<Vec<Offered>> {
+        if offers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.batch(&SCRIPTS.offer, offers.iter().map(|o| &o.key));
+        let remember = policy.newer_versions == NewerVersions::Remember;
+        inv.arg(ms_floor(policy.lease))
+            .arg(policy.crash_cap)
+            .arg(if remember { "1" } else { "0" })
+            .arg(blocking(policy.completed))
+            .arg(blocking(policy.dead))
+            .arg(if start { "1" } else { "0" });
+        // Without any version, the versions are left out (each argument costs the server).
+        if offers.iter().any(|o| o.version.is_some()) {
+            for o in offers {
+                inv.arg(o.version.as_ref().map_or("", Version::as_str));
+            }
+        }
+        let what = if start { "offer_and_start" } else { "offer" };
+        let values = self.call(&inv, what).await?;
+        expect_len(&values, offers.len(), 4, what)?;
+        values
+            .chunks(4)
+            .map(|c| match int(c, 0, what)? {
+                1 => Ok(Offered::Accepted(Lease {
+                    token: Token(uint(c, 1, what)?),
+                    expires_at: Timestamp(uint(c, 2, what)?),
+                    attempts: count(c, 3, what)?,
+                })),
+                0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
+                n => Err(bad_reply(what, format!("unknown outcome code {n}"))),
+            })
+            .collect()
+    }
+
     /// Runs a claim script and decodes `per` values per claim: code 0 is success, read by
     /// `ok`; codes 1 and 2 are refusals.
     async fn claims<T>(
@@ -86,34 +128,11 @@ fn tokens<'c>(claims: impl Iterator<Item = &'c Claim>) -> Vec<u64> {
 
 impl Ledger for RedisLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
-        if offers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.batch(&SCRIPTS.offer, offers.iter().map(|o| &o.key));
-        let remember = policy.newer_versions == NewerVersions::Remember;
-        inv.arg(ms_floor(policy.lease))
-            .arg(policy.crash_cap)
-            .arg(if remember { "1" } else { "0" })
-            .arg(blocking(policy.completed))
-            .arg(blocking(policy.dead));
-        for o in offers {
-            inv.arg(o.version.as_ref().map_or("", Version::as_str));
-        }
-        let what = "offer";
-        let values = self.call(&inv, what).await?;
-        expect_len(&values, offers.len(), 4, what)?;
-        values
-            .chunks(4)
-            .map(|c| match int(c, 0, what)? {
-                1 => Ok(Offered::Accepted(Lease {
-                    token: Token(uint(c, 1, what)?),
-                    expires_at: Timestamp(uint(c, 2, what)?),
-                    attempts: count(c, 3, what)?,
-                })),
-                0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
-                n => Err(bad_reply(what, format!("unknown outcome code {n}"))),
-            })
-            .collect()
+        self.offer_script(policy, offers, false).await
+    }
+
+    async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.offer_script(policy, offers, true).await
     }
 
     async fn start(

@@ -5,6 +5,7 @@ if err then
   return err
 end
 local now = now_ms()
+local X = int(now)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local r = CACHE[k]
@@ -14,11 +15,19 @@ for i = 1, #KEYS - FIXED do
     push(2, CODE[r.s], 0)
   else
     -- A newer version seen in flight leaves the key processable again at once.
-    local superseded = r.n ~= nil and r.n ~= r.v
-    r.n, r.p, r.x, r.s = nil, superseded, now, 'c'
-    store(k, r)
+    local n = r.n
+    if n ~= nil and n ~= r.v then
+      call('HSET', k, 's', 'c', 'x', X, 'p', '1')
+      r.p = '1'
+      clear(k, r, 'n')
+      push(0, 1, 0)
+    else
+      call('HSET', k, 's', 'c', 'x', X)
+      clear(k, r, 'n', 'p')
+      push(0, 0, 0)
+    end
+    r.s, r.x = 'c', now
     index(member(k), 'r', 'c', now)
-    push(0, superseded and 1 or 0, 0)
   end
 end
 finish()

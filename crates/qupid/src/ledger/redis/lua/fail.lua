@@ -7,7 +7,7 @@ if err then
 end
 local now = now_ms()
 local lease_until = now + tonumber(ARGV[2])
-local max = math.min(tonumber(ARGV[3]), MAXU16)
+local max = min(tonumber(ARGV[3]), MAXU16)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local r = CACHE[k]
@@ -16,18 +16,20 @@ for i = 1, #KEYS - FIXED do
   elseif r.s ~= 'r' then
     push(2, CODE[r.s], 0)
   else
-    r.e = ARGV[3 + 2 * i]
-    if r.a >= max then
-      r.x, r.n, r.s = now, nil, 'd'
-      store(k, r)
+    local e = ARGV[3 + 2 * i]
+    local a = tonumber(r.a)
+    if a >= max then
+      call('HSET', k, 's', 'd', 'x', int(now), 'e', e)
+      r.s, r.x, r.e = 'd', now, e
+      clear(k, r, 'n')
       index(member(k), 'r', 'd', now)
-      push(0, 1, r.a)
+      push(0, 1, a)
     else
       -- Still leased by the caller, to retry after a backoff.
-      r.x, r.s = lease_until, 'q'
-      store(k, r)
+      call('HSET', k, 's', 'q', 'x', int(lease_until), 'e', e)
+      r.s, r.x, r.e = 'q', lease_until, e
       index(member(k), 'r', 'q')
-      push(0, 0, r.a)
+      push(0, 0, a)
     end
   end
 end

@@ -1,7 +1,10 @@
--- offer: ARGV[2] lease ms, ARGV[3] crash cap (0 = none), ARGV[4] '1' to remember newer
--- versions, ARGV[5..6] blocking of completed, dead (-1 forever, -2 never, else a window in ms),
--- ARGV[6 + i] the version of item i ('' = none; versions are never empty).
--- Reply per item: 1, token, expires_at, attempts (accepted) or 0, state, 0, 0 (duplicate).
+-- offer and offer-and-start: ARGV[2] lease ms, ARGV[3] crash cap (0 = none), ARGV[4] '1' to
+-- remember newer versions, ARGV[5..6] blocking of completed, dead (-1 forever, -2 never, else a
+-- window in ms), ARGV[7] '1' to start an attempt on every accepted key (offer-and-start: it is
+-- Running, attempts + 1, where offer would queue it), ARGV[7 + i] the version of item i
+-- ('' = none; versions are never empty), or no versions at all if no item has one.
+-- Reply per item: 1, token, expires_at, attempts (accepted; with ARGV[7] '1', the attempt just
+-- started) or 0, state, 0, 0 (duplicate).
 local err = prepare()
 if err then
   return err
@@ -10,6 +13,10 @@ local lease = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local remember = ARGV[4] == '1'
 local block = { c = tonumber(ARGV[5]), d = tonumber(ARGV[6]) }
+-- The state an accepted key is left in, and the attempts it gains.
+local START = ARGV[7] == '1'
+local TO = START and 'r' or 'q'
+local GAIN = START and 1 or 0
 local now = now_ms()
 local lease_until = now + lease
 
@@ -26,27 +33,31 @@ local function blocks(mode, at)
   return since < mode
 end
 
--- A fresh Queued record for k, replacing whatever it had (coming from state `from`).
+local X = int(lease_until)
+local A = int(GAIN)
+
+-- A fresh record for k (Queued, or Running its first attempt), replacing whatever it had
+-- (coming from state `from`).
 local function fresh(k, m, v, from)
   local old = CACHE[k]
-  local token = new_token()
-  local r = {
-    s = 'q', t = token, x = lease_until, a = 0, b = 0, v = v, n = nil, e = nil, p = false,
-    s0 = nil, t0 = nil, x0 = nil, a0 = nil, b0 = nil, v0 = nil, n0 = nil, e0 = nil, p0 = nil,
-  }
-  if old then
-    r.s0, r.t0, r.x0, r.a0, r.b0 = old.s0, old.t0, old.x0, old.a0, old.b0
-    r.v0, r.n0, r.e0, r.p0 = old.v0, old.n0, old.e0, old.p0
+  local tn, token = new_token()
+  if v then
+    call('HSET', k, 's', TO, 't', token, 'x', X, 'a', A, 'b', '0', 'v', v)
+  else
+    call('HSET', k, 's', TO, 't', token, 'x', X, 'a', A, 'b', '0')
   end
-  store(k, r)
-  index(m, from, 'q', lease_until)
-  push(1, tonumber(token), lease_until, 0)
+  if old then
+    clear(k, old, not v and 'v' or nil, 'n', 'e', 'p')
+  end
+  CACHE[k] = { s = TO, t = token, x = lease_until, a = GAIN, b = 0, v = v }
+  index(m, from, TO)
+  push(1, tn, lease_until, GAIN)
 end
 
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local m = member(k)
-  local v = ARGV[6 + i]
+  local v = ARGV[7 + i]
   if v == '' then
     v = nil
   end
@@ -56,28 +67,37 @@ for i = 1, #KEYS - FIXED do
   else
     local done = false
     if LEASED[r.s] then
-      if now < r.x then
+      if now < tonumber(r.x) then
         -- A valid lease: a duplicate, remembering a newer version for when it completes.
-        if remember and v and r.v ~= v then
+        if remember and v and r.v ~= v and r.n ~= v then
+          call('HSET', k, 'n', v)
           r.n = v
-          store(k, r)
         end
         push(0, CODE[r.s], 0, 0)
         done = true
       else
         -- The holder's lease expired without an ending: it is abandoned.
         local from = r.s
-        r.b = math.min(r.b + 1, MAXU16)
-        if cap > 0 and r.b >= cap then
-          r.s, r.x, r.e, r.n = 'd', now, 'abandoned', nil
-          store(k, r)
+        local b = min(tonumber(r.b) + 1, MAXU16)
+        if cap > 0 and b >= cap then
+          call('HSET', k, 's', 'd', 'x', int(now), 'b', int(b), 'e', 'abandoned')
+          r.s, r.x, r.b, r.e = 'd', now, b, 'abandoned'
+          clear(k, r, 'n')
           index(m, from, 'd', now)
-          -- Falls through to the finished-key rules below.
+          -- Falls through to the finished-key rules below (which may move it again).
+          NET = true
         else
-          r.t, r.x, r.v, r.n, r.s = new_token(), lease_until, v, nil, 'q'
-          store(k, r)
-          index(m, from, 'q', lease_until)
-          push(1, tonumber(r.t), lease_until, r.a)
+          local tn, token = new_token()
+          local a = min(tonumber(r.a) + GAIN, MAXU16)
+          if v then
+            call('HSET', k, 's', TO, 't', token, 'x', X, 'a', int(a), 'b', int(b), 'v', v)
+          else
+            call('HSET', k, 's', TO, 't', token, 'x', X, 'a', int(a), 'b', int(b))
+          end
+          clear(k, r, not v and 'v' or nil, 'n')
+          r.s, r.t, r.x, r.a, r.b, r.v = TO, token, lease_until, a, b, v
+          index(m, from, TO)
+          push(1, tn, lease_until, a)
           done = true
         end
       end
@@ -85,7 +105,7 @@ for i = 1, #KEYS - FIXED do
     if not done then
       -- Completed or Dead.
       local changed = v ~= nil and r.v ~= v
-      if not changed and not r.p and blocks(block[r.s], r.x) then
+      if not changed and r.p ~= '1' and blocks(block[r.s], tonumber(r.x)) then
         push(0, CODE[r.s], 0, 0)
       else
         fresh(k, m, v, r.s)

@@ -14,6 +14,16 @@
 -- nothing. On success it returns {'ok', ...}. Record hashes are written as the batch goes;
 -- index moves and the token counter are collected and written once, by finish(), which every
 -- writing script calls before it returns.
+--
+-- Cost: most of a script's time is the Lua interpreter's, and in Lua 5.1 table writes (a hash
+-- lookup each, and rehashing as a table grows) and string formatting are what it spends most
+-- on, so the hot paths write few table fields: a record holds only the fields its hash has,
+-- each transition writes (to the hash and the record) just the fields it changes, and index
+-- moves are kept in arrays.
+
+local call, rpcall = redis.call, redis.pcall
+local tonumber, format, find, sub, min, unpack = tonumber, string.format, string.find,
+    string.sub, math.min, unpack
 
 local PREFIX = ARGV[1]
 local PLEN = #PREFIX
@@ -30,21 +40,26 @@ local function corrupt(key, want, found)
   return { 'corrupt', key, want, found }
 end
 
--- Integers are kept below 2^53, so '%.0f' writes them exactly. Formatting is slow next to
--- the rest of a script, and a batch writes few distinct values (its lease expiry, small
--- attempt counts), so each is formatted once per call.
+-- Integers are kept below 2^53. '%d' writes them exactly where Lua's integer format is 64
+-- bits wide (a C long: every 64-bit build of Redis but Windows') and costs half of '%.0f',
+-- which is exact everywhere, so INT is '%d' when that works and '%.0f' otherwise.
+local INT = format('%d', 2 ^ 52 + 1) == '4503599627370497' and '%d' or '%.0f'
+
+-- Formatting is slow next to the rest of a script, and a batch writes few distinct values
+-- (its lease expiry, its finish time, small attempt counts), so each is formatted once per
+-- call. Tokens, all distinct, are formatted by new_token instead.
 local INTS = {}
 local function int(n)
   local t = INTS[n]
   if not t then
-    t = string.format('%.0f', n)
+    t = format(INT, n)
     INTS[n] = t
   end
   return t
 end
 
 local function typeof(k)
-  return redis.call('TYPE', k)['ok']
+  return call('TYPE', k)['ok']
 end
 
 local function is_int(s)
@@ -53,7 +68,7 @@ end
 
 -- A Redis error reply (from redis.pcall) other than WRONGTYPE is passed on as it is.
 local function wrong_type(reply)
-  return string.find(reply.err, 'WRONGTYPE', 1, true) ~= nil
+  return find(reply.err, 'WRONGTYPE', 1, true) ~= nil
 end
 
 -- The namespace-wide integers (KEYS[1..3]) as check_fixed read them: a number, or false.
@@ -63,7 +78,7 @@ local STORED = {}
 -- for the strings (a GET of another type fails with WRONGTYPE), one TYPE each for the sets.
 local function check_fixed()
   for i = 1, 3 do
-    local v = redis.pcall('GET', KEYS[i])
+    local v = rpcall('GET', KEYS[i])
     if type(v) == 'table' and v.err then
       if not wrong_type(v) then
         return v
@@ -84,49 +99,80 @@ local function check_fixed()
   return nil
 end
 
--- Where load() keeps each stored field of a record: field F as stored is r.F0.
-local ORIG = { s = 's0', t = 't0', x = 'x0', a = 'a0', b = 'b0', v = 'v0', n = 'n0', e = 'e0', p = 'p0' }
+-- The integer fields of a record (t, x, a, b) joined by spaces, as load() checks them: one
+-- match for all four (a field with a space in it would make more than four groups).
+local FOUR_INTS = '^%-?%d+ %-?%d+ %-?%d+ %-?%d+$'
 
 -- Reads a record hash with one HGETALL: false if there is none, or nil and an error reply if
 -- it is not a record (a key of another type fails with WRONGTYPE, caught here, before any
 -- write; a hash is never empty, so an empty reply means no key).
 --
--- A record holds its fields (s, t, x, a, b, v, n, e, and p as a boolean) and, as F0, each
--- field as stored (x0, a0, b0 as numbers, the others as strings or nil), so that store()
--- writes only the fields that changed.
+-- A record is a table of the fields its hash holds, as stored: s, t, x, a, b (strings, checked
+-- to be integers but not converted: read them with tonumber), v, n, e, p when set (strings;
+-- p is '1' when superseded), and raw, the HGETALL reply (for get and list, which write
+-- nothing). Scripts keep the fields equal to the hash's: whoever writes a field to the hash
+-- writes it to the record too (then as a number, for x, a and b), and clear() deletes both.
 local function load(k)
-  local raw = redis.pcall('HGETALL', k)
+  local raw = rpcall('HGETALL', k)
   if raw.err then
     if not wrong_type(raw) then
       return nil, raw
     end
     return nil, corrupt(k, 'a record hash', 'a ' .. typeof(k))
   end
-  if #raw == 0 then
+  local len = #raw
+  if len == 0 then
     return false
   end
-  local r = {
-    s = nil, t = nil, x = nil, a = nil, b = nil, v = nil, n = nil, e = nil, p = nil,
-    s0 = nil, t0 = nil, x0 = nil, a0 = nil, b0 = nil, v0 = nil, n0 = nil, e0 = nil, p0 = nil,
-    raw = raw,
-  }
-  for i = 1, #raw, 2 do
-    local o = ORIG[raw[i]]
-    if o then
-      r[o] = raw[i + 1]
+  local s, t, x, a, b, v, n, e, p
+  -- Fields come back in the order they were first written: s, t, x, a, b, then the others.
+  for i = 1, len, 2 do
+    local f = raw[i]
+    if f == 's' then
+      s = raw[i + 1]
+    elseif f == 't' then
+      t = raw[i + 1]
+    elseif f == 'x' then
+      x = raw[i + 1]
+    elseif f == 'a' then
+      a = raw[i + 1]
+    elseif f == 'b' then
+      b = raw[i + 1]
+    elseif f == 'v' then
+      v = raw[i + 1]
+    elseif f == 'n' then
+      n = raw[i + 1]
+    elseif f == 'e' then
+      e = raw[i + 1]
+    elseif f == 'p' then
+      p = raw[i + 1]
     end
   end
-  if not (CODE[r.s0] and is_int(r.t0) and is_int(r.x0) and is_int(r.a0) and is_int(r.b0)) then
+  if not (CODE[s] and t and x and a and b
+      and find(t .. ' ' .. x .. ' ' .. a .. ' ' .. b, FOUR_INTS)) then
     return nil, corrupt(k, 'a record hash', 'a hash without valid s, t, x, a, b fields')
   end
-  local x, a, b = tonumber(r.x0), tonumber(r.a0), tonumber(r.b0)
-  r.s, r.t, r.x, r.a, r.b, r.x0, r.a0, r.b0 = r.s0, r.t0, x, a, b, x, a, b
-  r.v, r.n, r.e, r.p = r.v0, r.n0, r.e0, r.p0 == '1'
+  local r = { s = s, t = t, x = x, a = a, b = b, raw = raw }
+  if v then
+    r.v = v
+  end
+  if n then
+    r.n = n
+  end
+  if e then
+    r.e = e
+  end
+  if p then
+    r.p = p
+  end
   return r
 end
 
 -- Records of the batch, by record key: a table, or false for none.
 local CACHE = {}
+
+-- Whether a member may move between indexes more than once in this batch (see index()).
+local NET = false
 
 -- Loads every record of the batch before anything is written.
 local function load_batch()
@@ -138,6 +184,9 @@ local function load_batch()
         return err
       end
       CACHE[k] = r
+    else
+      -- A key repeated in the batch: its member may move more than once.
+      NET = true
     end
   end
   return nil
@@ -147,67 +196,41 @@ local function prepare()
   return check_fixed() or load_batch()
 end
 
--- The arguments of store()'s HSET and HDEL, reused for every record (NSET, NDEL long).
-local SET, NSET = {}, 0
-local DEL, NDEL = {}, 0
+-- The arguments of clear()'s HDEL, reused.
+local DEL = { 'HDEL' }
 
-local function put(f, val)
-  SET[NSET + 1] = f
-  SET[NSET + 2] = val
-  NSET = NSET + 2
-end
-
--- An optional field: set, or deleted if the record no longer has it.
-local function opt(f, val, stored)
-  if val == stored then
-    return
+-- Deletes from record k (table r) those of the optional fields f1..f4 (each a name or nil)
+-- that it has, in one HDEL.
+local function clear(k, r, f1, f2, f3, f4)
+  local nd = 2
+  if f1 and r[f1] ~= nil then
+    nd = nd + 1
+    DEL[nd] = f1
+    r[f1] = nil
   end
-  if val ~= nil then
-    put(f, val)
-  else
-    NDEL = NDEL + 1
-    DEL[NDEL] = f
+  if f2 and r[f2] ~= nil then
+    nd = nd + 1
+    DEL[nd] = f2
+    r[f2] = nil
   end
-end
-
--- Writes the fields of record r that differ from its hash as stored (r.F0; nil for a new
--- hash), deleting optional fields it no longer has.
-local function store(k, r)
-  SET[1], SET[2], NSET = 'HSET', k, 2
-  DEL[1], DEL[2], NDEL = 'HDEL', k, 2
-  if r.s ~= r.s0 then
-    put('s', r.s)
+  if f3 and r[f3] ~= nil then
+    nd = nd + 1
+    DEL[nd] = f3
+    r[f3] = nil
   end
-  if r.t ~= r.t0 then
-    put('t', r.t)
+  if f4 and r[f4] ~= nil then
+    nd = nd + 1
+    DEL[nd] = f4
+    r[f4] = nil
   end
-  if r.x ~= r.x0 then
-    put('x', int(r.x))
+  if nd > 2 then
+    DEL[2] = k
+    call(unpack(DEL, 1, nd))
   end
-  if r.a ~= r.a0 then
-    put('a', int(r.a))
-  end
-  if r.b ~= r.b0 then
-    put('b', int(r.b))
-  end
-  local p = r.p and '1' or nil
-  opt('v', r.v, r.v0)
-  opt('n', r.n, r.n0)
-  opt('e', r.e, r.e0)
-  opt('p', p, r.p0)
-  if NSET > 2 then
-    redis.call(unpack(SET, 1, NSET))
-  end
-  if NDEL > 2 then
-    redis.call(unpack(DEL, 1, NDEL))
-  end
-  r.s0, r.t0, r.x0, r.a0, r.b0 = r.s, r.t, r.x, r.a, r.b
-  r.v0, r.n0, r.e0, r.p0 = r.v, r.n, r.e, p
-  CACHE[k] = r
 end
 
 local function drop(k)
-  redis.call('DEL', k)
+  call('DEL', k)
   CACHE[k] = false
 end
 
@@ -219,59 +242,84 @@ local function bulk(cmd, key, args)
   local n = #args
   local i = 1
   while i <= n do
-    local j = math.min(i + CHUNK - 1, n)
+    local j = min(i + CHUNK - 1, n)
     if key then
-      redis.call(cmd, key, unpack(args, i, j))
+      call(cmd, key, unpack(args, i, j))
     else
-      redis.call(cmd, unpack(args, i, j))
+      call(cmd, unpack(args, i, j))
     end
     i = j + 1
   end
 end
 
--- Index moves, applied by finish(): per member, the state it was indexed in when first moved
--- (false: none), the one it ends in, and its finish time. Only the net move is written, with
--- one multi-member ZREM/ZADD per index for the whole batch.
-local MOVED = {}
-local MFROM, MTO, MAT = {}, {}, {}
+-- Index moves, applied by finish(): move i takes member MOVED[i] from the index of state
+-- MFROM[i] to that of MTO[i] (false: none). A batch moves most members once, so the moves are
+-- kept in arrays (cheap to grow, unlike tables keyed by member); when a member may move more
+-- than once (its key is repeated in the batch, or a script moves it twice), the script sets
+-- NET and finish() nets its moves first. Either way only the net move is written, with one
+-- multi-member ZREM/ZADD per index for the whole batch.
+local MOVED, MFROM, MTO, NMOVED = {}, {}, {}, 0
+-- The finish time of the batch's moves into finished states (one per script: its now).
+local AT = nil
 
 -- Moves member m between state indexes; `at` is the finish time for finished states.
 local function index(m, from, to, at)
-  if MFROM[m] == nil then
-    MFROM[m] = from or false
-    MOVED[#MOVED + 1] = m
+  local n = NMOVED + 1
+  NMOVED = n
+  MOVED[n], MFROM[n], MTO[n] = m, from or false, to or false
+  if at then
+    AT = at
   end
-  MTO[m] = to or false
-  MAT[m] = at
 end
 
--- The fencing-token counter, read once by check_fixed and written once by finish().
+-- The fencing-token counter, read once by check_fixed and written once by finish(). Answers
+-- the new token as a number and as the string records hold.
 local TOKEN = nil
 local function new_token()
-  TOKEN = (TOKEN or STORED[1] or 0) + 1
-  return int(TOKEN)
+  local t = (TOKEN or STORED[1] or 0) + 1
+  TOKEN = t
+  return t, format(INT, t)
 end
 
 -- Writes what the batch deferred: the index moves and the token counter.
 local function finish()
+  local moved, mfrom, mto = MOVED, MFROM, MTO
+  if NET then
+    -- Each member's first move takes its last destination; its later moves are dropped.
+    local first = {}
+    for i = 1, NMOVED do
+      local m = moved[i]
+      local j = first[m]
+      if j then
+        mto[j] = mto[i]
+        moved[i] = false
+      else
+        first[m] = i
+      end
+    end
+  end
   local rem = { q = {}, r = {}, c = {}, d = {} }
   local add = { q = {}, r = {}, c = {}, d = {} }
   local fin = { c = {}, d = {} }
-  for _, m in ipairs(MOVED) do
-    local from, to = MFROM[m], MTO[m]
-    if from ~= to then
+  local at = AT and int(AT)
+  for i = 1, NMOVED do
+    local m = moved[i]
+    local from, to = mfrom[i], mto[i]
+    if m and from ~= to then
       if from then
         local l = rem[from]
         l[#l + 1] = m
       end
       if to then
         local l = add[to]
-        l[#l + 1] = '0'
-        l[#l + 1] = m
+        local j = #l
+        l[j + 1] = '0'
+        l[j + 2] = m
         local f = fin[to]
         if f then
-          f[#f + 1] = int(MAT[m])
-          f[#f + 1] = m
+          j = #f
+          f[j + 1] = at
+          f[j + 2] = m
         end
       end
     end
@@ -288,9 +336,9 @@ local function finish()
   for s, l in pairs(fin) do
     bulk('ZADD', FIN[s], l)
   end
-  MOVED, MFROM, MTO, MAT = {}, {}, {}, {}
+  MOVED, MFROM, MTO, NMOVED = {}, {}, {}, 0
   if TOKEN then
-    redis.call('SET', KEYS[1], int(TOKEN))
+    call('SET', KEYS[1], format(INT, TOKEN))
   end
 end
 
@@ -300,13 +348,13 @@ local function now_ms()
   if STORED[3] then
     return STORED[3]
   end
-  local t = redis.call('TIME')
+  local t = call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + (STORED[2] or 0)
 end
 
 -- The user key of the record key k.
 local function member(k)
-  return string.sub(k, PLEN + 1)
+  return sub(k, PLEN + 1)
 end
 
 -- Whether the claim's token is the record's current one.
@@ -333,4 +381,3 @@ local function push(a, b, c, d)
     end
   end
 end
-

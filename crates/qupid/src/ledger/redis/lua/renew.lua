@@ -5,6 +5,7 @@ if err then
   return err
 end
 local lease_until = now_ms() + tonumber(ARGV[2])
+local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local r = CACHE[k]
@@ -13,8 +14,10 @@ for i = 1, #KEYS - FIXED do
   elseif not LEASED[r.s] then
     push(2, CODE[r.s], 0)
   else
-    r.x = lease_until
-    store(k, r)
+    if r.x ~= lease_until then
+      call('HSET', k, 'x', X)
+      r.x = lease_until
+    end
     push(0, lease_until, 0)
   end
 end

@@ -5,6 +5,7 @@ if err then
   return err
 end
 local lease_until = now_ms() + tonumber(ARGV[2])
+local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local r = CACHE[k]
@@ -13,12 +14,11 @@ for i = 1, #KEYS - FIXED do
   elseif r.s ~= 'q' then
     push(2, CODE[r.s], 0)
   else
-    r.a = math.min(r.a + 1, MAXU16)
-    r.x = lease_until
-    r.s = 'r'
-    store(k, r)
+    local a = min(tonumber(r.a) + 1, MAXU16)
+    call('HSET', k, 's', 'r', 'x', X, 'a', int(a))
+    r.s, r.x, r.a = 'r', lease_until, a
     index(member(k), 'q', 'r')
-    push(0, r.a, lease_until)
+    push(0, a, lease_until)
   end
 end
 finish()
