@@ -27,6 +27,8 @@ pub struct FaultyLedger<L> {
 struct Switches {
     down: AtomicBool,
     fail_next: AtomicU64,
+    /// Completions to apply and then answer with an error, as a server killed before replying.
+    lose_completions: AtomicU64,
     failed: AtomicU64,
     groups_calls: Option<bool>,
 }
@@ -61,6 +63,13 @@ impl<L: Ledger> FaultyLedger<L> {
     /// Makes the next `n` calls fail.
     pub fn fail_next(&self, n: u64) {
         self.switches.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` calls of `complete` reach the inner ledger and then fail, as when a
+    /// server applies a call and is killed before it answers: the caller cannot tell it from
+    /// a call that never arrived.
+    pub fn lose_completion_answers(&self, n: u64) {
+        self.switches.lose_completions.store(n, Ordering::SeqCst);
     }
 
     /// How many calls failed so far.
@@ -123,7 +132,20 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
     }
     async fn complete(&self, claims: &[Claim]) -> qupid::Result<Vec<Result<Done, Refused>>> {
         self.check("complete")?;
-        self.inner.complete(claims).await
+        let out = self.inner.complete(claims).await?;
+        let s = &self.switches;
+        let lose = s
+            .lose_completions
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            s.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "injected fault: complete was applied, its answer lost",
+            ));
+        }
+        Ok(out)
     }
     async fn fail(
         &self,

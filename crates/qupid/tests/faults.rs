@@ -103,3 +103,32 @@ async fn a_failed_publish_gives_the_entries_back() {
     }
     assert_eq!(queue.buffered(), 8);
 }
+
+/// Completions the ledger applied but could not answer are sent again, found Completed under
+/// their own token, and counted as completions: the pipeline ends, with every key counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_applied_without_an_answer_still_count() {
+    for grouping in [false, true] {
+        let ledger = FaultyLedger::grouping(MemoryLedger::new(), grouping);
+        ledger.lose_completion_answers(5);
+        let entries: Vec<_> = (0..500)
+            .map(|i| Entry::new(format!("k{i:03}"), i).unwrap())
+            .collect();
+        let pipeline = Pipeline::builder(ledger.clone())
+            .source(Source::stream(futures::stream::iter(entries)))
+            .process(|_| async { Ok::<_, std::io::Error>(()) })
+            .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
+            .concurrency(8)
+            .build()
+            .unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(30), pipeline.run())
+            .await
+            .expect("the pipeline ends: no completion stays held")
+            .unwrap();
+        assert_eq!(ledger.failed(), 5, "five answers were lost");
+        assert_eq!(report.completed, 500, "grouping {grouping}: {report}");
+        assert_eq!(report.lease_lost, 0, "grouping {grouping}: {report}");
+        let stats = ledger.inner().stats().await.unwrap();
+        assert_eq!((stats.completed, stats.running), (500, 0));
+    }
+}
