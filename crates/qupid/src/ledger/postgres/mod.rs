@@ -36,11 +36,27 @@
 //! | `records` | one row per key: `key`, `state` (0 queued, 1 running, 2 completed, 3 dead), `token`, `at_ms` (lease expiry or finish time), `attempts`, `abandoned`, `version`, `newer` (a newer version seen in flight), `last_error`, `superseded`, and `rev`, a revision every write bumps |
 //!
 //! Keys, versions and errors are `bytea`, because `text` cannot hold the NUL character that a
-//! key may contain; `bytea` sorts bytewise, which is the key order `list` promises. Indexes:
-//! the primary key on `key`; `(state, key)` for `list` and `stats`; and `(state, at_ms, key)`
-//! over finished records for `purge`. `stats` counts with `count(*) … GROUP BY state` over the
-//! `(state, key)` index: it costs time in proportion to the number of records (tens of
-//! milliseconds per million); nothing else does.
+//! key may contain; `bytea` sorts bytewise, which is the key order `list` promises.
+//!
+//! Indexes (schema version 2): besides the primary key, each holds the records of some states
+//! only, so that the bulk of a ledger, its Completed records, is in two indexes, not three,
+//! and completing a key writes two index entries:
+//!
+//! | index | on | holds | serves |
+//! |---|---|---|---|
+//! | `records_pkey` | `key` | every record | each transition's lookup of its rows; `list` of Completed records |
+//! | `records_leased` | `(state, key)` | Queued and Running records (`WHERE state < 2`) | `list` and `stats` of those |
+//! | `records_dead` | `key` | Dead records (`WHERE state = 3`) | `list` and `stats` of Dead records |
+//! | `records_finished` | `(state, at_ms, key)` | Completed and Dead records (`WHERE state >= 2`) | `purge` by age and by count; `stats` of Completed records |
+//!
+//! `list` reads a page of Queued, Running or Dead records from their index, in key order;
+//! Completed records it reads from the primary key, in key order, skipping the keys of other
+//! states (so a page costs time in proportion to its length plus the leased and Dead keys
+//! among it). `stats` counts each state in its index, in one statement (so the counts are of
+//! one moment): in proportion to the number of records in that state, so the Completed count
+//! is the one that costs (tens of milliseconds per million; the planner may read the table
+//! instead of the purge index when that is cheaper). Nothing else costs time in proportion
+//! to the table.
 //!
 //! # Statements
 //!
@@ -76,7 +92,10 @@
 //! # Schema versions
 //!
 //! Connecting creates the schema, or upgrades one made by an older qupid, in one transaction
-//! under an advisory lock, never dropping data. A schema made by a *newer* qupid, or a schema
+//! under an advisory lock, never dropping data. Version 1 indexed every record by `(state,
+//! key)`; version 2 replaces that index with the partial `records_leased` and `records_dead`
+//! (see [Data layout](#data-layout)). The upgrade builds them from the records already there,
+//! holding off the namespace's writes while it does (under a second for a million records). A schema made by a *newer* qupid, or a schema
 //! of that name holding objects qupid did not make, is refused with
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and left untouched.
 //!

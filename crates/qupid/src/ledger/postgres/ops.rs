@@ -502,16 +502,16 @@ impl Ledger for PostgresLedger {
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let limit = query.limit.max(1);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
-        let state = state_code(query.state);
+        let state = state_code(query.state) as usize;
         let sql = &self.inner.sql;
         let rows = match &query.after {
             Some(after) => {
                 let after = after.as_str().as_bytes();
-                self.query("list", &sql.list_after, &[&state, &after, &fetch])
+                self.query("list", &sql.list_after[state], &[&after, &fetch])
                     .await?
             }
             None => {
-                self.query("list", &sql.list_first, &[&state, &fetch])
+                self.query("list", &sql.list_first[state], &[&fetch])
                     .await?
             }
         };
@@ -530,11 +530,19 @@ impl Ledger for PostgresLedger {
 
     async fn stats(&self) -> Result<Stats> {
         let rows = self.query("stats", &self.inner.sql.stats, &[]).await?;
+        let pg = |e| map_pg(e, "stats", &self.inner.url, self.ns());
+        let Some(row) = rows.first() else {
+            return Err(decode::corrupt(
+                self.ns(),
+                "stats answered no row".to_owned(),
+            ));
+        };
         let mut stats = Stats::default();
-        for row in &rows {
-            let pg = |e| map_pg(e, "stats", &self.inner.url, self.ns());
-            let state = decode::state(i64::from(row.try_get::<_, i32>(0).map_err(pg)?), self.ns())?;
-            let n: i64 = row.try_get(1).map_err(pg)?;
+        for (i, state) in [State::Queued, State::Running, State::Completed, State::Dead]
+            .into_iter()
+            .enumerate()
+        {
+            let n: i64 = row.try_get(i).map_err(pg)?;
             *stats.count_mut(state) = u64::try_from(n).unwrap_or(0);
         }
         Ok(stats)

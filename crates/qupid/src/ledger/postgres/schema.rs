@@ -16,7 +16,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The schema version this build writes and understands.
-pub(super) const LATEST: i32 = 1;
+pub(super) const LATEST: i32 = 2;
 
 /// The longest namespace accepted: `qupid_` plus it must fit PostgreSQL's 63-byte names.
 pub(super) const MAX_NAMESPACE_LEN: usize = 48;
@@ -48,6 +48,14 @@ const STEPS: [&str; LATEST as usize] = [
      );
      CREATE INDEX records_by_state ON {s}.records (state, key);
      CREATE INDEX records_finished ON {s}.records (state, at_ms, key) WHERE state >= 2;",
+    // 2: partial indexes only. `records_by_state` held every row, so completing a key (the
+    // bulk of the writes) wrote an entry in it as well as in the primary key and the purge
+    // index. Now leased rows have `records_leased`, Dead rows `records_dead`, and Completed
+    // rows, the bulk of a ledger, only the purge index (`list` reads them from the primary
+    // key). Building the indexes reads the table once, holding off writes meanwhile.
+    "DROP INDEX {s}.records_by_state;
+     CREATE INDEX records_leased ON {s}.records (state, key) WHERE state < 2;
+     CREATE INDEX records_dead ON {s}.records (key) WHERE state = 3;",
 ];
 
 /// Checks a namespace name: 1 to 48 of `a-z`, `0-9` and `_`.
@@ -231,5 +239,279 @@ mod tests {
     fn every_step_is_there() {
         assert_eq!(STEPS.len(), LATEST as usize);
         assert!(STEPS.iter().all(|s| s.contains("{s}")));
+    }
+}
+
+/// What needs the PostgreSQL server the integration tests use (`QUPID_POSTGRES_URL`, or
+/// `postgres://postgres@127.0.0.1:5432/test`, as in `tests/postgres_support`): these fail,
+/// never skip, without one. Each works in a namespace of its own, dropped when it passes and
+/// kept for inspection when it fails.
+#[cfg(test)]
+mod server_tests {
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::{Client, NoTls};
+
+    use super::*;
+    use crate::ledger::postgres::decode::state_code;
+    use crate::ledger::postgres::sql::Sql;
+    use crate::ledger::{Ledger, ListQuery, PostgresLedger, State};
+
+    fn url() -> String {
+        std::env::var("QUPID_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    fn namespace(tag: &str) -> String {
+        format!("t_{tag}_{}_{:08x}", std::process::id(), fastrand::u32(..))
+    }
+
+    async fn raw(url: &str) -> Client {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("these tests need a PostgreSQL server at {url} (see tests/postgres_support): {e}")
+            });
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("postgres connection ended: {e}");
+            }
+        });
+        client
+    }
+
+    /// Runs [`migrate`], which must succeed.
+    async fn migrated(client: &mut Client, ns: &str) {
+        match migrate(client, ns).await {
+            Ok(()) => {}
+            Err(Inspect::Pg(e)) => panic!("migrating {ns}: {e}"),
+            Err(Inspect::Foreign(m)) => panic!("migrating {ns}: {m}"),
+        }
+    }
+
+    async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(client: &Client, sql: &str) -> T {
+        client.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// A schema as version 1 left it, with rows of every state, is brought to version 2 with
+    /// every row, the clock and the token sequence as they were, and the new indexes hold the
+    /// rows already there.
+    #[tokio::test]
+    async fn a_version_1_schema_is_migrated_keeping_its_rows() {
+        let url = url();
+        let ns = namespace("v1");
+        let (schema, quoted) = (schema_name(&ns), format!("\"{}\"", schema_name(&ns)));
+        let mut client = raw(&url).await;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {quoted};
+                 {step}
+                 UPDATE {quoted}.meta SET schema_version = 1, clock_offset_ms = 1234;
+                 INSERT INTO {quoted}.records SELECT convert_to('k' || i, 'UTF8'), i, i % 4, i,
+                   1700000000000 + i, i % 3, i % 2,
+                   CASE WHEN i % 5 = 0 THEN NULL ELSE convert_to('v' || i, 'UTF8') END,
+                   CASE WHEN i % 7 = 0 THEN convert_to('n' || i, 'UTF8') END,
+                   CASE WHEN i % 3 = 0 THEN convert_to('e' || i, 'UTF8') END,
+                   i % 6 = 0
+                 FROM generate_series(1, 40) i;
+                 SELECT setval('{quoted}.tokens', 40);",
+                step = STEPS[0].replace("{s}", &quoted)
+            ))
+            .await
+            .expect("a version 1 schema");
+        let rows = format!("SELECT string_agg(r::text, ';' ORDER BY key) FROM {quoted}.records r");
+        let before: String = one(&client, &rows).await;
+
+        migrated(&mut client, &ns).await;
+
+        let meta = format!("SELECT schema_version, clock_offset_ms FROM {quoted}.meta");
+        let row = client.query_one(&meta, &[]).await.expect("meta");
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (LATEST, 1234));
+        assert_eq!(
+            one::<String>(&client, &rows).await,
+            before,
+            "every row as it was"
+        );
+        let last = format!("SELECT last_value FROM {quoted}.tokens");
+        assert_eq!(
+            one::<i64>(&client, &last).await,
+            40,
+            "the token sequence as it was"
+        );
+        let indexes: Vec<String> = client
+            .query(
+                "SELECT indexname || ': ' || indexdef FROM pg_indexes \
+                 WHERE schemaname = $1 AND tablename = 'records' ORDER BY indexname",
+                &[&schema],
+            )
+            .await
+            .expect("indexes")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected = [
+            ("records_dead", "(key) WHERE (state = 3)"),
+            ("records_finished", "(state, at_ms, key) WHERE (state >= 2)"),
+            ("records_leased", "(state, key) WHERE (state < 2)"),
+            ("records_pkey", "(key)"),
+        ];
+        assert_eq!(indexes.len(), expected.len(), "{indexes:#?}");
+        for (found, (name, def)) in indexes.iter().zip(expected) {
+            assert!(
+                found.starts_with(name) && found.ends_with(def),
+                "{found}, expected {name}: {def}"
+            );
+        }
+
+        // The ledger reads the migrated rows through the new indexes.
+        let ledger = PostgresLedger::connect(&url, &ns).await.expect("connect");
+        let stats = ledger.stats().await.expect("stats");
+        assert_eq!(
+            (stats.queued, stats.running, stats.completed, stats.dead),
+            (10, 10, 10, 10)
+        );
+        for state in [State::Queued, State::Running, State::Completed, State::Dead] {
+            let page = ledger
+                .list(&ListQuery::new(state).limit(4))
+                .await
+                .expect("list");
+            let keys: Vec<&str> = page.records.iter().map(|r| r.key.as_str()).collect();
+            let mut expected: Vec<String> = (1..=40)
+                .filter(|i| i % 4 == i64::from(state_code(state)))
+                .map(|i| format!("k{i}"))
+                .collect();
+            expected.sort();
+            assert_eq!(keys, expected[..4], "{state:?}");
+            let after = page.next.expect("more pages");
+            let rest = ledger
+                .list(&ListQuery::new(state).after(after).limit(100))
+                .await
+                .expect("list");
+            let keys: Vec<&str> = rest.records.iter().map(|r| r.key.as_str()).collect();
+            assert_eq!(keys, expected[4..], "{state:?}");
+        }
+        drop(ledger);
+
+        // Connecting again changes nothing.
+        migrated(&mut client, &ns).await;
+        assert_eq!(one::<String>(&client, &rows).await, before);
+        client
+            .batch_execute(&format!("DROP SCHEMA {quoted} CASCADE"))
+            .await
+            .expect("clean up");
+    }
+
+    /// The plan of `statement` for `params`, one line per node.
+    async fn explain(client: &Client, statement: &str, params: &[&(dyn ToSql + Sync)]) -> String {
+        client
+            .query(&format!("EXPLAIN {statement}"), params)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {statement}: {e}"))
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `list` reads each state from the partial index that holds it in key order (Completed
+    /// from the primary key), never the table and never a sort, and `stats` counts each state
+    /// in its partial index, on a table of 300,000 records (94% Completed) both without
+    /// statistics (before autovacuum first analyses the table, or with autovacuum off) and
+    /// after `ANALYZE`.
+    ///
+    /// The plans are the planner's choices, so the table is large enough for them to be the
+    /// cheapest: without statistics it guesses that 0.5% of the rows hold each state, and on
+    /// a table where that is fewer rows than a page, it reads them all through the index's
+    /// bitmap and sorts them, which is cheaper when the guess is right.
+    #[tokio::test]
+    async fn list_and_stats_read_the_partial_indexes() {
+        let url = url();
+        let ns = namespace("plans");
+        let quoted = format!("\"{}\"", schema_name(&ns));
+        let mut client = raw(&url).await;
+        migrated(&mut client, &ns).await;
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {quoted}.records SET (autovacuum_enabled = false);
+                 INSERT INTO {quoted}.records
+                   (key, rev, state, token, at_ms, attempts, abandoned, superseded)
+                 SELECT convert_to('k/' || md5(i::text), 'UTF8'), 1,
+                   CASE i % 50 WHEN 0 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 3 ELSE 2 END,
+                   i, 1700000000000 + i, 1, 0, false
+                 FROM generate_series(1, 300000) i;
+                 SET plan_cache_mode = force_custom_plan;"
+            ))
+            .await
+            .expect("300,000 records");
+        let sql = Sql::new(&quoted);
+        let (after, limit): (&[u8], i64) = (b"k/8", 101);
+        for analysed in [false, true] {
+            if analysed {
+                client
+                    .batch_execute(&format!("ANALYZE {quoted}.records"))
+                    .await
+                    .expect("analyze");
+            }
+            for (code, index) in [
+                (0, "records_leased"),
+                (1, "records_leased"),
+                (2, "records_pkey"),
+                (3, "records_dead"),
+            ] {
+                let plans = [
+                    explain(&client, &sql.list_first[code], &[&limit]).await,
+                    explain(&client, &sql.list_after[code], &[&after, &limit]).await,
+                ];
+                for plan in plans {
+                    assert!(
+                        plan.contains(&format!("Index Scan using {index} on records"))
+                            && !plan.contains("Seq Scan")
+                            && !plan.contains("Sort"),
+                        "list of state {code} (analysed: {analysed}):\n{plan}"
+                    );
+                }
+            }
+            let plan = explain(&client, &sql.stats, &[]).await;
+            let counts: Vec<&str> = plan.split("InitPlan").skip(1).collect();
+            assert_eq!(counts.len(), 4, "one count per state:\n{plan}");
+            for (count, index) in [
+                (counts[0], "records_leased"),
+                (counts[1], "records_leased"),
+                (counts[3], "records_dead"),
+            ] {
+                assert!(
+                    count.contains(&format!(" on {index}")) && !count.contains("Seq Scan"),
+                    "stats (analysed: {analysed}):\n{plan}"
+                );
+            }
+            // Completed rows are most of the table: once it knows that, the planner counts
+            // them by reading the table, which costs no more than reading the purge index
+            // (an entry per row too, and the table is read anyway to check each row's
+            // visibility until a vacuum marks its pages all-visible). Without sequential
+            // scans, it must count them in the purge index.
+            assert!(
+                counts[2].contains(" on records_finished") || counts[2].contains("Seq Scan"),
+                "stats (analysed: {analysed}):\n{plan}"
+            );
+            client
+                .batch_execute("SET enable_seqscan = off")
+                .await
+                .expect("set");
+            let plan = explain(&client, &sql.stats, &[]).await;
+            client
+                .batch_execute("RESET enable_seqscan")
+                .await
+                .expect("reset");
+            let counts: Vec<&str> = plan.split("InitPlan").skip(1).collect();
+            assert!(
+                counts.len() == 4
+                    && counts[2].contains(" on records_finished")
+                    && !plan.contains("Seq Scan"),
+                "stats without sequential scans (analysed: {analysed}):\n{plan}"
+            );
+        }
+        client
+            .batch_execute(&format!("DROP SCHEMA {quoted} CASCADE"))
+            .await
+            .expect("clean up");
     }
 }

@@ -48,8 +48,10 @@ pub(super) struct Sql {
     pub(super) remove: String,
     pub(super) retry: String,
     pub(super) get: String,
-    pub(super) list_first: String,
-    pub(super) list_after: String,
+    /// `list` of each state (by its code), from the first key: `$1` limit.
+    pub(super) list_first: [String; 4],
+    /// `list` of each state (by its code), after a key: `$1` the key, `$2` limit.
+    pub(super) list_after: [String; 4],
     pub(super) stats: String,
     pub(super) purge_cut: String,
     pub(super) purge_older: String,
@@ -82,21 +84,66 @@ impl Sql {
             get: fill(&format!(
                 "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE key = $1"
             )),
-            list_first: fill(&format!(
-                "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE state = $1::smallint \
-                 ORDER BY key LIMIT $2::bigint"
-            )),
-            list_after: fill(&format!(
-                "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE state = $1::smallint \
-                 AND key > $2::bytea ORDER BY key LIMIT $3::bigint"
-            )),
-            stats: fill("SELECT state::integer, count(*) FROM {s}.records GROUP BY state"),
+            list_first: [0, 1, 2, 3].map(|state| fill(&list(state, false))),
+            list_after: [0, 1, 2, 3].map(|state| fill(&list(state, true))),
+            stats: fill(STATS),
             purge_cut: fill(PURGE_CUT),
             purge_older: fill(PURGE_OLDER),
             purge_below: fill(PURGE_BELOW),
         }
     }
 }
+
+/// `list` of the state with code `state`, from the first key (`$1` limit) or `after` a key
+/// (`$1` the key, `$2` limit), in key order, each through an index that holds its keys in
+/// that order, so a page costs time in proportion to its length, not to the table:
+///
+/// - Queued and Running (`state = 0`, `state = 1`): the leased index, `(state, key) WHERE
+///   state < 2`;
+/// - Dead (`state = 3`): the Dead index, `(key) WHERE state = 3`;
+/// - Completed: the primary key, in key order, skipping the rows of other states (few, in
+///   the usual ledger). The purge index, `(state, at_ms, key) WHERE state >= 2`, holds the
+///   Completed rows too, but in time order: a page read from it must first sort every
+///   Completed key after the bound, which the planner chooses when it believes Completed
+///   rows are rare (0.5% of the table, its guess for `state = 2` without statistics, before
+///   the table is first analysed or when autovacuum is off). So the keys are read in a
+///   subquery the filter cannot be pushed into (`OFFSET 0`), which no index but the primary
+///   key can order, and the filter is written `state NOT IN (0, 1, 3)`, which the planner
+///   guesses to keep most rows, so it walks the primary key instead of sorting the table.
+///
+/// Each state is a literal, never a parameter: the planner uses a partial index only for a
+/// condition it can prove implies the index's (`state = 0` implies `state < 2`). The index's
+/// own condition is not repeated: the planner would multiply the two conditions'
+/// selectivities (`state = 0` and `state < 2`), guess too few rows, and sort them.
+fn list(state: i16, after: bool) -> String {
+    let (bound, limit) = if after {
+        ("key > $1::bytea", "$2::bigint")
+    } else {
+        ("true", "$1::bigint")
+    };
+    if state == 2 {
+        format!(
+            "SELECT {RECORD_COLUMNS} FROM (\
+               SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE {bound} ORDER BY key OFFSET 0\
+             ) r WHERE r.state NOT IN (0, 1, 3) LIMIT {limit}"
+        )
+    } else {
+        format!(
+            "SELECT {RECORD_COLUMNS} FROM {{s}}.records WHERE state = {state} AND {bound} \
+             ORDER BY key LIMIT {limit}"
+        )
+    }
+}
+
+/// `stats`: the count of each state, each through the partial index that holds that state
+/// (the planner may read the table instead for Completed rows, when statistics say they
+/// are most of it and that costs less). One statement, so one snapshot: the counts agree
+/// with each other.
+const STATS: &str = "SELECT
+  (SELECT count(*) FROM {s}.records WHERE state = 0),
+  (SELECT count(*) FROM {s}.records WHERE state = 1),
+  (SELECT count(*) FROM {s}.records WHERE state = 2),
+  (SELECT count(*) FROM {s}.records WHERE state = 3)";
 
 /// `$1` keys, `$2` versions (NULL = none), `$3` lease ms, `$4` crash cap (0 = none),
 /// `$5` remember newer versions, `$6`/`$7` how long Completed/Dead block, in ms (NULL =
@@ -344,14 +391,13 @@ mod tests {
             &sql.remove,
             &sql.retry,
             &sql.get,
-            &sql.list_first,
-            &sql.list_after,
             &sql.stats,
             &sql.purge_cut,
             &sql.purge_older,
             &sql.purge_below,
         ];
-        for s in all {
+        let lists = sql.list_first.iter().chain(&sql.list_after);
+        for s in all.into_iter().chain(lists) {
             assert!(!s.contains('{') && !s.contains('}'), "{s}");
         }
         assert_ne!(sql.offer, sql.offer_and_start);
