@@ -1,4 +1,5 @@
-//! A ledger wrapper that fails on demand: an outage, or the next N calls.
+//! A ledger wrapper that fails on demand: an outage, the next N calls, or the answers of
+//! completions it applied.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +14,8 @@ use qupid::{Error, ErrorKind, Key, Ledger, Offer, Policy, Retention};
 
 /// Wraps a ledger and makes its calls fail with [`ErrorKind::Unavailable`] (a transient
 /// error, as from a server that is restarting) while an outage lasts or for the next N calls.
-/// A failed call does not reach the inner ledger. Clones share the switches.
+/// A failed call does not reach the inner ledger, except a completion whose answer is lost
+/// ([`lose_completion_answers`](FaultyLedger::lose_completion_answers)). Clones share the switches.
 ///
 /// [`Ledger::offer_and_start`] is left to the trait's default (an `offer`, then a `start`),
 /// so each of its two steps can fail on its own.

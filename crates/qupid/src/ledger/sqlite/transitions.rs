@@ -693,6 +693,8 @@ pub(super) fn list_sql(state: State) -> String {
     let (table, filter) = match state {
         State::Queued | State::Running => ("qupid_entries", "state = ?1 AND state < 2"),
         State::Completed => ("qupid_entries NOT INDEXED", "state = ?1"),
+        // `state = 3` is the Dead index's own condition, written as a literal so SQLite can
+        // prove the index applies; `?1` is still bound (to 3), as for the other states.
         State::Dead => ("qupid_entries", "state = 3 AND ?1 = 3"),
     };
     format!(
