@@ -985,6 +985,74 @@ pub async fn stats_agree_with_list<L: Ledger>(fx: Fixture<L>) {
     }
 }
 
+/// A key twice in one batch of claims: the second copy sees what the first did, and the
+/// indexes behind `list` and `stats` end where the last transition left the key.
+pub async fn a_key_twice_in_a_batch_sees_its_first_outcome<L: Ledger>(fx: Fixture<L>) {
+    let (l, p) = (&fx.ledger, fx.policy());
+    let mut one_try = p.clone();
+    one_try.max_attempts = 1;
+    let [a, b, d] = [
+        accept(l, &p, "a", None).await,
+        accept(l, &p, "b", None).await,
+        accept(l, &p, "d", None).await,
+    ];
+    let twice = |c: &Claim| vec![c.clone(), c.clone()];
+
+    let started = l.start(&p, &twice(&a)).await.expect("start");
+    assert_eq!(started[0].as_ref().map(|s| s.attempt), Ok(1));
+    assert_eq!(started[1], Err(Refused::WrongState(State::Running)));
+    let renewed = l.renew(&p, &twice(&a)).await.expect("renew");
+    assert!(renewed.iter().all(Result::is_ok), "{renewed:?}");
+    let done = l.complete(&twice(&a)).await.expect("complete");
+    assert_eq!(done[0], Ok(Done { superseded: false }));
+    assert_eq!(done[1], Err(Refused::WrongState(State::Completed)));
+    assert_eq!(state(l, "a").await, Some(State::Completed));
+
+    let released = l.release(&twice(&b)).await.expect("release");
+    assert_eq!(released, vec![Ok(()), Err(Refused::LeaseLost)]);
+    assert_eq!(state(l, "b").await, None);
+
+    start(l, &p, &d).await.expect("start");
+    let failure = Failure {
+        claim: d.clone(),
+        error: "boom".to_owned(),
+    };
+    let failed = l
+        .fail(&one_try, &[failure.clone(), failure])
+        .await
+        .expect("fail");
+    assert_eq!(failed[0], Ok(Failed::Dead { attempts: 1 }));
+    assert_eq!(failed[1], Err(Refused::WrongState(State::Dead)));
+    let retried = l.retry(&[key("d"), key("d")]).await.expect("retry");
+    assert_eq!(retried, vec![Retried::Retried, Retried::NotFound]);
+    let removed = l
+        .remove(&[key("a"), key("a")], false)
+        .await
+        .expect("remove");
+    assert_eq!(removed, vec![Removed::Removed, Removed::NotFound]);
+
+    // Offered twice after its removal: accepted once, then a duplicate of the first copy.
+    let out = l
+        .offer_and_start(&p, &[offer_of("a", None), offer_of("a", None)])
+        .await
+        .expect("offer and start");
+    assert!(matches!(out[0], Offered::Accepted(_)), "{out:?}");
+    assert_eq!(out[1], Offered::Duplicate(State::Running));
+
+    let stats = l.stats().await.expect("stats");
+    assert_eq!(
+        (stats.queued, stats.running, stats.completed, stats.dead),
+        (0, 1, 0, 0),
+        "{stats:?}"
+    );
+    for st in [State::Queued, State::Running, State::Completed, State::Dead] {
+        let page = l.list(&ListQuery::new(st)).await.expect("list");
+        let keys: Vec<&str> = page.records.iter().map(|r| r.key.as_str()).collect();
+        let want: &[&str] = if st == State::Running { &["a"] } else { &[] };
+        assert_eq!(keys, want, "{st}");
+    }
+}
+
 /// A batch with mixed outcomes answers each item in order, independently.
 pub async fn batches_answer_in_order<L: Ledger>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());

@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             kept_is_not_blocking,
             stats_agree_with_list,
             batches_answer_in_order,
+            a_key_twice_in_a_batch_sees_its_first_outcome,
             unusual_keys_round_trip,
         );
     };

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind as RedisKind};
+use ::redis::{Client, ErrorKind as RedisKind, Value};
 
 use super::error::{classify, redact};
 use super::keys::{check_namespace, Keys};
+use super::scripts::{prepare, run, SCRIPTS};
 use super::{Inner, RedisLedger};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -26,6 +27,12 @@ impl RedisLedger {
     /// `rediss://` needs a TLS feature of the `redis` crate) and opens `namespace`, creating
     /// nothing until the first offer.
     ///
+    /// A namespace written by an older qupid (layout 1, one hash per record) is migrated to the
+    /// current layout here, a few thousand records per script (see
+    /// [Layout versions](super#layout-versions)). Stop the instances of the older version
+    /// first: their scripts fail on migrated records (with [`ErrorKind::Corrupt`], changing
+    /// nothing), and this build's fail on the namespace until its migration has finished.
+    ///
     /// The connection is a [`ConnectionManager`]: one multiplexed connection shared by every
     /// clone of the ledger, re-established by itself after a network error. A call that gets
     /// no reply within 10 seconds fails as [`ErrorKind::Unavailable`].
@@ -37,10 +44,13 @@ impl RedisLedger {
     ///   `maxmemory-policy` may evict keys (see [Eviction](super#eviction)).
     /// - [`ErrorKind::Unavailable`] if the server cannot be reached; the message names the
     ///   URL (with any password hidden).
+    /// - [`ErrorKind::Corrupt`] if the namespace was written by a newer qupid (an unknown
+    ///   layout), or holds a key that is not what the layout says (named in the message).
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes closes the connection; nothing is written.
+    /// Dropping the future before it completes closes the connection. A migration stopped
+    /// that way has converted whole chunks of records; the next `connect` goes on with it.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         check_namespace(namespace)?;
         let shown = redact(url);
@@ -69,10 +79,12 @@ impl RedisLedger {
                 Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
             })?;
         check_eviction(&conn, &shown).await?;
+        let keys = Keys::new(namespace);
+        migrate(&conn, &keys, namespace).await?;
         Ok(RedisLedger {
             inner: Arc::new(Inner {
                 conn,
-                keys: Keys::new(namespace),
+                keys,
                 namespace: namespace.to_owned(),
                 url: shown,
             }),
@@ -82,6 +94,40 @@ impl RedisLedger {
     /// The namespace this ledger works in.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+}
+
+/// Records a migration script converts per call: small enough not to block the server for
+/// long (a few ms).
+const MIGRATE_CHUNK: u64 = 2_000;
+
+/// Brings the namespace to the current layout (nothing to do for a new one or a current one):
+/// runs the migration script until it says it is done.
+async fn migrate(conn: &ConnectionManager, keys: &Keys, namespace: &str) -> Result<()> {
+    let (mut state, mut after) = (Vec::new(), Vec::new());
+    let mut converted = 0u64;
+    loop {
+        let mut inv = prepare(&SCRIPTS.migrate, keys);
+        inv.arg(&state).arg(&after).arg(MIGRATE_CHUNK);
+        let values = run(&inv, conn, "migrate", namespace).await?;
+        let [Value::BulkString(s), Value::BulkString(m), Value::Int(n)] = values.as_slice() else {
+            return Err(Error::new(
+                ErrorKind::Ledger,
+                format!("the redis migrate script answered an unexpected reply: {values:?}"),
+            ));
+        };
+        converted += u64::try_from(*n).unwrap_or(0);
+        if s.is_empty() {
+            if converted > 0 {
+                tracing::info!(
+                    namespace,
+                    records = converted,
+                    "migrated the redis namespace to layout 2"
+                );
+            }
+            return Ok(());
+        }
+        (state, after) = (s.clone(), m.clone());
     }
 }
 

@@ -129,7 +129,7 @@ pub(super) fn key(member: &Value, namespace: &str) -> Result<Key> {
     })
 }
 
-/// A record from the flat field list of its hash (as `HGETALL` answers it).
+/// A record from the flat list of field names and values the `get` and `list` scripts answer.
 pub(super) fn record(key: Key, fields: &Value) -> Result<Record> {
     let Value::Array(raw) = fields else {
         return Err(bad_reply("get", format!("a record is {fields:?}")));
@@ -147,7 +147,7 @@ pub(super) fn record(key: Key, fields: &Value) -> Result<Record> {
     let (mut version, mut newer, mut error, mut superseded) = (None, None, None, false);
     for pair in raw.chunks(2) {
         let [name, value] = pair else {
-            return Err(bad_reply("get", "an odd number of hash items"));
+            return Err(bad_reply("get", "an odd number of record fields"));
         };
         let name = text(name)?;
         let value = text(value)?;

@@ -13,14 +13,14 @@ pub(super) const MAX_NAMESPACE_LEN: usize = 256;
 /// The names of one namespace's keys.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
-    /// `qupid:{ns}:r:`, the prefix of every record hash; the user key follows it verbatim.
+    /// `qupid:{ns}:r:`, the prefix of every record; the user key follows it verbatim.
     record_prefix: Vec<u8>,
-    /// The keys every script is given, in the order the Lua prelude expects (`KEYS[1..9]`).
+    /// The keys every script is given, in the order the Lua prelude expects (`KEYS[1..10]`).
     fixed: [String; FIXED],
 }
 
 /// How many namespace-wide keys every script takes before the batch's record keys.
-pub(super) const FIXED: usize = 9;
+pub(super) const FIXED: usize = 10;
 
 impl Keys {
     /// The key names of `namespace`, which must already be valid.
@@ -39,11 +39,12 @@ impl Keys {
                 k("idx:dead"),
                 k("fin:completed"),
                 k("fin:dead"),
+                k("layout"),
             ],
         }
     }
 
-    /// The record hash of `key`: the prefix followed by the key's bytes, unescaped (Redis keys
+    /// The record of `key`: the prefix followed by the key's bytes, unescaped (Redis keys
     /// are binary-safe).
     pub(super) fn record(&self, key: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.record_prefix.len() + key.len());
@@ -52,7 +53,7 @@ impl Keys {
         k
     }
 
-    /// The prefix of record hashes (passed to every script as `ARGV[1]`).
+    /// The prefix of records (passed to every script as `ARGV[1]`).
     pub(super) fn record_prefix(&self) -> &[u8] {
         &self.record_prefix
     }
@@ -96,6 +97,7 @@ mod tests {
         assert_eq!(k.fixed()[0], "qupid:{orders}:token");
         assert_eq!(k.fixed()[1], "qupid:{orders}:clock_offset_ms");
         assert_eq!(k.fixed()[2], "qupid:{orders}:clock_pinned_ms");
+        assert_eq!(k.fixed()[9], "qupid:{orders}:layout");
         assert_eq!(k.record("a{b}\0c"), b"qupid:{orders}:r:a{b}\0c".to_vec());
         assert!(k.fixed().iter().all(|n| n.starts_with("qupid:{orders}:")));
     }

@@ -25,42 +25,66 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `qupid:{NS}:r:KEY` | hash | the record of `KEY`: `s` state (`q`/`r`/`c`/`d`), `t` token, `x` lease expiry or finish time (ms), `a` attempts, `b` times abandoned, and when set `v` version, `n` newer version, `e` last error, `p` superseded |
+//! | `qupid:{NS}:r:KEY` | string | the record of `KEY`, as text: see [Records](#records) |
 //! | `qupid:{NS}:idx:queued`, `…:running`, `…:completed`, `…:dead` | sorted set | every key in that state, score 0: `list` pages with `ZRANGEBYLEX` (byte order), `stats` is four `ZCARD`s |
 //! | `qupid:{NS}:fin:completed`, `…:dead` | sorted set | finished keys scored by finish time: `purge` by age (`ZCOUNT`) and by count (`ZCARD`), oldest first |
 //! | `qupid:{NS}:token` | string | the fencing-token counter: the last token drawn (read once and written once by a call that draws tokens) |
 //! | `qupid:{NS}:clock_offset_ms` | string | optional: milliseconds added to the server's clock |
 //! | `qupid:{NS}:clock_pinned_ms` | string | optional: when set, the ledger's clock reads this instead |
+//! | `qupid:{NS}:layout` | string | the layout version, `2`: written with the namespace's first token |
 //!
 //! Nothing scans the keyspace: no `KEYS`, no `SCAN`. `list` and `stats` cost the same with
 //! millions of keys as with ten (measured with a million keys: `stats` 80 µs, a `list` page
-//! of 100 under 1 ms). A retained finished key costs one small hash and two sorted-set
-//! entries, about 420 bytes for a 15-byte key (the key is stored three times); a leased key,
-//! one hash and one entry, about 300 bytes. `list` answers at most 10,000 records per page.
+//! of 100 under 1 ms). A retained finished key costs one short string and two sorted-set
+//! entries, about 400 bytes for a 15-byte key (the key is stored three times); a leased key,
+//! one string and one entry, about 260 bytes. `list` answers at most 10,000 records per page.
 //!
-//! Any key of the namespace holding the wrong type, or a record hash with missing fields, is
+//! Any key of the namespace holding the wrong type, or a record that does not decode, is
 //! reported as [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key. Every script
 //! reads and checks everything it will touch *before* its first write, so such a call
 //! changes nothing.
 //!
+//! ## Records
+//!
+//! A record is one line of text: the state letter (`q`, `r`, `c`, `d`) and the superseded
+//! flag (`0`, `1`), then, separated by spaces, the fencing token, the time in ms (the lease
+//! expiry while leased, the finish time once finished), the attempts, the times abandoned,
+//! and the byte lengths of the version, the newer version and the last error (`-1` when
+//! absent); then `|` and those three strings end to end. So `c0 17 1700000000000 1 0 2 -1 -1|v1`
+//! is Completed with token 17, attempt 1 and version `v1`. The lengths make any bytes safe in
+//! versions and errors; `GET` shows a record as it is, and the CLI's `show` decodes it.
+//!
+//! ## Layout versions
+//!
+//! Layout 1, written by earlier builds of qupid, kept each record as a hash. [`RedisLedger::connect`]
+//! migrates such a namespace: it converts the records 2,000 per script (walking the state
+//! indexes, so a stopped migration goes on where it stopped) and then writes the marker.
+//! Until then, and for a marker of an unknown (newer) layout, every script fails with
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), changing nothing. A new namespace gets
+//! its marker with its first token, so `connect` alone still writes nothing.
+//!
 //! # Cost
 //!
 //! The Redis server's time is what a busy pipeline spends, and a script's time goes mostly to
-//! its Redis calls and the Lua around them, per key. So a batch script makes, per key, one
-//! `HGETALL` (a record of another type fails it with `WRONGTYPE`, caught and reported as
-//! corrupt, still before any write) and at most one `HSET` of only the fields that changed
-//! (and an `HDEL` when an optional field goes); index moves are netted per key and written as
-//! one multi-member `ZADD`/`ZREM` per index for the whole batch, and the token counter is read
-//! once and written once. Per call there are a fixed dozen small commands (`GET` of the three
-//! namespace strings, `TYPE` of the six sorted sets, `TIME`). The Lua around the calls is kept
-//! lean: few table writes per key, no copies of records, repeated integers formatted once.
+//! the Lua interpreter and the conversions around its Redis calls, so the batch scripts make
+//! no Redis call per key. A script reads every record of its batch with one `MGET` (when some
+//! are missing, one `EXISTS` over those tells a missing key from one of another type, which
+//! `MGET` cannot), works on the records in Lua, and writes at the end: one `MSET` of the
+//! changed records, one multi-member `ZADD` or `ZREM` per index, one `SET` of the token
+//! counter. Each record is decoded into Lua locals (no table per key), and `complete` matches
+//! the common record (Running, no newer version) with one pattern and rewrites only its head.
+//! The client tells the scripts whether a key is in the batch twice (rare): if not, they keep
+//! records by position rather than in a table keyed by record key. Per call there are a
+//! fixed dozen small commands (`GET` of the four namespace strings, `TYPE` of the six sorted
+//! sets, `TIME`).
 //!
 //! A pipeline spends two scripts per key: [`offer_and_start`](super::Ledger::offer_and_start)
 //! (one script: accepted keys go straight to Running) and `complete`. Counted with callgrind
-//! on Redis 7.0, new keys offered 100 and completed 64 at a time: about 110,000 server
-//! instructions per key, against 270,000 for `offer`, `start` and `complete` as three scripts
-//! with the earlier, table-heavy Lua; two thirds of it is the Lua interpreter and the
-//! conversions around its Redis calls, an eighth the sorted sets.
+//! on Redis 7.0, keys offered and completed 256 at a time, one batch in flight: about 62,000
+//! server instructions per key, against 104,000 with layout 1 (a hash per record, one
+//! `HGETALL` and one `HSET` per key and script). Of those 62,000, about 24,000 are the sorted
+//! sets: the key enters and leaves the Running index, and enters the Completed one and the
+//! finish-time one.
 //!
 //! # The clock, and moving it
 //!

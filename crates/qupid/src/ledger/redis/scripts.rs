@@ -30,6 +30,7 @@ pub(super) struct Scripts {
     pub(super) list: Script,
     pub(super) stats: Script,
     pub(super) now: Script,
+    pub(super) migrate: Script,
 }
 
 macro_rules! script {
@@ -56,6 +57,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     list: script!("list.lua"),
     stats: script!("stats.lua"),
     now: script!("now.lua"),
+    migrate: script!("migrate.lua"),
 });
 
 /// Starts an invocation of `script` with the namespace-wide keys and the record prefix, the

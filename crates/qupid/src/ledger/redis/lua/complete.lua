@@ -1,33 +1,52 @@
--- complete: ARGV[1 + i] the token of claim i.
--- Reply per item: 0, superseded (0 or 1), 0 | 1, 0, 0 (lease lost) | 2, state, 0.
+-- complete: ARGV[2 + i] the token of claim i.
+-- Reply per item, one integer: 0 completed | 1 completed, superseded | 2 lease lost |
+-- 3 + state (wrong state).
 local err = prepare()
 if err then
   return err
 end
 local now = now_ms()
 local X = int(now)
+-- The common record, matched without decoding it all: Running, not superseded, no newer
+-- version (the length of n is -1). Captures the token, the fields from the attempts to the
+-- '|' (kept as they are), the lengths of the version and the error, and where they start.
+local RUNNING = '^r0 (%d+) %-?%d+ (%d+ %d+ (%-?%d+) %-1 (%-?%d+)|)()'
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not held(r, ARGV[1 + i]) then
-    push(1, 0, 0)
-  elseif r.s ~= 'r' then
-    push(2, CODE[r.s], 0)
-  else
-    -- A newer version seen in flight leaves the key processable again at once.
-    local n = r.n
-    if n ~= nil and n ~= r.v then
-      call('HSET', k, 's', 'c', 'x', X, 'p', '1')
-      r.p = '1'
-      clear(k, r, 'n')
-      push(0, 1, 0)
-    else
-      call('HSET', k, 's', 'c', 'x', X)
-      clear(k, r, 'n', 'p')
-      push(0, 0, 0)
-    end
-    r.s, r.x = 'c', now
+  local raw = rec(i, k)
+  local token = ARGV[2 + i]
+  local t, mid, lv, le, pos
+  if raw then
+    t, mid, lv, le, pos = match(raw, RUNNING)
+  end
+  if t == token and lv == '-1' and le == '-1' and pos == #raw + 1 then
+    -- Only the header changes.
+    put(i, k, 'c0 ' .. t .. ' ' .. X .. ' ' .. mid)
+    push(0)
     index(member(k), 'r', 'c', now)
+  else
+    local s, p, x, a, b, v, n, e
+    if raw then
+      s, p, t, x, a, b, v, n, e = decode(k, raw)
+      if not s then
+        return p
+      end
+    end
+    if not raw or t ~= token then
+      push(2)
+    elseif s ~= 'r' then
+      push(3 + CODE[s])
+    else
+      -- A newer version seen in flight leaves the key processable again at once.
+      if n ~= nil and n ~= v then
+        put(i, k, encode('c', '1', t, X, a, b, v, nil, e))
+        push(1)
+      else
+        put(i, k, encode('c', '0', t, X, a, b, v, nil, e))
+        push(0)
+      end
+      index(member(k), 'r', 'c', now)
+    end
   end
 end
 finish()

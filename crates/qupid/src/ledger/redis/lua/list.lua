@@ -4,19 +4,26 @@ local err = check_fixed()
 if err then
   return err
 end
-local s = ARGV[2]
+local want = ARGV[2]
 local from = ARGV[3] == '' and '-' or ('(' .. ARGV[3])
-local members = redis.call('ZRANGEBYLEX', IDX[s], from, '+', 'LIMIT', 0, tonumber(ARGV[4]))
+local members = redis.call('ZRANGEBYLEX', IDX[want], from, '+', 'LIMIT', 0, tonumber(ARGV[4]))
 for _, m in ipairs(members) do
   local k = PREFIX .. m
-  local r, bad = load(k)
+  local raw, bad = read(k)
   if bad then
     return bad
   end
-  if not r or r.s ~= s then
-    return corrupt(k, 'a ' .. NAME[s] .. ' record (the key is indexed as one)',
-      r and ('a ' .. NAME[r.s] .. ' record') or 'no record')
+  local s, p, t, x, a, b, v, n, e
+  if raw then
+    s, p, t, x, a, b, v, n, e = decode(k, raw)
+    if not s then
+      return p
+    end
   end
-  push(m, r.raw)
+  if s ~= want then
+    return corrupt(k, 'a ' .. NAME[want] .. ' record (the key is indexed as one)',
+      s and ('a ' .. NAME[s] .. ' record') or 'no record')
+  end
+  push(m, fields(s, p, t, x, a, b, v, n, e))
 end
 return OUT

@@ -1,20 +1,20 @@
--- offer and offer-and-start: ARGV[2] lease ms, ARGV[3] crash cap (0 = none), ARGV[4] '1' to
--- remember newer versions, ARGV[5..6] blocking of completed, dead (-1 forever, -2 never, else a
--- window in ms), ARGV[7] '1' to start an attempt on every accepted key (offer-and-start: it is
--- Running, attempts + 1, where offer would queue it), ARGV[7 + i] the version of item i
+-- offer and offer-and-start: ARGV[3] lease ms, ARGV[4] crash cap (0 = none), ARGV[5] '1' to
+-- remember newer versions, ARGV[6..7] blocking of completed, dead (-1 forever, -2 never, else a
+-- window in ms), ARGV[8] '1' to start an attempt on every accepted key (offer-and-start: it is
+-- Running, attempts + 1, where offer would queue it), ARGV[8 + i] the version of item i
 -- ('' = none; versions are never empty), or no versions at all if no item has one.
--- Reply per item: 1, token, expires_at, attempts (accepted; with ARGV[7] '1', the attempt just
--- started) or 0, state, 0, 0 (duplicate).
+-- Reply: the lease expiry of every accepted key, then per item: token, attempts (accepted; with
+-- ARGV[8] '1', the attempt just started) or 0, state (duplicate).
 local err = prepare()
 if err then
   return err
 end
-local lease = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local remember = ARGV[4] == '1'
-local block = { c = tonumber(ARGV[5]), d = tonumber(ARGV[6]) }
+local lease = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local remember = ARGV[5] == '1'
+local block = { c = tonumber(ARGV[6]), d = tonumber(ARGV[7]) }
 -- The state an accepted key is left in, and the attempts it gains.
-local START = ARGV[7] == '1'
+local START = ARGV[8] == '1'
 local TO = START and 'r' or 'q'
 local GAIN = START and 1 or 0
 local now = now_ms()
@@ -34,81 +34,79 @@ local function blocks(mode, at)
 end
 
 local X = int(lease_until)
-local A = int(GAIN)
+push(lease_until)
+-- A fresh record without a version, but for its token (the common case: built once).
+local FRESH_HEAD = TO .. '0 '
+local FRESH_TAIL = ' ' .. X .. ' ' .. GAIN .. ' 0 -1 -1 -1|'
 
 -- A fresh record for k (Queued, or Running its first attempt), replacing whatever it had
 -- (coming from state `from`).
-local function fresh(k, m, v, from)
-  local old = CACHE[k]
+local function fresh(i, k, m, v, from)
   local tn, token = new_token()
   if v then
-    call('HSET', k, 's', TO, 't', token, 'x', X, 'a', A, 'b', '0', 'v', v)
+    put(i, k, encode(TO, '0', token, X, GAIN, '0', v))
   else
-    call('HSET', k, 's', TO, 't', token, 'x', X, 'a', A, 'b', '0')
+    put(i, k, FRESH_HEAD .. token .. FRESH_TAIL)
   end
-  if old then
-    clear(k, old, not v and 'v' or nil, 'n', 'e', 'p')
-  end
-  CACHE[k] = { s = TO, t = token, x = lease_until, a = GAIN, b = 0, v = v }
   index(m, from, TO)
-  push(1, tn, lease_until, GAIN)
+  push(tn, GAIN)
 end
 
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
   local m = member(k)
-  local v = ARGV[7 + i]
+  local v = ARGV[8 + i]
   if v == '' then
     v = nil
   end
-  local r = CACHE[k]
-  if not r then
-    fresh(k, m, v, nil)
+  local raw = rec(i, k)
+  if not raw then
+    fresh(i, k, m, v, nil)
   else
+    local s, p, t, x, a, b, rv, rn, re = decode(k, raw)
+    if not s then
+      return p
+    end
     local done = false
-    if LEASED[r.s] then
-      if now < tonumber(r.x) then
+    -- The index the key is in, if the finished-key rules must move it out of another.
+    local moved = nil
+    if LEASED[s] then
+      if now < tonumber(x) then
         -- A valid lease: a duplicate, remembering a newer version for when it completes.
-        if remember and v and r.v ~= v and r.n ~= v then
-          call('HSET', k, 'n', v)
-          r.n = v
+        if remember and v and rv ~= v and rn ~= v then
+          put(i, k, encode(s, p, t, x, a, b, rv, v, re))
         end
-        push(0, CODE[r.s], 0, 0)
+        push(0, CODE[s])
         done = true
       else
         -- The holder's lease expired without an ending: it is abandoned.
-        local from = r.s
-        local b = min(tonumber(r.b) + 1, MAXU16)
-        if cap > 0 and b >= cap then
-          call('HSET', k, 's', 'd', 'x', int(now), 'b', int(b), 'e', 'abandoned')
-          r.s, r.x, r.b, r.e = 'd', now, b, 'abandoned'
-          clear(k, r, 'n')
-          index(m, from, 'd', now)
-          -- Falls through to the finished-key rules below (which may move it again).
-          NET = true
+        local from = s
+        local nb = min(tonumber(b) + 1, MAXU16)
+        if cap > 0 and nb >= cap then
+          s, x, b, re = 'd', int(now), int(nb), 'abandoned'
+          put(i, k, encode(s, p, t, x, a, b, rv, nil, re))
+          -- Falls through to the finished-key rules below, which move it from `moved`.
+          moved = from
         else
           local tn, token = new_token()
-          local a = min(tonumber(r.a) + GAIN, MAXU16)
-          if v then
-            call('HSET', k, 's', TO, 't', token, 'x', X, 'a', int(a), 'b', int(b), 'v', v)
-          else
-            call('HSET', k, 's', TO, 't', token, 'x', X, 'a', int(a), 'b', int(b))
-          end
-          clear(k, r, not v and 'v' or nil, 'n')
-          r.s, r.t, r.x, r.a, r.b, r.v = TO, token, lease_until, a, b, v
+          local na = min(tonumber(a) + GAIN, MAXU16)
+          put(i, k, encode(TO, p, token, X, int(na), int(nb), v, nil, re))
           index(m, from, TO)
-          push(1, tn, lease_until, a)
+          push(tn, na)
           done = true
         end
       end
     end
     if not done then
       -- Completed or Dead.
-      local changed = v ~= nil and r.v ~= v
-      if not changed and r.p ~= '1' and blocks(block[r.s], tonumber(r.x)) then
-        push(0, CODE[r.s], 0, 0)
+      local changed = v ~= nil and rv ~= v
+      if not changed and p ~= '1' and blocks(block[s], tonumber(x)) then
+        if moved then
+          index(m, moved, 'd', now)
+        end
+        push(0, CODE[s])
       else
-        fresh(k, m, v, r.s)
+        fresh(i, k, m, v, moved or s)
       end
     end
   end

@@ -3,31 +3,32 @@
 -- KEYS[1] fencing-token counter      KEYS[2] clock offset (ms)     KEYS[3] pinned clock (ms)
 -- KEYS[4..7] key-ordered indexes of queued, running, completed, dead (sorted sets, score 0)
 -- KEYS[8..9] finish-time indexes of completed, dead (sorted sets, score = finish time in ms)
--- KEYS[10..] the record hashes of the batch, in the caller's order
+-- KEYS[10]   the layout marker ('2'; written with the first token)
+-- KEYS[11..] the records of the batch, in the caller's order
 -- ARGV[1]    the record-key prefix: a record's key is ARGV[1] .. the user's key
 --
 -- User keys are binary (any UTF-8, NUL and newlines included). They are only ever used whole:
 -- as a Redis key, a sorted-set member or a ZRANGEBYLEX bound, never inside a pattern.
 --
--- A script never fails half-way: everything it may touch is read and checked first, so a
--- foreign or damaged key makes it return {'corrupt', key, expected, found} having written
--- nothing. On success it returns {'ok', ...}. Record hashes are written as the batch goes;
--- index moves and the token counter are collected and written once, by finish(), which every
--- writing script calls before it returns.
+-- A record is one string (see encode()). A batch script reads all of its records with one
+-- MGET, works on them in Lua, and writes everything at the end, in finish(): the changed
+-- records with one MSET (and one DEL for the removed ones), the index moves with one
+-- multi-member ZADD or ZREM per index, the token counter with one SET. A script that finds
+-- a foreign or damaged key returns {'corrupt', key, expected, found} before finish(), so it
+-- has written nothing. On success it returns {'ok', ...}.
 --
--- Cost: most of a script's time is the Lua interpreter's, and in Lua 5.1 table writes (a hash
--- lookup each, and rehashing as a table grows) and string formatting are what it spends most
--- on, so the hot paths write few table fields: a record holds only the fields its hash has,
--- each transition writes (to the hash and the record) just the fields it changes, and index
--- moves are kept in arrays.
+-- Cost: most of a script's time is the Lua interpreter's and its conversions of Redis
+-- replies, so the hot paths make no Redis call per key, decode a record into locals (no
+-- table), and format each repeated integer once.
 
 local call, rpcall = redis.call, redis.pcall
-local tonumber, format, find, sub, min, unpack = tonumber, string.format, string.find,
-    string.sub, math.min, unpack
+local tonumber, format, find, sub, match, min, unpack = tonumber, string.format, string.find,
+    string.sub, string.match, math.min, unpack
 
 local PREFIX = ARGV[1]
 local PLEN = #PREFIX
-local FIXED = 9
+local FIXED = 10
+local LAYOUT = '2'
 local CODE = { q = 0, r = 1, c = 2, d = 3 }
 local IDX = { q = KEYS[4], r = KEYS[5], c = KEYS[6], d = KEYS[7] }
 local FIN = { c = KEYS[8], d = KEYS[9] }
@@ -63,7 +64,7 @@ local function typeof(k)
 end
 
 local function is_int(s)
-  return s ~= nil and string.match(s, '^%-?%d+$') ~= nil
+  return s ~= nil and match(s, '^%-?%d+$') ~= nil
 end
 
 -- A Redis error reply (from redis.pcall) other than WRONGTYPE is passed on as it is.
@@ -74,9 +75,10 @@ end
 -- The namespace-wide integers (KEYS[1..3]) as check_fixed read them: a number, or false.
 local STORED = {}
 
--- Checks the namespace-wide keys: integer strings and sorted sets, or absent. One GET each
--- for the strings (a GET of another type fails with WRONGTYPE), one TYPE each for the sets.
-local function check_fixed()
+-- Checks the namespace-wide keys: integer strings and sorted sets, or absent, and the layout
+-- marker. One GET each for the strings (a GET of another type fails with WRONGTYPE), one TYPE
+-- each for the sets. Only `migrating` accepts a namespace of the older layout.
+local function check_fixed(migrating)
   for i = 1, 3 do
     local v = rpcall('GET', KEYS[i])
     if type(v) == 'table' and v.err then
@@ -96,147 +98,125 @@ local function check_fixed()
       return corrupt(KEYS[i], 'a sorted set', 'a ' .. t)
     end
   end
+  local layout = rpcall('GET', KEYS[10])
+  if type(layout) == 'table' and layout.err then
+    return corrupt(KEYS[10], 'the string ' .. LAYOUT, 'a ' .. typeof(KEYS[10]))
+  end
+  if layout then
+    if layout ~= LAYOUT then
+      return corrupt(KEYS[10], 'layout ' .. LAYOUT,
+        'layout ' .. layout .. ' (written by a newer qupid?)')
+    end
+  elseif STORED[1] and not migrating then
+    -- Tokens were drawn, but by a build that wrote no marker: the records are hashes.
+    return corrupt(KEYS[10], 'layout ' .. LAYOUT,
+      'no layout marker: records of an older qupid, which RedisLedger::connect migrates')
+  end
   return nil
 end
 
--- The integer fields of a record (t, x, a, b) joined by spaces, as load() checks them: one
--- match for all four (a field with a space in it would make more than four groups).
-local FOUR_INTS = '^%-?%d+ %-?%d+ %-?%d+ %-?%d+$'
+-- A record is one string: a header of the state letter (q, r, c, d) and the superseded flag
+-- (0, 1), then, space-separated, the token, the time (lease expiry while leased, finish time
+-- once finished; ms), attempts, times abandoned, and the byte lengths of the version, the
+-- newer version and the last error (-1 when absent), then '|' and those three strings, end to
+-- end. For example 'c0 17 1700000000000 1 0 2 -1 -1|v1'. The integers stay digit strings in
+-- Lua: scripts compare and copy them, and convert only the ones they compute with.
+local RECORD = '^([qrcd])([01]) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) (%-?%d+) (%-?%d+)|()'
 
--- Reads a record hash with one HGETALL: false if there is none, or nil and an error reply if
--- it is not a record (a key of another type fails with WRONGTYPE, caught here, before any
--- write; a hash is never empty, so an empty reply means no key).
---
--- A record is a table of the fields its hash holds, as stored: s, t, x, a, b (strings, checked
--- to be integers but not converted: read them with tonumber), v, n, e, p when set (strings;
--- p is '1' when superseded), and raw, the HGETALL reply (for get and list, which write
--- nothing). Scripts keep the fields equal to the hash's: whoever writes a field to the hash
--- writes it to the record too (then as a number, for x, a and b), and clear() deletes both.
-local function load(k)
-  local raw = rpcall('HGETALL', k)
-  if raw.err then
+-- One optional string of a record: the string of length l at pos (none when l is -1), and
+-- where the next starts; false if l is not a length.
+local function part(raw, pos, l)
+  l = tonumber(l)
+  if l == -1 then
+    return nil, pos
+  elseif l >= 0 then
+    return sub(raw, pos, pos + l - 1), pos + l
+  end
+  return false, pos
+end
+
+-- The fields of record raw (of key k): s, p, t, x, a, b, v, n, e; or nil and a corrupt reply.
+local function decode(k, raw)
+  local s, p, t, x, a, b, lv, ln, le, pos = match(raw, RECORD)
+  if s then
+    if lv == '-1' and ln == '-1' and le == '-1' then
+      if pos == #raw + 1 then
+        return s, p, t, x, a, b
+      end
+    else
+      local v, n, e
+      v, pos = part(raw, pos, lv)
+      n, pos = part(raw, pos, ln)
+      e, pos = part(raw, pos, le)
+      if v ~= false and n ~= false and e ~= false and pos == #raw + 1 then
+        return s, p, t, x, a, b, v, n, e
+      end
+    end
+  end
+  return nil, corrupt(k, 'a qupid record', 'a string that is not one')
+end
+
+-- The record string of the given fields (t, x, a, b as digit strings or small integers).
+local function encode(s, p, t, x, a, b, v, n, e)
+  if not (v or n or e) then
+    return s .. p .. ' ' .. t .. ' ' .. x .. ' ' .. a .. ' ' .. b .. ' -1 -1 -1|'
+  end
+  return s .. p .. ' ' .. t .. ' ' .. x .. ' ' .. a .. ' ' .. b .. ' ' .. (v and #v or -1)
+      .. ' ' .. (n and #n or -1) .. ' ' .. (e and #e or -1) .. '|' .. (v or '') .. (n or '')
+      .. (e or '')
+end
+
+-- The flat field list get and list answer for a record: name, value pairs, the optional
+-- fields only when set (p only when superseded).
+local function fields(s, p, t, x, a, b, v, n, e)
+  local f = { 's', s, 't', t, 'x', x, 'a', a, 'b', b }
+  if v then
+    f[#f + 1] = 'v'
+    f[#f + 1] = v
+  end
+  if n then
+    f[#f + 1] = 'n'
+    f[#f + 1] = n
+  end
+  if e then
+    f[#f + 1] = 'e'
+    f[#f + 1] = e
+  end
+  if p == '1' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = '1'
+  end
+  return f
+end
+
+-- Why a key that MGET found no string at holds none: false if it does not exist, else the
+-- corrupt reply naming its type (a hash is most likely a record of an older layout).
+local function not_a_string(k)
+  local t = typeof(k)
+  if t == 'none' then
+    return false
+  elseif t == 'hash' then
+    return corrupt(k, 'a qupid record string', 'a hash (a record of an older qupid? '
+      .. 'RedisLedger::connect migrates a namespace)')
+  end
+  return corrupt(k, 'a qupid record string', 'a ' .. t)
+end
+
+-- Reads one record: its string, false if there is none, or nil and a corrupt reply.
+local function read(k)
+  local raw = rpcall('GET', k)
+  if type(raw) == 'table' and raw.err then
     if not wrong_type(raw) then
       return nil, raw
     end
-    return nil, corrupt(k, 'a record hash', 'a ' .. typeof(k))
+    return nil, not_a_string(k)
   end
-  local len = #raw
-  if len == 0 then
-    return false
-  end
-  local s, t, x, a, b, v, n, e, p
-  -- Fields come back in the order they were first written: s, t, x, a, b, then the others.
-  for i = 1, len, 2 do
-    local f = raw[i]
-    if f == 's' then
-      s = raw[i + 1]
-    elseif f == 't' then
-      t = raw[i + 1]
-    elseif f == 'x' then
-      x = raw[i + 1]
-    elseif f == 'a' then
-      a = raw[i + 1]
-    elseif f == 'b' then
-      b = raw[i + 1]
-    elseif f == 'v' then
-      v = raw[i + 1]
-    elseif f == 'n' then
-      n = raw[i + 1]
-    elseif f == 'e' then
-      e = raw[i + 1]
-    elseif f == 'p' then
-      p = raw[i + 1]
-    end
-  end
-  if not (CODE[s] and t and x and a and b
-      and find(t .. ' ' .. x .. ' ' .. a .. ' ' .. b, FOUR_INTS)) then
-    return nil, corrupt(k, 'a record hash', 'a hash without valid s, t, x, a, b fields')
-  end
-  local r = { s = s, t = t, x = x, a = a, b = b, raw = raw }
-  if v then
-    r.v = v
-  end
-  if n then
-    r.n = n
-  end
-  if e then
-    r.e = e
-  end
-  if p then
-    r.p = p
-  end
-  return r
-end
-
--- Records of the batch, by record key: a table, or false for none.
-local CACHE = {}
-
--- Whether a member may move between indexes more than once in this batch (see index()).
-local NET = false
-
--- Loads every record of the batch before anything is written.
-local function load_batch()
-  for i = FIXED + 1, #KEYS do
-    local k = KEYS[i]
-    if CACHE[k] == nil then
-      local r, err = load(k)
-      if err then
-        return err
-      end
-      CACHE[k] = r
-    else
-      -- A key repeated in the batch: its member may move more than once.
-      NET = true
-    end
-  end
-  return nil
-end
-
-local function prepare()
-  return check_fixed() or load_batch()
-end
-
--- The arguments of clear()'s HDEL, reused.
-local DEL = { 'HDEL' }
-
--- Deletes from record k (table r) those of the optional fields f1..f4 (each a name or nil)
--- that it has, in one HDEL.
-local function clear(k, r, f1, f2, f3, f4)
-  local nd = 2
-  if f1 and r[f1] ~= nil then
-    nd = nd + 1
-    DEL[nd] = f1
-    r[f1] = nil
-  end
-  if f2 and r[f2] ~= nil then
-    nd = nd + 1
-    DEL[nd] = f2
-    r[f2] = nil
-  end
-  if f3 and r[f3] ~= nil then
-    nd = nd + 1
-    DEL[nd] = f3
-    r[f3] = nil
-  end
-  if f4 and r[f4] ~= nil then
-    nd = nd + 1
-    DEL[nd] = f4
-    r[f4] = nil
-  end
-  if nd > 2 then
-    DEL[2] = k
-    call(unpack(DEL, 1, nd))
-  end
-end
-
-local function drop(k)
-  call('DEL', k)
-  CACHE[k] = false
+  return raw
 end
 
 -- Runs `cmd key` (or `cmd` alone if key is nil) over `args`, at most CHUNK arguments per
 -- call (Lua's unpack has a limit); nothing if args is empty. Chunks must be even-sized, so
--- that score-member pairs are never split.
+-- that score-member and key-value pairs are never split.
 local CHUNK = 4000
 local function bulk(cmd, key, args)
   local n = #args
@@ -252,23 +232,139 @@ local function bulk(cmd, key, args)
   end
 end
 
--- Index moves, applied by finish(): move i takes member MOVED[i] from the index of state
--- MFROM[i] to that of MTO[i] (false: none). A batch moves most members once, so the moves are
--- kept in arrays (cheap to grow, unlike tables keyed by member); when a member may move more
--- than once (its key is repeated in the batch, or a script moves it twice), the script sets
--- NET and finish() nets its moves first. Either way only the net move is written, with one
--- multi-member ZREM/ZADD per index for the whole batch.
+-- The batch's records as they stand in this script (read, then as put() wrote them): a
+-- string, or false for none. Batch scripts get ARGV[2] '1' when the caller found no key twice
+-- in the batch (UNIQUE, the usual case): records are then kept by position, in VALS, and
+-- written once each. Otherwise they are kept by record key, in CACHE, so that an item sees
+-- what an earlier item of the batch wrote: a record may then be written, and its member may
+-- move between indexes, more than once (NET), and finish() writes only the last.
+local UNIQUE = ARGV[2] == '1'
+local VALS, CACHE = {}, {}
+local NET = false
+
+-- The record of item i (record key k).
+local function rec(i, k)
+  if UNIQUE then
+    return VALS[i]
+  end
+  return CACHE[k]
+end
+
+-- Loads every record of the batch with MGET before anything is written. MGET answers nil
+-- for a key of another type as for a missing one, so when some are nil one EXISTS over them
+-- tells whether any is there at all (then TYPE finds which).
+local function load_batch()
+  local n = #KEYS - FIXED
+  local absent, na = {}, 0
+  local i = 1
+  while i <= n do
+    local j = min(i + CHUNK - 1, n)
+    local vals = call('MGET', unpack(KEYS, FIXED + i, FIXED + j))
+    for o = i, j do
+      local raw = vals[o - i + 1]
+      if not raw then
+        raw = false
+        na = na + 1
+        absent[na] = KEYS[FIXED + o]
+      end
+      if UNIQUE then
+        VALS[o] = raw
+      else
+        local k = KEYS[FIXED + o]
+        if CACHE[k] == nil then
+          CACHE[k] = raw
+        else
+          NET = true
+        end
+      end
+    end
+    i = j + 1
+  end
+  i = 1
+  while i <= na do
+    local j = min(i + CHUNK - 1, na)
+    if call('EXISTS', unpack(absent, i, j)) > 0 then
+      for o = i, j do
+        local bad = not_a_string(absent[o])
+        if bad then
+          return bad
+        end
+      end
+    end
+    i = j + 1
+  end
+  return nil
+end
+
+local function prepare()
+  return check_fixed() or load_batch()
+end
+
+-- Record writes, applied by finish(): with UNIQUE, the records to set (key-value pairs) and
+-- to delete; otherwise the keys written, in order (CACHE holds what).
+local SETS, NSETS, DELS, DIRTY, NDIRTY = {}, 0, {}, {}, 0
+
+-- Writes the record of item i (record key k): the string raw, or false to delete it.
+local function put(i, k, raw)
+  if UNIQUE then
+    if raw then
+      SETS[NSETS + 1] = k
+      SETS[NSETS + 2] = raw
+      NSETS = NSETS + 2
+    else
+      DELS[#DELS + 1] = k
+    end
+  else
+    CACHE[k] = raw
+    NDIRTY = NDIRTY + 1
+    DIRTY[NDIRTY] = k
+  end
+end
+
+-- Index moves, applied by finish() with one multi-member ZREM or ZADD per index for the
+-- whole batch: the members leaving each state's index (REM), entering it (ADD, score-member
+-- pairs) and entering a finish-time index (FINS, with the batch's finish time: one per
+-- script, its now). When a member may move more than once (its key is repeated in the batch),
+-- the moves are first kept in order (MOVED, MFROM, MTO) and finish() nets them, so that only
+-- each member's net move is written.
+local REM = { q = {}, r = {}, c = {}, d = {} }
+local ADD = { q = {}, r = {}, c = {}, d = {} }
+local FINS = { c = {}, d = {} }
 local MOVED, MFROM, MTO, NMOVED = {}, {}, {}, 0
--- The finish time of the batch's moves into finished states (one per script: its now).
 local AT = nil
+
+-- Writes down the move of member m from the index of state `from` to that of `to` (either
+-- nil: none); `at` is the finish time for a finished `to`. `from` and `to` differ.
+local function move(m, from, to)
+  if from then
+    local l = REM[from]
+    l[#l + 1] = m
+  end
+  if to then
+    local l = ADD[to]
+    local j = #l
+    l[j + 1] = '0'
+    l[j + 2] = m
+    local f = FINS[to]
+    if f then
+      j = #f
+      f[j + 1] = AT
+      f[j + 2] = m
+    end
+  end
+end
 
 -- Moves member m between state indexes; `at` is the finish time for finished states.
 local function index(m, from, to, at)
-  local n = NMOVED + 1
-  NMOVED = n
-  MOVED[n], MFROM[n], MTO[n] = m, from or false, to or false
   if at then
-    AT = at
+    AT = int(at)
+  end
+  if NET then
+    local n = NMOVED + 1
+    NMOVED = n
+    MOVED[n], MFROM[n], MTO[n] = m, from or false, to or false
+  elseif from ~= to then
+    move(m, from, to)
   end
 end
 
@@ -281,64 +377,65 @@ local function new_token()
   return t, format(INT, t)
 end
 
--- Writes what the batch deferred: the index moves and the token counter.
+-- Writes what the batch deferred: the records, the index moves and the token counter (and,
+-- with the namespace's first token, the layout marker).
 local function finish()
-  local moved, mfrom, mto = MOVED, MFROM, MTO
-  if NET then
-    -- Each member's first move takes its last destination; its later moves are dropped.
-    local first = {}
-    for i = 1, NMOVED do
-      local m = moved[i]
-      local j = first[m]
-      if j then
-        mto[j] = mto[i]
-        moved[i] = false
-      else
-        first[m] = i
-      end
-    end
-  end
-  local rem = { q = {}, r = {}, c = {}, d = {} }
-  local add = { q = {}, r = {}, c = {}, d = {} }
-  local fin = { c = {}, d = {} }
-  local at = AT and int(AT)
-  for i = 1, NMOVED do
-    local m = moved[i]
-    local from, to = mfrom[i], mto[i]
-    if m and from ~= to then
-      if from then
-        local l = rem[from]
-        l[#l + 1] = m
-      end
-      if to then
-        local l = add[to]
-        local j = #l
-        l[j + 1] = '0'
-        l[j + 2] = m
-        local f = fin[to]
-        if f then
-          j = #f
-          f[j + 1] = at
-          f[j + 2] = m
+  if not UNIQUE then
+    local seen = {}
+    for i = 1, NDIRTY do
+      local k = DIRTY[i]
+      if not seen[k] then
+        seen[k] = true
+        local raw = CACHE[k]
+        if raw then
+          SETS[NSETS + 1] = k
+          SETS[NSETS + 2] = raw
+          NSETS = NSETS + 2
+        else
+          DELS[#DELS + 1] = k
         end
       end
     end
   end
-  for s, l in pairs(rem) do
+  bulk('MSET', nil, SETS)
+  bulk('DEL', nil, DELS)
+  if NET then
+    -- Each member's first move takes its last destination; its later moves are dropped.
+    local first = {}
+    for i = 1, NMOVED do
+      local m = MOVED[i]
+      local j = first[m]
+      if j then
+        MTO[j] = MTO[i]
+        MOVED[i] = false
+      else
+        first[m] = i
+      end
+    end
+    for i = 1, NMOVED do
+      local m, from, to = MOVED[i], MFROM[i], MTO[i]
+      if m and from ~= to then
+        move(m, from or nil, to or nil)
+      end
+    end
+  end
+  for s, l in pairs(REM) do
     bulk('ZREM', IDX[s], l)
     if FIN[s] then
       bulk('ZREM', FIN[s], l)
     end
   end
-  for s, l in pairs(add) do
+  for s, l in pairs(ADD) do
     bulk('ZADD', IDX[s], l)
   end
-  for s, l in pairs(fin) do
+  for s, l in pairs(FINS) do
     bulk('ZADD', FIN[s], l)
   end
-  MOVED, MFROM, MTO, NMOVED = {}, {}, {}, 0
   if TOKEN then
     call('SET', KEYS[1], format(INT, TOKEN))
+    if not STORED[1] then
+      call('SET', KEYS[10], LAYOUT)
+    end
   end
 end
 
@@ -355,11 +452,6 @@ end
 -- The user key of the record key k.
 local function member(k)
   return sub(k, PLEN + 1)
-end
-
--- Whether the claim's token is the record's current one.
-local function held(r, token)
-  return r and r.t == token
 end
 
 -- Appends up to four values to the reply (all given ones are non-nil).

@@ -34,13 +34,21 @@ end
 for _, s in ipairs({ 'c', 'd' }) do
   for _, m in ipairs(plan[s]) do
     local k = PREFIX .. m
-    local r, bad = load(k)
+    local raw, bad = read(k)
     if bad then
       return bad
     end
-    if not r or r.s ~= s then
+    local found
+    if raw then
+      local p
+      found, p = decode(k, raw)
+      if not found then
+        return p
+      end
+    end
+    if found ~= s then
       return corrupt(k, 'a ' .. NAME[s] .. ' record (the key is indexed as one)',
-        r and ('a ' .. NAME[r.s] .. ' record') or 'no record')
+        found and ('a ' .. NAME[found] .. ' record') or 'no record')
     end
   end
 end

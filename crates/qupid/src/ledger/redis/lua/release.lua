@@ -1,4 +1,4 @@
--- release: ARGV[1 + i] the token of claim i.
+-- release: ARGV[2 + i] the token of claim i.
 -- Reply per item: 0, 0 (released) | 1, 0 (lease lost) | 2, state.
 local err = prepare()
 if err then
@@ -6,14 +6,21 @@ if err then
 end
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not held(r, ARGV[1 + i]) then
+  local raw = rec(i, k)
+  local s, p, t
+  if raw then
+    s, p, t = decode(k, raw)
+    if not s then
+      return p
+    end
+  end
+  if not raw or t ~= ARGV[2 + i] then
     push(1, 0)
-  elseif not LEASED[r.s] then
-    push(2, CODE[r.s])
+  elseif not LEASED[s] then
+    push(2, CODE[s])
   else
-    drop(k)
-    index(member(k), r.s, nil)
+    put(i, k, false)
+    index(member(k), s, nil)
     push(0, 0)
   end
 end

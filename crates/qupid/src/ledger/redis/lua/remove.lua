@@ -1,21 +1,27 @@
--- remove: ARGV[2] '1' to force (remove leased keys too, fencing their holders out).
+-- remove: ARGV[3] '1' to force (remove leased keys too, fencing their holders out).
 -- Reply per key: 0, 0 (removed) | 1, 0 (not found) | 2, state (leased, not forced).
 local err = prepare()
 if err then
   return err
 end
-local force = ARGV[2] == '1'
+local force = ARGV[3] == '1'
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not r then
+  local raw = rec(i, k)
+  if not raw then
     push(1, 0)
-  elseif LEASED[r.s] and not force then
-    push(2, CODE[r.s])
   else
-    drop(k)
-    index(member(k), r.s, nil)
-    push(0, 0)
+    local s, p = decode(k, raw)
+    if not s then
+      return p
+    end
+    if LEASED[s] and not force then
+      push(2, CODE[s])
+    else
+      put(i, k, false)
+      index(member(k), s, nil)
+      push(0, 0)
+    end
   end
 end
 finish()

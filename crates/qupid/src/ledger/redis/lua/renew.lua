@@ -1,22 +1,28 @@
--- renew: ARGV[2] lease ms, ARGV[2 + i] the token of claim i.
+-- renew: ARGV[3] lease ms, ARGV[3 + i] the token of claim i.
 -- Reply per item: 0, expires_at, 0 (renewed) | 1, 0, 0 (lease lost) | 2, state, 0.
 local err = prepare()
 if err then
   return err
 end
-local lease_until = now_ms() + tonumber(ARGV[2])
+local lease_until = now_ms() + tonumber(ARGV[3])
 local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not held(r, ARGV[2 + i]) then
+  local raw = rec(i, k)
+  local s, p, t, x, a, b, v, n, e
+  if raw then
+    s, p, t, x, a, b, v, n, e = decode(k, raw)
+    if not s then
+      return p
+    end
+  end
+  if not raw or t ~= ARGV[3 + i] then
     push(1, 0, 0)
-  elseif not LEASED[r.s] then
-    push(2, CODE[r.s], 0)
+  elseif not LEASED[s] then
+    push(2, CODE[s], 0)
   else
-    if r.x ~= lease_until then
-      call('HSET', k, 'x', X)
-      r.x = lease_until
+    if x ~= X then
+      put(i, k, encode(s, p, t, X, a, b, v, n, e))
     end
     push(0, lease_until, 0)
   end

@@ -6,15 +6,21 @@ if err then
 end
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not r then
+  local raw = rec(i, k)
+  if not raw then
     push(1, 0)
-  elseif r.s ~= 'd' then
-    push(2, CODE[r.s])
   else
-    drop(k)
-    index(member(k), 'd', nil)
-    push(0, 0)
+    local s, p = decode(k, raw)
+    if not s then
+      return p
+    end
+    if s ~= 'd' then
+      push(2, CODE[s])
+    else
+      put(i, k, false)
+      index(member(k), 'd', nil)
+      push(0, 0)
+    end
   end
 end
 finish()

@@ -1,24 +1,30 @@
--- start: ARGV[2] lease ms, ARGV[2 + i] the token of claim i.
+-- start: ARGV[3] lease ms, ARGV[3 + i] the token of claim i.
 -- Reply per item: 0, attempt, expires_at (started) | 1, 0, 0 (lease lost) | 2, state, 0.
 local err = prepare()
 if err then
   return err
 end
-local lease_until = now_ms() + tonumber(ARGV[2])
+local lease_until = now_ms() + tonumber(ARGV[3])
 local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
   local k = KEYS[FIXED + i]
-  local r = CACHE[k]
-  if not held(r, ARGV[2 + i]) then
+  local raw = rec(i, k)
+  local s, p, t, x, a, b, v, n, e
+  if raw then
+    s, p, t, x, a, b, v, n, e = decode(k, raw)
+    if not s then
+      return p
+    end
+  end
+  if not raw or t ~= ARGV[3 + i] then
     push(1, 0, 0)
-  elseif r.s ~= 'q' then
-    push(2, CODE[r.s], 0)
+  elseif s ~= 'q' then
+    push(2, CODE[s], 0)
   else
-    local a = min(tonumber(r.a) + 1, MAXU16)
-    call('HSET', k, 's', 'r', 'x', X, 'a', int(a))
-    r.s, r.x, r.a = 'r', lease_until, a
+    local na = min(tonumber(a) + 1, MAXU16)
+    put(i, k, encode('r', p, t, X, int(na), b, v, n, e))
     index(member(k), 'q', 'r')
-    push(0, a, lease_until)
+    push(0, na, lease_until)
   end
 end
 finish()
