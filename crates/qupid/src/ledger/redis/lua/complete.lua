@@ -25,24 +25,21 @@ for i = 1, #KEYS - FIXED do
     push(0)
     index(member(k), 'r', 'c', now)
   else
-    local s, p, x, a, b, v, n, e
-    if raw then
-      s, p, t, x, a, b, v, n, e = decode(k, raw)
-      if not s then
-        return p
-      end
+    local found, s, p, rt, x, a, b, v, n, e = item(i)
+    if not found then
+      return s
     end
-    if not raw or t ~= token then
+    if not s or rt ~= token then
       push(2)
     elseif s ~= 'r' then
       push(3 + CODE[s])
     else
       -- A newer version seen in flight leaves the key processable again at once.
       if n ~= nil and n ~= v then
-        put(i, k, encode('c', '1', t, X, a, b, v, nil, e))
+        put(i, k, encode('c', '1', rt, X, a, b, v, nil, e))
         push(1)
       else
-        put(i, k, encode('c', '0', t, X, a, b, v, nil, e))
+        put(i, k, encode('c', '0', rt, X, a, b, v, nil, e))
         push(0)
       end
       index(member(k), 'r', 'c', now)

@@ -9,16 +9,11 @@ local now = now_ms()
 local lease_until = now + tonumber(ARGV[3])
 local max = min(tonumber(ARGV[4]), MAXU16)
 for i = 1, #KEYS - FIXED do
-  local k = KEYS[FIXED + i]
-  local raw = rec(i, k)
-  local s, p, t, x, a, b, v, n, e
-  if raw then
-    s, p, t, x, a, b, v, n, e = decode(k, raw)
-    if not s then
-      return p
-    end
+  local k, s, p, t, x, a, b, v, n, e = item(i)
+  if not k then
+    return s
   end
-  if not raw or t ~= ARGV[3 + 2 * i] then
+  if not s or t ~= ARGV[3 + 2 * i] then
     push(1, 0, 0)
   elseif s ~= 'r' then
     push(2, CODE[s], 0)

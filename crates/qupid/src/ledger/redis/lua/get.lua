@@ -3,13 +3,11 @@ local err = prepare()
 if err then
   return err
 end
-local k = KEYS[FIXED + 1]
-local raw = rec(1, k)
-if raw then
-  local s, p, t, x, a, b, v, n, e = decode(k, raw)
-  if not s then
-    return p
-  end
+local k, s, p, t, x, a, b, v, n, e = item(1)
+if not k then
+  return s
+end
+if s then
   OUT[2] = fields(s, p, t, x, a, b, v, n, e)
 end
 return OUT

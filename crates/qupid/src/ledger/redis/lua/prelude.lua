@@ -4,8 +4,9 @@
 -- KEYS[4..7] key-ordered indexes of queued, running, completed, dead (sorted sets, score 0)
 -- KEYS[8..9] finish-time indexes of completed, dead (sorted sets, score = finish time in ms)
 -- KEYS[10]   the layout marker ('2'; written with the first token)
--- KEYS[11..] the records of the batch, in the caller's order
+-- KEYS[11..] the records of the batch (batch scripts), in the caller's order
 -- ARGV[1]    the record-key prefix: a record's key is ARGV[1] .. the user's key
+-- ARGV[2]    in batch scripts (those over records): '1' if no key is in the batch twice
 --
 -- User keys are binary (any UTF-8, NUL and newlines included). They are only ever used whole:
 -- as a Redis key, a sorted-set member or a ZRANGEBYLEX bound, never inside a pattern.
@@ -248,6 +249,21 @@ local function rec(i, k)
     return VALS[i]
   end
   return CACHE[k]
+end
+
+-- Item i of the batch: its record key, then its record's fields (decode's s, p, t, x, a, b,
+-- v, n, e; s false when there is no record); or nil and a corrupt reply.
+local function item(i)
+  local k = KEYS[FIXED + i]
+  local raw = rec(i, k)
+  if not raw then
+    return k, false
+  end
+  local s, p, t, x, a, b, v, n, e = decode(k, raw)
+  if not s then
+    return nil, p
+  end
+  return k, s, p, t, x, a, b, v, n, e
 end
 
 -- Loads every record of the batch with MGET before anything is written. MGET answers nil

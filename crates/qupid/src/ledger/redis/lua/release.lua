@@ -5,16 +5,11 @@ if err then
   return err
 end
 for i = 1, #KEYS - FIXED do
-  local k = KEYS[FIXED + i]
-  local raw = rec(i, k)
-  local s, p, t
-  if raw then
-    s, p, t = decode(k, raw)
-    if not s then
-      return p
-    end
+  local k, s, p, t = item(i)
+  if not k then
+    return s
   end
-  if not raw or t ~= ARGV[2 + i] then
+  if not s or t ~= ARGV[2 + i] then
     push(1, 0)
   elseif not LEASED[s] then
     push(2, CODE[s])

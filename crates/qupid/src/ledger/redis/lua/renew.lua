@@ -7,16 +7,11 @@ end
 local lease_until = now_ms() + tonumber(ARGV[3])
 local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
-  local k = KEYS[FIXED + i]
-  local raw = rec(i, k)
-  local s, p, t, x, a, b, v, n, e
-  if raw then
-    s, p, t, x, a, b, v, n, e = decode(k, raw)
-    if not s then
-      return p
-    end
+  local k, s, p, t, x, a, b, v, n, e = item(i)
+  if not k then
+    return s
   end
-  if not raw or t ~= ARGV[3 + i] then
+  if not s or t ~= ARGV[3 + i] then
     push(1, 0, 0)
   elseif not LEASED[s] then
     push(2, CODE[s], 0)

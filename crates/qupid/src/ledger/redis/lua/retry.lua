@@ -5,22 +5,18 @@ if err then
   return err
 end
 for i = 1, #KEYS - FIXED do
-  local k = KEYS[FIXED + i]
-  local raw = rec(i, k)
-  if not raw then
+  local k, s = item(i)
+  if not k then
+    return s
+  end
+  if not s then
     push(1, 0)
+  elseif s ~= 'd' then
+    push(2, CODE[s])
   else
-    local s, p = decode(k, raw)
-    if not s then
-      return p
-    end
-    if s ~= 'd' then
-      push(2, CODE[s])
-    else
-      put(i, k, false)
-      index(member(k), 'd', nil)
-      push(0, 0)
-    end
+    put(i, k, false)
+    index(member(k), 'd', nil)
+    push(0, 0)
   end
 end
 finish()
