@@ -219,11 +219,22 @@ fn print_memory(m: &memory::Memory) {
     );
 }
 
-/// `qupid ÷ baseline`, how it compares with the target, and whether it is met.
-fn judge(qupid: f64, baseline: f64, target: f64) -> (String, String, &'static str) {
+/// `qupid ÷ baseline`, how it compares with the target, and whether it is met (blank where
+/// there is no target).
+fn judge(qupid: f64, baseline: f64, target: Option<f64>) -> (String, String, &'static str) {
     let ratio = qupid / baseline;
-    let met = if ratio >= target { "yes" } else { "**no**" };
-    (format!("{ratio:.2}×"), format!("≥ {target}×"), met)
+    let ratio = format!("{ratio:.2}×");
+    match target {
+        Some(t) => {
+            let met = if qupid / baseline >= t {
+                "yes"
+            } else {
+                "**no**"
+            };
+            (ratio, format!("≥ {t}×"), met)
+        }
+        None => (ratio, String::new(), ""),
+    }
 }
 
 fn print_comparison(c: &Comparison) {
@@ -245,7 +256,11 @@ fn print_comparison(c: &Comparison) {
     for b in &c.baselines {
         let (ratio, target, met) = match &c.qupid {
             Some((_, q)) => judge(q.median, b.rate.median, b.target),
-            None => ("–".into(), format!("≥ {}×", b.target), "–"),
+            None => (
+                "–".into(),
+                b.target.map_or(String::new(), |t| format!("≥ {t}×")),
+                "–",
+            ),
         };
         println!(
             "| {} | {:.0} | {:.0}–{:.0} | {ratio} | {target} | {met} |",

@@ -186,8 +186,16 @@ pub(crate) fn run(side: Side, entries: usize, runs: usize) -> Result<Comparison,
             }
         }
         let labels = [
-            ("(a)", "raw tokio-postgres, one statement per entry", 10.0),
-            ("(b)", "raw tokio-postgres, 1,000 keys per statement", 0.5),
+            (
+                "(a)",
+                "raw tokio-postgres, one statement per entry",
+                Some(10.0),
+            ),
+            (
+                "(b)",
+                "raw tokio-postgres, 1,000 keys per statement",
+                Some(0.5),
+            ),
         ];
         Ok(Comparison {
             ledger: "postgres",

@@ -203,8 +203,8 @@ pub(crate) fn run(side: Side, entries: usize, runs: usize) -> Result<Comparison,
             }
         }
         let labels = [
-            ("(a)", "raw redis-rs, one command at a time", 5.0),
-            ("(b)", "raw redis-rs, pipelines of 100", 0.5),
+            ("(a)", "raw redis-rs, one command at a time", Some(5.0)),
+            ("(b)", "raw redis-rs, pipelines of 100", Some(0.5)),
         ];
         let baselines = r.baselines(&labels);
         Ok(Comparison {

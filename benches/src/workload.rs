@@ -111,8 +111,9 @@ pub(crate) struct Baseline {
     pub(crate) tag: &'static str,
     pub(crate) label: String,
     pub(crate) rate: Rate,
-    /// qupid's median over this one's median should be at least this.
-    pub(crate) target: f64,
+    /// qupid's median over this one's median should be at least this (`None`: a loop shown
+    /// for comparison only).
+    pub(crate) target: Option<f64>,
 }
 
 /// Which side of a comparison to run: both (the benchmark), or one alone (for profiling).
@@ -153,7 +154,7 @@ impl Runs {
         (!runs.is_empty()).then(|| Rate::of(runs.clone()))
     }
     /// The baselines that ran: configuration `i` is `labels[i]`, a `(tag, label, target)`.
-    pub(crate) fn baselines(&self, labels: &[(&'static str, &str, f64)]) -> Vec<Baseline> {
+    pub(crate) fn baselines(&self, labels: &[(&'static str, &str, Option<f64>)]) -> Vec<Baseline> {
         labels
             .iter()
             .enumerate()
