@@ -14,6 +14,8 @@ Ledger URLs:
   sqlite://PATH                     a ledger file (sqlite:///abs/path for an absolute path);
                                     the file must exist: the tool never creates one
   redis://[:PASSWORD@]HOST[:PORT][/DB]
+  redis+cluster://[:PASSWORD@]HOST:PORT,HOST:PORT,...
+                                    a Redis Cluster, through any of its nodes
   postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
   memory:                           an empty in-process ledger (for trying the tool out)
 

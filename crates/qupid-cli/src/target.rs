@@ -50,7 +50,7 @@ impl Target {
         })?;
         let namespace = matches!(
             scheme.as_str(),
-            "redis" | "rediss" | "postgres" | "postgresql"
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "postgres" | "postgresql"
         )
         .then(|| namespace.to_owned());
         Ok(Target {

@@ -28,7 +28,28 @@ pub use fixture::{memory_fixture, Fixture, ManualAdvance, SleepAdvance, TestCloc
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:path) => {
-        $crate::__conformance_tests!($make;
+        $crate::__conformance_names!(__conformance_tests; $make);
+    };
+}
+
+/// Expands to a future that runs every conformance test in turn, each on a fresh fixture
+/// from the future `$make` (an expression evaluated once per test), printing each test's
+/// name first. For a ledger whose test setup is too costly to repeat per `#[test]` (a Redis
+/// Cluster of several processes): one test starts it, runs the suite, and stops it.
+#[macro_export]
+macro_rules! conformance_sequence {
+    ($make:expr) => {
+        $crate::__conformance_names!(__conformance_sequence; $make)
+    };
+}
+
+/// Calls `$crate::$then!` with the given arguments, then the names of every conformance
+/// test: the one list both [`conformance_tests!`] and [`conformance_sequence!`] expand.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_names {
+    ($then:ident; $($args:tt)*) => {
+        $crate::$then! { $($args)*;
             offer_absent_is_accepted,
             offer_finished_with_new_version_is_accepted,
             offer_finished_blocking_is_duplicate,
@@ -58,7 +79,7 @@ macro_rules! conformance_tests {
             batches_answer_in_order,
             a_key_twice_in_a_batch_sees_its_first_outcome,
             unusual_keys_round_trip,
-        );
+        }
     };
 }
 
@@ -72,6 +93,19 @@ macro_rules! __conformance_tests {
                 $crate::conformance::$name($make().await).await;
             }
         )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_sequence {
+    ($make:expr; $($name:ident),* $(,)?) => {
+        async {
+            $(
+                eprintln!("conformance: {}", stringify!($name));
+                $crate::conformance::$name($make.await).await;
+            )*
+        }
     };
 }
 

@@ -17,6 +17,7 @@ use crate::policy::{Policy, Retention};
 /// | `memory:` | [`MemoryLedger`] (empty, this process only) | always |
 /// | `sqlite://path/to/file.db` | `SqliteLedger` | `sqlite` |
 /// | `redis://host:port/db` | `RedisLedger` in `namespace` | `redis` |
+/// | `redis+cluster://host:port,host:port` | `RedisLedger` on a Redis Cluster, in `namespace` | `redis` |
 /// | `postgres://user@host/db` | `PostgresLedger` in `namespace` | `postgres` |
 #[derive(Debug)]
 #[non_exhaustive]
@@ -55,12 +56,13 @@ impl AnyLedger {
             "memory" => Ok(AnyLedger::Memory(MemoryLedger::new())),
             "sqlite" => open_sqlite(url).await,
             "redis" | "rediss" => open_redis(url, namespace).await,
+            "redis+cluster" | "rediss+cluster" => open_redis_cluster(url, namespace).await,
             "postgres" | "postgresql" => open_postgres(url, namespace).await,
             _ => Err(Error::new(
                 ErrorKind::Config,
                 format!(
                     "expected a ledger URL (memory:, sqlite://PATH, redis://HOST, \
-                     postgres://HOST/DB), found {url:?}"
+                     redis+cluster://HOST:PORT,HOST:PORT, postgres://HOST/DB), found {url:?}"
                 ),
             )),
         }
@@ -98,6 +100,42 @@ async fn open_redis(url: &str, namespace: &str) -> Result<AnyLedger> {
 #[cfg(not(feature = "redis"))]
 async fn open_redis(_url: &str, _namespace: &str) -> Result<AnyLedger> {
     Err(not_built("redis"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis_cluster(url: &str, namespace: &str) -> Result<AnyLedger> {
+    let nodes = cluster_nodes(url);
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    Ok(AnyLedger::Redis(
+        super::RedisLedger::connect_cluster(&nodes, namespace).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis_cluster(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+    Err(not_built("redis"))
+}
+
+/// The node URLs of a `redis+cluster://[user:password@]host:port,host:port[/]` URL (or
+/// `rediss+cluster://`): `redis://[user:password@]host:port` for each listed node.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn cluster_nodes(url: &str) -> Vec<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or((url, ""));
+    let scheme = scheme
+        .to_ascii_lowercase()
+        .strip_suffix("+cluster")
+        .unwrap_or("redis")
+        .to_owned();
+    let hosts = rest.split('/').next().unwrap_or_default();
+    let (auth, hosts) = match hosts.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), hosts),
+    };
+    hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{scheme}://{auth}{h}"))
+        .collect()
 }
 
 #[cfg(feature = "postgres")]
@@ -204,5 +242,18 @@ mod tests {
         assert!(err.to_string().contains("mysql://localhost/db"), "{err}");
         let err = AnyLedger::open("no scheme", "q").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn cluster_urls_list_their_nodes() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://10.0.0.1:7000,10.0.0.2:7001/"),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://u:p@a:1,b:2"),
+            ["rediss://u:p@a:1", "rediss://u:p@b:2"]
+        );
+        assert!(cluster_nodes("redis+cluster://").is_empty());
     }
 }

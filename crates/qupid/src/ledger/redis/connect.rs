@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
 use ::redis::{Client, ErrorKind as RedisKind, Value};
 
+use super::conn::Conn;
 use super::error::{classify, redact};
 use super::keys::{check_namespace, Keys};
 use super::scripts::{prepare, run, SCRIPTS};
@@ -68,16 +70,67 @@ impl RedisLedger {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
+            .map_err(|e| cannot_connect(e, &shown))?;
+        Self::open(Conn::Node(conn), shown, namespace).await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
+    /// client learns the others and the slot map from them) and opens `namespace`, creating
+    /// nothing until the first offer.
+    ///
+    /// Every key of a namespace shares one hash tag, so a namespace lives in one slot: each
+    /// script goes to the node owning it, and the ledger works as against one server. The
+    /// cluster connection follows `MOVED` and `ASK` redirections and re-reads the slot map
+    /// after a failover; a call that still fails (no node owns the slot yet, the cluster is
+    /// down) fails as [`ErrorKind::Unavailable`], which callers retry. Different namespaces
+    /// land in different slots, so several pipelines (one namespace each) spread over the
+    /// cluster; to spread one namespace, see [Redis Cluster](super#redis-cluster). The
+    /// eviction policy is checked on one node: configure every node alike.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RedisLedger::connect), with `Config` also for an empty `nodes`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`connect`](RedisLedger::connect).
+    pub async fn connect_cluster(nodes: &[&str], namespace: &str) -> Result<Self> {
+        check_namespace(namespace)?;
+        if nodes.is_empty() {
+            return Err(Error::config(
+                "expected at least one redis cluster node url, found none",
+            ));
+        }
+        let shown = nodes
+            .iter()
+            .map(|n| redact(n))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(RECONNECT_RETRIES as u32)
+            .build()
             .map_err(|e| {
-                // Wrong credentials or settings will not fix themselves; anything else might.
-                let kind = match e.kind() {
-                    RedisKind::AuthenticationFailed | RedisKind::InvalidClientConfig => {
-                        ErrorKind::Config
-                    }
-                    _ => ErrorKind::Unavailable,
-                };
-                Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!(
+                        "expected redis cluster node urls like redis://host:7000, found \
+                         {shown:?}: {e}"
+                    ),
+                    e,
+                )
             })?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| cannot_connect(e, &shown))?;
+        Self::open(Conn::Cluster(conn), shown, namespace).await
+    }
+
+    /// Checks the server's eviction policy, migrates the namespace if need be, and answers
+    /// the ledger.
+    async fn open(conn: Conn, shown: String, namespace: &str) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
         let keys = Keys::new(namespace);
         migrate(&conn, &keys, namespace).await?;
@@ -97,13 +150,23 @@ impl RedisLedger {
     }
 }
 
+/// The error for a connection that could not be made to `shown`.
+fn cannot_connect(e: ::redis::RedisError, shown: &str) -> Error {
+    // Wrong credentials or settings will not fix themselves; anything else might.
+    let kind = match e.kind() {
+        RedisKind::AuthenticationFailed | RedisKind::InvalidClientConfig => ErrorKind::Config,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
+}
+
 /// Records a migration script converts per call: small enough not to block the server for
 /// long (a few ms).
 const MIGRATE_CHUNK: u64 = 2_000;
 
 /// Brings the namespace to the current layout (nothing to do for a new one or a current one):
 /// runs the migration script until it says it is done.
-async fn migrate(conn: &ConnectionManager, keys: &Keys, namespace: &str) -> Result<()> {
+async fn migrate(conn: &Conn, keys: &Keys, namespace: &str) -> Result<()> {
     let (mut state, mut after) = (Vec::new(), Vec::new());
     let mut converted = 0u64;
     loop {
@@ -132,7 +195,7 @@ async fn migrate(conn: &ConnectionManager, keys: &Keys, namespace: &str) -> Resu
 }
 
 /// Refuses a server whose `maxmemory-policy` may evict qupid's keys.
-async fn check_eviction(conn: &ConnectionManager, url: &str) -> Result<()> {
+async fn check_eviction(conn: &Conn, url: &str) -> Result<()> {
     let mut conn = conn.clone();
     let reply: std::result::Result<HashMap<String, String>, _> = ::redis::cmd("CONFIG")
         .arg("GET")

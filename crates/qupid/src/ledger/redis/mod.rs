@@ -114,10 +114,15 @@
 //! # Redis Cluster
 //!
 //! The braces in `qupid:{NS}:` are a hash tag: a whole namespace lives in one slot, so the
-//! scripts touch only keys of one node and the ledger works unchanged against a Cluster
-//! (through a cluster-aware connection; this crate's [`RedisLedger`] connects to one node).
-//! One namespace is then limited to one node's throughput. To spread one namespace over the
-//! cluster, tag keys by shard instead, `qupid:{NS:SHARD}:` with `SHARD = hash(key) % N`:
+//! scripts touch only keys of one node and the ledger works unchanged against a Cluster.
+//! [`RedisLedger::connect_cluster`] (or the URL `redis+cluster://host:port,host:port` with
+//! [`AnyLedger`](super::AnyLedger) and the CLI) connects through a cluster-aware connection,
+//! which sends each script to the node owning its namespace's slot and follows redirections
+//! and failovers; the whole conformance suite runs against a three-node cluster in the
+//! tests. Different namespaces hash to different slots, so pipelines with a namespace each
+//! spread over the nodes; one namespace is limited to one node's throughput. To spread one
+//! namespace over the cluster, tag keys by shard instead, `qupid:{NS:SHARD}:` with
+//! `SHARD = hash(key) % N` (designed, not built):
 //!
 //! - each batch is split by shard and sent as one script per shard (concurrently; items
 //!   keep their positions when the answers are merged back), since keys are independent;
@@ -141,6 +146,7 @@
 //! fully applied or not applied. `purge` runs in chunks of at most 5,000 records so it never
 //! blocks the server for long; dropping it may leave part of the purge done.
 
+mod conn;
 mod connect;
 mod decode;
 mod error;
@@ -151,8 +157,7 @@ mod scripts;
 use std::fmt;
 use std::sync::Arc;
 
-use ::redis::aio::ConnectionManager;
-
+use self::conn::Conn;
 use self::keys::Keys;
 
 /// A [`Ledger`](super::Ledger) kept in Redis, for pipelines spread over many machines.
@@ -166,7 +171,7 @@ pub struct RedisLedger {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     namespace: String,
     /// The URL with any password hidden, for messages.

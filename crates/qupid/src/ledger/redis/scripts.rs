@@ -7,9 +7,9 @@
 
 use std::sync::LazyLock;
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{Script, ScriptInvocation, Value};
 
+use super::conn::Conn;
 use super::error::{corrupt, map_redis};
 use super::keys::Keys;
 use crate::error::{Error, ErrorKind, Result};
@@ -77,7 +77,7 @@ pub(super) fn prepare<'a>(script: &'a Script, keys: &Keys) -> ScriptInvocation<'
 /// are mapped by [`map_redis`].
 pub(super) async fn run(
     inv: &ScriptInvocation<'_>,
-    conn: &ConnectionManager,
+    conn: &Conn,
     what: &str,
     namespace: &str,
 ) -> Result<Vec<Value>> {

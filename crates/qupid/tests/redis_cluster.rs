@@ -1,0 +1,181 @@
+//! The Redis ledger on a Redis Cluster: the whole conformance suite, scripts lost on every
+//! node, and the `redis+cluster://` URL, against a three-node cluster this test starts (and
+//! stops) on spare ports.
+//!
+//! Needs the `redis-server` and `redis-cli` binaries (see `redis_support`).
+
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use qupid::ledger::{AnyLedger, Offered, RedisLedger, State};
+use qupid::{Key, Ledger, Offer, Policy};
+use qupid_testkit::{Fixture, TestClock};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis_support::{namespace, redis_key, SpareServer};
+
+/// Three masters sharing the 16,384 slots, no replicas; stopped when dropped.
+struct Cluster {
+    nodes: Vec<SpareServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("a temp dir for the cluster's files");
+        let path = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
+        let nodes: Vec<SpareServer> = (0..3)
+            .map(|i| {
+                let conf = format!("nodes-{i}.conf");
+                SpareServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--dir",
+                    &path,
+                ])
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (apt-get install redis-tools): {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { nodes, _dir: dir };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every node says the cluster is up (all slots served, nodes agreeing).
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &self.nodes {
+            loop {
+                let info = redis::Client::open(n.url().as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c));
+                match info {
+                    Ok(text) if text.contains("cluster_state:ok") => break,
+                    other if Instant::now() > deadline => {
+                        panic!("the cluster on port {} is not up: {other:?}", n.port())
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(SpareServer::url).collect()
+    }
+
+    async fn connect(&self, namespace: &str) -> RedisLedger {
+        let urls = self.urls();
+        let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+        RedisLedger::connect_cluster(&nodes, namespace)
+            .await
+            .expect("connect to the cluster")
+    }
+
+    async fn raw(&self) -> ClusterConnection {
+        ClusterClient::new(self.urls())
+            .expect("cluster client")
+            .get_async_connection()
+            .await
+            .expect("a raw cluster connection")
+    }
+
+    /// A fresh namespace on the cluster, its clock moved through `clock_offset_ms`.
+    async fn fixture(&self) -> Fixture<RedisLedger> {
+        let ns = namespace("cluster");
+        let ledger = self.connect(&ns).await;
+        let clock = ClusterClock {
+            conn: self.raw().await,
+            key: redis_key(&ns, "clock_offset_ms"),
+        };
+        Fixture::new(ledger, clock, Duration::from_secs(1))
+    }
+}
+
+/// Moves a namespace's clock on the cluster (`INCRBY`, routed to the namespace's node).
+struct ClusterClock {
+    conn: ClusterConnection,
+    key: String,
+}
+
+impl TestClock for ClusterClock {
+    fn advance(&self, by: Duration) -> BoxFuture<'static, ()> {
+        let (mut conn, key) = (self.conn.clone(), self.key.clone());
+        let ms = u64::try_from(by.as_millis()).expect("a short advance");
+        Box::pin(async move {
+            let _: i64 = redis::cmd("INCRBY")
+                .arg(&key)
+                .arg(ms)
+                .query_async(&mut conn)
+                .await
+                .expect("move the namespace's clock");
+        })
+    }
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s).expect("valid key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_works_on_a_redis_cluster() {
+    let cluster = Cluster::start();
+
+    // The whole suite, each test in its own namespace: namespaces hash to slots all over the
+    // cluster, so every node serves some of them.
+    qupid_testkit::conformance_sequence!(cluster.fixture()).await;
+
+    // Scripts lost on every node are loaded again where they are needed.
+    let ns = namespace("cluster-flush");
+    let l = cluster.connect(&ns).await;
+    let p = Policy::default();
+    l.offer(&p, &[Offer::new(key("a"))]).await.expect("offer");
+    for n in &cluster.nodes {
+        let mut c = redis::Client::open(n.url().as_str())
+            .and_then(|c| c.get_connection())
+            .expect("a node");
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec(&mut c)
+            .expect("script flush");
+    }
+    let out = l
+        .offer(&p, &[Offer::new(key("a")), Offer::new(key("b"))])
+        .await
+        .expect("offer after every node lost its scripts");
+    assert_eq!(out[0], Offered::Duplicate(State::Queued));
+    assert!(matches!(out[1], Offered::Accepted(_)), "{out:?}");
+
+    // The URL form, as the CLI and `AnyLedger` take it.
+    let ports: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let url = format!("redis+cluster://{}", ports.join(","));
+    let any = AnyLedger::open(&url, &ns).await.expect("open by URL");
+    assert_eq!(any.stats().await.expect("stats").queued, 2);
+}
