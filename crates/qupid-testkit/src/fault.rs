@@ -17,8 +17,10 @@ use qupid::{Error, ErrorKind, Key, Ledger, Offer, Policy, Retention};
 /// A failed call does not reach the inner ledger, except a completion whose answer is lost
 /// ([`lose_completion_answers`](FaultyLedger::lose_completion_answers)). Clones share the switches.
 ///
-/// [`Ledger::offer_and_start`] is left to the trait's default (an `offer`, then a `start`),
-/// so each of its two steps can fail on its own.
+/// [`Ledger::offer_and_start`] fails or goes through as one call, as it does in every ledger
+/// of this crate; behind that one check it runs the trait's two-step default
+/// ([`offer_then_start`](qupid::ledger::offer_then_start)) on the inner ledger, so the
+/// conformance suite run on a `FaultyLedger` tests that default.
 #[derive(Clone)]
 pub struct FaultyLedger<L> {
     inner: L,
@@ -122,8 +124,14 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         self.check("start")?;
         self.inner.start(policy, claims).await
     }
-    // `offer_and_start` is the trait's default: an `offer`, then a `start` of the accepted
-    // keys, each of which can fail (this is also what runs the conformance suite on it).
+    async fn offer_and_start(
+        &self,
+        policy: &Policy,
+        offers: &[Offer],
+    ) -> qupid::Result<Vec<Offered>> {
+        self.check("offer_and_start")?;
+        qupid::ledger::offer_then_start(&self.inner, policy, offers).await
+    }
     async fn renew(
         &self,
         policy: &Policy,

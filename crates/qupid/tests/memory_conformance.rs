@@ -1,5 +1,5 @@
 //! The conformance suite and the model-based test, on the memory ledger, and on a wrapper that
-//! leaves `Ledger::offer_and_start` to the trait's two-step default.
+//! runs `Ledger::offer_and_start` as the trait's two-step default (`offer_then_start`).
 
 use qupid_testkit::memory_fixture;
 

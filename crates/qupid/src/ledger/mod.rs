@@ -126,8 +126,9 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     ///
     /// A queue that hands each accepted entry straight to a worker (a pipeline) uses this to
     /// save one transition per key: one ledger write instead of two, and no wait between
-    /// acceptance and work. The default implementation calls `offer`, then `start` on the
-    /// accepted keys; every ledger of this crate does both in one atomic step.
+    /// acceptance and work. The default implementation ([`offer_then_start`]) calls `offer`,
+    /// then `start` on the accepted keys; every ledger of this crate does both in one atomic
+    /// step.
     ///
     /// # Errors
     ///
@@ -139,50 +140,7 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
         policy: &Policy,
         offers: &[Offer],
     ) -> impl Future<Output = Result<Vec<Offered>>> + Send {
-        async move {
-            let mut out = self.offer(policy, offers).await?;
-            let (claims, at): (Vec<Claim>, Vec<usize>) = out
-                .iter()
-                .zip(offers)
-                .enumerate()
-                .filter_map(|(i, (o, offer))| {
-                    let lease = o.lease()?;
-                    let claim = Claim {
-                        key: offer.key.clone(),
-                        token: lease.token,
-                    };
-                    Some((claim, i))
-                })
-                .unzip();
-            if claims.is_empty() {
-                return Ok(out);
-            }
-            let started = self.start(policy, &claims).await?;
-            // A key offered twice in the batch: its second copy saw it Queued, but it is
-            // Running now, as a one-step ledger answers.
-            let keys: std::collections::HashSet<&Key> = claims.iter().map(|c| &c.key).collect();
-            for (o, offer) in out.iter_mut().zip(offers) {
-                if *o == Offered::Duplicate(State::Queued) && keys.contains(&offer.key) {
-                    *o = Offered::Duplicate(State::Running);
-                }
-            }
-            for (i, s) in at.into_iter().zip(started) {
-                out[i] = match (s, &out[i]) {
-                    (Ok(s), Offered::Accepted(lease)) => Offered::Accepted(Lease {
-                        token: lease.token,
-                        expires_at: s.expires_at,
-                        attempts: s.attempt,
-                    }),
-                    // Taken over between the two steps (possible only after an expiry as
-                    // short as the gap): report what holds the key now.
-                    (Err(Refused::WrongState(state)), _) => Offered::Duplicate(state),
-                    (Err(Refused::LeaseLost), _) | (Ok(_), Offered::Duplicate(_)) => {
-                        Offered::Duplicate(State::Queued)
-                    }
-                };
-            }
-            Ok(out)
-        }
+        offer_then_start(self, policy, offers)
     }
 
     /// Extends leases by `policy.lease` from now. Answers the new expiry.
@@ -290,6 +248,63 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     fn groups_calls(&self) -> bool {
         false
     }
+}
+
+/// [`Ledger::offer_and_start`] in two steps, as the trait's default does it: `offer`, then
+/// `start` of the accepted keys. For a ledger (or a wrapper) that wants the default's answers
+/// while deciding itself what counts as one call: the built-in ledgers do both in one step.
+///
+/// # Errors
+///
+/// Those of either step. A failure of the second leaves the accepted keys Queued under
+/// leases nobody holds: they are offered again once those expire.
+pub async fn offer_then_start<L: Ledger + ?Sized>(
+    ledger: &L,
+    policy: &Policy,
+    offers: &[Offer],
+) -> Result<Vec<Offered>> {
+    let mut out = ledger.offer(policy, offers).await?;
+    let (claims, at): (Vec<Claim>, Vec<usize>) = out
+        .iter()
+        .zip(offers)
+        .enumerate()
+        .filter_map(|(i, (o, offer))| {
+            let lease = o.lease()?;
+            let claim = Claim {
+                key: offer.key.clone(),
+                token: lease.token,
+            };
+            Some((claim, i))
+        })
+        .unzip();
+    if claims.is_empty() {
+        return Ok(out);
+    }
+    let started = ledger.start(policy, &claims).await?;
+    // A key offered twice in the batch: its second copy saw it Queued, but it is
+    // Running now, as a one-step ledger answers.
+    let keys: std::collections::HashSet<&Key> = claims.iter().map(|c| &c.key).collect();
+    for (o, offer) in out.iter_mut().zip(offers) {
+        if *o == Offered::Duplicate(State::Queued) && keys.contains(&offer.key) {
+            *o = Offered::Duplicate(State::Running);
+        }
+    }
+    for (i, s) in at.into_iter().zip(started) {
+        out[i] = match (s, &out[i]) {
+            (Ok(s), Offered::Accepted(lease)) => Offered::Accepted(Lease {
+                token: lease.token,
+                expires_at: s.expires_at,
+                attempts: s.attempt,
+            }),
+            // Taken over between the two steps (possible only after an expiry as
+            // short as the gap): report what holds the key now.
+            (Err(Refused::WrongState(state)), _) => Offered::Duplicate(state),
+            (Err(Refused::LeaseLost), _) | (Ok(_), Offered::Duplicate(_)) => {
+                Offered::Duplicate(State::Queued)
+            }
+        };
+    }
+    Ok(out)
 }
 
 impl<L: Ledger> Ledger for Arc<L> {
