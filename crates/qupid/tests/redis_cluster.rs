@@ -11,13 +11,12 @@ mod redis_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use qupid::ledger::{AnyLedger, Offered, RedisLedger, State};
 use qupid::{Key, Ledger, Offer, Policy};
-use qupid_testkit::{Fixture, TestClock};
+use qupid_testkit::Fixture;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis_support::{namespace, redis_key, SpareServer};
+use redis_support::{namespace, redis_key, RedisClock, SpareServer};
 
 /// Three masters sharing the 16,384 slots, no replicas; stopped when dropped.
 struct Cluster {
@@ -107,32 +106,13 @@ impl Cluster {
     async fn fixture(&self) -> Fixture<RedisLedger> {
         let ns = namespace("cluster");
         let ledger = self.connect(&ns).await;
-        let clock = ClusterClock {
+        // The cluster is stopped at the end of the test: nothing to clean up.
+        let clock = RedisClock {
             conn: self.raw().await,
             key: redis_key(&ns, "clock_offset_ms"),
+            _cleanup: None,
         };
         Fixture::new(ledger, clock, Duration::from_secs(1))
-    }
-}
-
-/// Moves a namespace's clock on the cluster (`INCRBY`, routed to the namespace's node).
-struct ClusterClock {
-    conn: ClusterConnection,
-    key: String,
-}
-
-impl TestClock for ClusterClock {
-    fn advance(&self, by: Duration) -> BoxFuture<'static, ()> {
-        let (mut conn, key) = (self.conn.clone(), self.key.clone());
-        let ms = u64::try_from(by.as_millis()).expect("a short advance");
-        Box::pin(async move {
-            let _: i64 = redis::cmd("INCRBY")
-                .arg(&key)
-                .arg(ms)
-                .query_async(&mut conn)
-                .await
-                .expect("move the namespace's clock");
-        })
     }
 }
 

@@ -129,15 +129,19 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Moves a namespace's clock by `INCRBY` on one of its clock keys, and cleans the namespace
-/// up when the fixture is dropped.
-pub(crate) struct RedisClock {
-    conn: MultiplexedConnection,
-    key: String,
-    _cleanup: Cleanup,
+/// Moves a namespace's clock by `INCRBY` on one of its clock keys, through a connection to
+/// one server or to a cluster, and cleans the namespace up (if told to) when the fixture is
+/// dropped.
+pub(crate) struct RedisClock<C = MultiplexedConnection> {
+    pub(crate) conn: C,
+    pub(crate) key: String,
+    pub(crate) _cleanup: Option<Cleanup>,
 }
 
-impl TestClock for RedisClock {
+impl<C> TestClock for RedisClock<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     fn advance(&self, by: Duration) -> BoxFuture<'static, ()> {
         let (mut conn, key) = (self.conn.clone(), self.key.clone());
         let ms = u64::try_from(by.as_millis()).expect("a short advance");
@@ -188,7 +192,7 @@ async fn make_fixture(pinned: bool) -> Fixture<RedisLedger> {
     let clock = RedisClock {
         conn,
         key,
-        _cleanup: Cleanup::new(&url, &ns),
+        _cleanup: Some(Cleanup::new(&url, &ns)),
     };
     Fixture::new(ledger, clock, Duration::from_secs(1))
 }

@@ -320,16 +320,21 @@ end
 -- to delete; otherwise the keys written, in order (CACHE holds what).
 local SETS, NSETS, DELS, DIRTY, NDIRTY = {}, 0, {}, {}, 0
 
+-- Adds the write of record k (the string raw, or false to delete it) to finish()'s.
+local function stage(k, raw)
+  if raw then
+    SETS[NSETS + 1] = k
+    SETS[NSETS + 2] = raw
+    NSETS = NSETS + 2
+  else
+    DELS[#DELS + 1] = k
+  end
+end
+
 -- Writes the record of item i (record key k): the string raw, or false to delete it.
 local function put(i, k, raw)
   if UNIQUE then
-    if raw then
-      SETS[NSETS + 1] = k
-      SETS[NSETS + 2] = raw
-      NSETS = NSETS + 2
-    else
-      DELS[#DELS + 1] = k
-    end
+    stage(k, raw)
   else
     CACHE[k] = raw
     NDIRTY = NDIRTY + 1
@@ -402,14 +407,7 @@ local function finish()
       local k = DIRTY[i]
       if not seen[k] then
         seen[k] = true
-        local raw = CACHE[k]
-        if raw then
-          SETS[NSETS + 1] = k
-          SETS[NSETS + 2] = raw
-          NSETS = NSETS + 2
-        else
-          DELS[#DELS + 1] = k
-        end
+        stage(k, CACHE[k])
       end
     end
   end
