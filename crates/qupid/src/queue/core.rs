@@ -254,7 +254,8 @@ impl<L: Ledger> Executor<L> {
             let failed = answer(c, completes, out, |claim, r| {
                 // Completed under this very token: only this job could have done it, so an
                 // earlier try was applied and its answer lost (a server killed before it
-                // replied). That is a completion.
+                // replied). That is a completion. Only retries (which answer nobody) can meet
+                // this, so not knowing whether it was superseded loses nothing.
                 let r = match r {
                     Err(Refused::WrongState(State::Completed)) => Ok(Done { superseded: false }),
                     r => r,

@@ -235,29 +235,34 @@ impl fmt::Debug for SqliteLedger {
     }
 }
 
-impl Ledger for SqliteLedger {
-    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+impl SqliteLedger {
+    /// `offer`, or with `start` `offer_and_start`: one job on the writer thread.
+    async fn offers(&self, policy: &Policy, offers: &[Offer], start: bool) -> Result<Vec<Offered>> {
         if offers.is_empty() {
             return Ok(Vec::new());
         }
         let (policy, offers) = (policy.clone(), offers.to_vec());
-        let w = &self.inner.writer;
-        w.run("offering keys", move |cx| {
-            transitions::offer(cx, &policy, &offers, false)
-        })
-        .await
+        let doing = if start {
+            "offering and starting keys"
+        } else {
+            "offering keys"
+        };
+        self.inner
+            .writer
+            .run(doing, move |cx| {
+                transitions::offer(cx, &policy, &offers, start)
+            })
+            .await
+    }
+}
+
+impl Ledger for SqliteLedger {
+    async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.offers(policy, offers, false).await
     }
 
     async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
-        if offers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (policy, offers) = (policy.clone(), offers.to_vec());
-        let w = &self.inner.writer;
-        w.run("offering and starting keys", move |cx| {
-            transitions::offer(cx, &policy, &offers, true)
-        })
-        .await
+        self.offers(policy, offers, true).await
     }
 
     async fn start(
