@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use qupid::clock::Timestamp;
 use qupid::ledger::{
@@ -35,6 +36,10 @@ struct Switches {
     lose_completions: AtomicU64,
     failed: AtomicU64,
     groups_calls: Option<bool>,
+    /// Milliseconds the hot-path calls wait after the inner ledger answered.
+    answer_after_ms: AtomicU64,
+    /// A fault no retry fixes: every call fails with this kind while it is set.
+    broken: Mutex<Option<ErrorKind>>,
 }
 
 impl<L: Ledger> FaultyLedger<L> {
@@ -76,6 +81,24 @@ impl<L: Ledger> FaultyLedger<L> {
         self.switches.lose_completions.store(n, Ordering::SeqCst);
     }
 
+    /// Makes the hot-path calls (offer, offer-and-start, start, renew, complete, fail,
+    /// release) answer `delay` after the inner ledger applied them, as a slow network does:
+    /// a caller that gives up meanwhile leaves the call applied. Zero answers at once.
+    pub fn answer_after(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.switches.answer_after_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Makes every call fail with an error of `kind` (say [`ErrorKind::Corrupt`], as for a
+    /// damaged file), which no retry fixes, until called with `None`.
+    pub fn break_with(&self, kind: Option<ErrorKind>) {
+        *self
+            .switches
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = kind;
+    }
+
     /// How many calls failed so far.
     pub fn failed(&self) -> u64 {
         self.switches.failed.load(Ordering::SeqCst)
@@ -86,8 +109,23 @@ impl<L: Ledger> FaultyLedger<L> {
         &self.inner
     }
 
+    async fn slow(&self) {
+        let ms = self.switches.answer_after_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     fn check(&self, call: &str) -> qupid::Result<()> {
         let s = &self.switches;
+        let broken = *s.broken.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kind) = broken {
+            s.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::new(
+                kind,
+                format!("injected fault: {call} failed for good"),
+            ));
+        }
         let one_of_next = s
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -114,7 +152,9 @@ impl<L: fmt::Debug> fmt::Debug for FaultyLedger<L> {
 impl<L: Ledger> Ledger for FaultyLedger<L> {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> qupid::Result<Vec<Offered>> {
         self.check("offer")?;
-        self.inner.offer(policy, offers).await
+        let out = self.inner.offer(policy, offers).await;
+        self.slow().await;
+        out
     }
     async fn start(
         &self,
@@ -122,7 +162,9 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         claims: &[Claim],
     ) -> qupid::Result<Vec<Result<Started, Refused>>> {
         self.check("start")?;
-        self.inner.start(policy, claims).await
+        let out = self.inner.start(policy, claims).await;
+        self.slow().await;
+        out
     }
     async fn offer_and_start(
         &self,
@@ -130,7 +172,9 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         offers: &[Offer],
     ) -> qupid::Result<Vec<Offered>> {
         self.check("offer_and_start")?;
-        qupid::ledger::offer_then_start(&self.inner, policy, offers).await
+        let out = qupid::ledger::offer_then_start(&self.inner, policy, offers).await;
+        self.slow().await;
+        out
     }
     async fn renew(
         &self,
@@ -138,7 +182,9 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         claims: &[Claim],
     ) -> qupid::Result<Vec<Result<Timestamp, Refused>>> {
         self.check("renew")?;
-        self.inner.renew(policy, claims).await
+        let out = self.inner.renew(policy, claims).await;
+        self.slow().await;
+        out
     }
     async fn complete(&self, claims: &[Claim]) -> qupid::Result<Vec<Result<Done, Refused>>> {
         self.check("complete")?;
@@ -155,6 +201,7 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
                 "injected fault: complete was applied, its answer lost",
             ));
         }
+        self.slow().await;
         Ok(out)
     }
     async fn fail(
@@ -163,11 +210,15 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         failures: &[Failure],
     ) -> qupid::Result<Vec<Result<Failed, Refused>>> {
         self.check("fail")?;
-        self.inner.fail(policy, failures).await
+        let out = self.inner.fail(policy, failures).await;
+        self.slow().await;
+        out
     }
     async fn release(&self, claims: &[Claim]) -> qupid::Result<Vec<Result<(), Refused>>> {
         self.check("release")?;
-        self.inner.release(claims).await
+        let out = self.inner.release(claims).await;
+        self.slow().await;
+        out
     }
     async fn remove(&self, keys: &[Key], force: bool) -> qupid::Result<Vec<Removed>> {
         self.check("remove")?;

@@ -21,10 +21,7 @@ pub(crate) enum Ask {
     Start,
     Complete,
     Fail(String),
-    /// `running` says which gauge the job leaves.
-    Release {
-        running: bool,
-    },
+    Release,
 }
 
 /// The ledger's answer to an [`Ask`].
@@ -42,60 +39,111 @@ pub(crate) struct Op {
     pub(crate) reply: Option<oneshot::Sender<Result<Answer>>>,
 }
 
-/// A claim this process holds, for the renewer.
+/// A claim this process holds, for the renewer and the gauges.
 struct Held {
     token: Token,
+    /// Queued or Running, as the ledger last answered.
+    state: State,
     lost: CancellationToken,
 }
 
 /// Claims held by this process: renewed together, cancelled when lost. Sharded by key, so
 /// publishers and workers seldom wait for each other.
+///
+/// The `queued` and `running` gauges follow this registry and nothing else: a claim enters
+/// it when the ledger accepts a key, moves when the ledger answers a start or a failure, and
+/// leaves it once, when the ledger answers that the key left this holder (completed, dead,
+/// released, or taken over). However often a job's ending is asked, answered, or dropped
+/// halfway, each claim moves the gauges exactly once each way.
 pub(crate) struct Registry {
     shards: Box<[Mutex<HashMap<Key, Held>>]>,
     hasher: hashbrown::DefaultHashBuilder,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry {
-            shards: (0..16).map(|_| Mutex::default()).collect(),
-            hasher: Default::default(),
-        }
-    }
+    counters: Arc<Counters>,
 }
 
 impl Registry {
+    pub(crate) fn new(counters: Arc<Counters>) -> Self {
+        Registry {
+            shards: (0..16).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            counters,
+        }
+    }
+
     fn lock(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
         use std::hash::BuildHasher;
         let i = (self.hasher.hash_one(key.as_str()) >> 40) as usize % self.shards.len();
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn insert(&self, claim: &Claim, lost: CancellationToken) {
-        self.lock(&claim.key).insert(
-            claim.key.clone(),
-            Held {
-                token: claim.token,
-                lost,
-            },
-        );
-    }
-
-    /// Forgets `claim` if it is still the one held for its key.
-    pub(crate) fn remove(&self, claim: &Claim) {
-        let mut held = self.lock(&claim.key);
-        if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
-            held.remove(&claim.key);
+    fn gauge(&self, state: State, by: i64) {
+        match state {
+            State::Running => self.counters.running.add(by),
+            _ => self.counters.queued.add(by),
         }
     }
 
-    /// Forgets `claim` and tells its job the lease is lost.
-    fn lose(&self, claim: &Claim) {
-        let mut held = self.lock(&claim.key);
-        if held.get(&claim.key).is_some_and(|h| h.token == claim.token) {
-            if let Some(h) = held.remove(&claim.key) {
-                h.lost.cancel();
+    /// Holds `claim`, in `state` (Queued or Running). A claim on the same key under another
+    /// token is lost: the ledger gave the key to this newer lease.
+    pub(crate) fn insert(&self, claim: &Claim, state: State, lost: CancellationToken) {
+        let old = self.lock(&claim.key).insert(
+            claim.key.clone(),
+            Held {
+                token: claim.token,
+                state,
+                lost,
+            },
+        );
+        self.gauge(state, 1);
+        if let Some(old) = old {
+            self.gauge(old.state, -1);
+            if old.token != claim.token {
+                self.counters.lease_lost.add(1);
+                old.lost.cancel();
             }
+        }
+    }
+
+    /// Records that `claim`'s key is now in `state`, if the claim is still held.
+    pub(crate) fn set(&self, claim: &Claim, state: State) {
+        let mut held = self.lock(&claim.key);
+        if let Some(h) = held.get_mut(&claim.key).filter(|h| h.token == claim.token) {
+            if h.state != state {
+                let was = std::mem::replace(&mut h.state, state);
+                drop(held);
+                self.gauge(was, -1);
+                self.gauge(state, 1);
+            }
+        }
+    }
+
+    /// Forgets `claim` if it is still the one held for its key. Answers whether it was.
+    pub(crate) fn remove(&self, claim: &Claim) -> bool {
+        let mut held = self.lock(&claim.key);
+        if held.get(&claim.key).is_none_or(|h| h.token != claim.token) {
+            return false;
+        }
+        let state = held.remove(&claim.key).map(|h| h.state);
+        drop(held);
+        if let Some(state) = state {
+            self.gauge(state, -1);
+        }
+        true
+    }
+
+    /// Forgets `claim`, counts the lost lease and tells its job, if it is still held.
+    pub(crate) fn lose(&self, claim: &Claim) {
+        let mut held = self.lock(&claim.key);
+        if held.get(&claim.key).is_none_or(|h| h.token != claim.token) {
+            return;
+        }
+        let h = held.remove(&claim.key);
+        drop(held);
+        if let Some(h) = h {
+            tracing::warn!(key = %claim.key, token = %claim.token, "lease lost");
+            self.gauge(h.state, -1);
+            self.counters.lease_lost.add(1);
+            h.lost.cancel();
         }
     }
 
@@ -225,7 +273,7 @@ impl<L: Ledger> Executor<L> {
                     },
                     op.reply,
                 )),
-                Ask::Release { running } => releases.push(((op.claim, running), op.reply)),
+                Ask::Release => releases.push((op.claim, op.reply)),
             }
         }
         let c = &self.counters;
@@ -234,11 +282,8 @@ impl<L: Ledger> Executor<L> {
             let out = ledger.start(policy, &claims).await;
             let failed = answer(c, starts, out, |claim, r| {
                 match &r {
-                    Ok(_) => {
-                        c.queued.add(-1);
-                        c.running.add(1);
-                    }
-                    Err(refused) => lost(registry, c, claim, refused, false),
+                    Ok(_) => registry.set(claim, State::Running),
+                    Err(refused) => lost(registry, claim, refused),
                 }
                 Answer::Started(r)
             });
@@ -261,12 +306,13 @@ impl<L: Ledger> Executor<L> {
                     r => r,
                 };
                 match &r {
+                    // Counted once per claim, however often the completion was asked.
                     Ok(_) => {
-                        c.completed.add(1);
-                        c.running.add(-1);
-                        registry.remove(claim);
+                        if registry.remove(claim) {
+                            c.completed.add(1);
+                        }
                     }
-                    Err(refused) => lost(registry, c, claim, refused, true),
+                    Err(refused) => lost(registry, claim, refused),
                 }
                 Answer::Done(r)
             });
@@ -283,16 +329,15 @@ impl<L: Ledger> Executor<L> {
                 match &r {
                     Ok(Failed::Retry { .. }) => {
                         c.failed.add(1);
-                        c.running.add(-1);
-                        c.queued.add(1);
+                        registry.set(&f.claim, State::Queued);
                     }
                     Ok(Failed::Dead { .. }) => {
-                        c.failed.add(1);
-                        c.dead.add(1);
-                        c.running.add(-1);
-                        registry.remove(&f.claim);
+                        if registry.remove(&f.claim) {
+                            c.failed.add(1);
+                            c.dead.add(1);
+                        }
                     }
-                    Err(refused) => lost(registry, c, &f.claim, refused, true),
+                    Err(refused) => lost(registry, &f.claim, refused),
                 }
                 Answer::Failed(r)
             });
@@ -303,22 +348,26 @@ impl<L: Ledger> Executor<L> {
             }));
         }
         if !releases.is_empty() {
-            let claims: Vec<Claim> = releases.iter().map(|((c, _), _)| c.clone()).collect();
+            let claims: Vec<Claim> = releases.iter().map(|(c, _)| c.clone()).collect();
             let out = ledger.release(&claims).await;
-            let failed = answer(c, releases, out, |(claim, running), r| {
-                registry.remove(claim);
-                if r.is_ok() {
-                    c.released.add(1);
-                }
-                if *running {
-                    c.running.add(-1);
-                } else {
-                    c.queued.add(-1);
+            let failed = answer(c, releases, out, |claim, r| {
+                match &r {
+                    Ok(()) => {
+                        if registry.remove(claim) {
+                            c.released.add(1);
+                        }
+                    }
+                    Err(refused @ Refused::LeaseLost) => lost(registry, claim, refused),
+                    // Already ended (a completion dropped halfway, then released from
+                    // `Drop`): the ending's own answer moved the books.
+                    Err(_) => {
+                        registry.remove(claim);
+                    }
                 }
                 Answer::Released(r)
             });
-            again.extend(failed.into_iter().map(|(claim, running)| Op {
-                ask: Ask::Release { running },
+            again.extend(failed.into_iter().map(|claim| Op {
+                ask: Ask::Release,
                 claim,
                 reply: None,
             }));
@@ -373,15 +422,8 @@ pub(crate) async fn ender(exec: Arc<dyn Exec>, mut rx: mpsc::UnboundedReceiver<O
 }
 
 /// A refused job: its lease is gone (or it asked something its state does not allow).
-fn lost(registry: &Registry, c: &Counters, claim: &Claim, refused: &Refused, running: bool) {
+fn lost(registry: &Registry, claim: &Claim, refused: &Refused) {
     if let Refused::LeaseLost = refused {
-        tracing::warn!(key = %claim.key, token = %claim.token, "lease lost");
-        c.lease_lost.add(1);
-        if running {
-            c.running.add(-1);
-        } else {
-            c.queued.add(-1);
-        }
         registry.lose(claim);
     }
 }
@@ -444,7 +486,6 @@ pub(crate) async fn renewer<L: Ledger>(
                 Ok(out) => {
                     for (claim, r) in chunk.iter().zip(out) {
                         if let Err(Refused::LeaseLost) = r {
-                            tracing::warn!(key = %claim.key, "lease lost (found while renewing)");
                             registry.lose(claim);
                         }
                     }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Answer, Ask, Core};
@@ -28,6 +29,8 @@ pub struct Job<T> {
     ended: bool,
     lost: CancellationToken,
     core: Arc<Core>,
+    /// The job's place on the queue's buffer, given back when a subscriber takes it.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// The outcome of [`Job::fail`].
@@ -66,13 +69,19 @@ impl<T> Job<T> {
         attempts: u32,
         running: bool,
         core: Arc<Core>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
         let claim = Claim {
             key: entry.key.clone(),
             token,
         };
         let lost = CancellationToken::new();
-        core.registry.insert(&claim, lost.clone());
+        let state = if running {
+            State::Running
+        } else {
+            State::Queued
+        };
+        core.registry.insert(&claim, state, lost.clone());
         Job {
             entry: Arc::new(entry),
             claim,
@@ -81,7 +90,13 @@ impl<T> Job<T> {
             ended: false,
             lost,
             core,
+            slot,
         }
+    }
+
+    /// Gives the job's place on the buffer back: a subscriber took it.
+    pub(crate) fn leave_buffer(&mut self) {
+        self.slot = None;
     }
 
     /// The entry being processed.
@@ -134,13 +149,23 @@ impl<T> Job<T> {
     /// # Cancel safety
     ///
     /// If dropped halfway, the attempt may or may not have started in the ledger; the job
-    /// itself is unchanged.
+    /// itself is unchanged, and calling `start` again begins the attempt, or finds it begun,
+    /// either way.
     pub async fn start(&mut self) -> Result<u32> {
         match self.core.ask(|| Ask::Start, &self.claim).await? {
             Answer::Started(Ok(s)) => {
                 self.attempt = s.attempt;
                 self.running = true;
                 Ok(s.attempt)
+            }
+            // Running under this job's own token: only this job starts it, so an earlier
+            // call was applied and then dropped (or its answer lost). The ledger counts one
+            // attempt per start from Queued, so this is the next one.
+            Answer::Started(Err(Refused::WrongState(State::Running))) if !self.running => {
+                self.attempt += 1;
+                self.running = true;
+                self.core.registry.set(&self.claim, State::Running);
+                Ok(self.attempt)
             }
             Answer::Started(Err(r)) => {
                 if r == Refused::LeaseLost {
@@ -246,11 +271,7 @@ impl<T> Job<T> {
     ///
     /// If dropped halfway, the release is sent again from `Drop`.
     pub async fn release(mut self) -> Result<()> {
-        let running = self.running;
-        let answer = self
-            .core
-            .ask(|| Ask::Release { running }, &self.claim)
-            .await;
+        let answer = self.core.ask(|| Ask::Release, &self.claim).await;
         self.ended = true;
         match answer? {
             Answer::Released(r) => r.map_err(refused),
@@ -261,10 +282,7 @@ impl<T> Job<T> {
     /// Drops a started job whose lease was found lost while it waited for a subscriber,
     /// without asking the ledger anything (there is nothing left to give up).
     pub(crate) fn forget_lost(mut self) {
-        tracing::warn!(key = %self.claim.key, "lease lost while buffered");
-        let c = &self.core.counters;
-        c.lease_lost.add(1);
-        c.running.add(-1);
+        tracing::debug!(key = %self.claim.key, "lease lost while buffered");
         self.ended = true;
     }
 
@@ -281,12 +299,7 @@ impl<T> Job<T> {
 impl<T> Drop for Job<T> {
     fn drop(&mut self) {
         if !self.ended {
-            self.core.send_later(
-                Ask::Release {
-                    running: self.running,
-                },
-                self.claim.clone(),
-            );
+            self.core.send_later(Ask::Release, self.claim.clone());
         }
     }
 }

@@ -29,7 +29,7 @@ mod job;
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use job::{FailOutcome, Job};
@@ -194,7 +194,7 @@ impl<L: Ledger> QueueBuilder<L> {
         let counters = self
             .counters
             .unwrap_or_else(|| Arc::new(Counters::new(&self.name)));
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new(counters.clone()));
         let (ops, rx) = mpsc::unbounded_channel();
         let renewer_stop = CancellationToken::new();
         let exec: Arc<dyn core::Exec> = Arc::new(core::Executor {
@@ -336,8 +336,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                 entries: vec![entry],
             });
         };
-        permit.forget();
-        let mut out = self.offer_reserved(vec![entry]).await?;
+        let mut out = self.offer_reserved(vec![entry], permit).await?;
         Ok(out.remove(0))
     }
 
@@ -378,8 +377,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                 back.extend(rest);
                 return Err(self.closed_error(back));
             };
-            permit.forget();
-            match self.offer_reserved(chunk).await {
+            match self.offer_reserved(chunk, permit).await {
                 Ok(o) => out.extend(o),
                 Err(mut e) => {
                     e.entries.extend(rest);
@@ -390,10 +388,13 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         Ok(out)
     }
 
-    /// Offers entries for which space has been reserved (and forgotten).
+    /// Offers entries for which `space` holds one buffer place each. Each accepted entry's
+    /// job takes one place, given back when a subscriber takes the job; the rest go back when
+    /// the offer is answered, or when this future is dropped before that.
     async fn offer_reserved(
         &self,
         entries: Vec<Entry<T>>,
+        mut space: OwnedSemaphorePermit,
     ) -> Result<Vec<Published>, PublishError<T>> {
         let inner = &self.inner;
         let offers: Vec<_> = entries.iter().map(Entry::offer).collect();
@@ -407,7 +408,6 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         let outcomes = match outcomes {
             Ok(o) => o,
             Err(error) => {
-                inner.space.add_permits(entries.len());
                 c.ledger_errors.add(1);
                 return Err(PublishError { error, entries });
             }
@@ -424,6 +424,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                         lease.attempts,
                         inner.start_on_publish,
                         inner.core.clone(),
+                        space.split(1),
                     );
                     // Unbounded underneath: `space` is the bound. If the queue closed in the
                     // meantime the job is dropped, which releases its key.
@@ -432,18 +433,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                 }
                 Offered::Duplicate(state) => {
                     duplicates += 1;
-                    inner.space.add_permits(1);
                     out.push(Published::Duplicate(state));
                 }
             }
         }
         c.accepted.add(accepted);
         c.duplicates.add(duplicates);
-        if inner.start_on_publish {
-            c.running.add(accepted as i64);
-        } else {
-            c.queued.add(accepted as i64);
-        }
         Ok(out)
     }
 
@@ -458,7 +453,6 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     pub fn subscribe(&self) -> Subscriber<T> {
         Subscriber {
             jobs: self.inner.jobs.clone(),
-            space: self.inner.space.clone(),
         }
     }
 
@@ -477,7 +471,6 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     pub fn release_buffered(&self) -> usize {
         let mut n = 0;
         while let Ok(job) = self.inner.jobs.try_recv() {
-            self.inner.space.add_permits(1);
             drop(job);
             n += 1;
         }
@@ -531,14 +524,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
 /// Receives jobs from a [`Queue`]. Cloning is cheap; clones share the buffer.
 pub struct Subscriber<T> {
     jobs: async_channel::Receiver<Job<T>>,
-    space: Arc<Semaphore>,
 }
 
 impl<T> Clone for Subscriber<T> {
     fn clone(&self) -> Self {
         Subscriber {
             jobs: self.jobs.clone(),
-            space: self.space.clone(),
         }
     }
 }
@@ -561,7 +552,7 @@ impl<T: Send + Sync + 'static> Subscriber<T> {
     pub async fn recv(&self) -> Option<Job<T>> {
         loop {
             let mut job = self.jobs.recv().await.ok()?;
-            self.space.add_permits(1);
+            job.leave_buffer();
             if job.is_running() {
                 // Started on publish.
                 if job.lease_lost().is_cancelled() {
@@ -579,8 +570,8 @@ impl<T: Send + Sync + 'static> Subscriber<T> {
     /// The next job as it was buffered, or `None` once closed and empty: Queued, unless the
     /// queue [starts on publish](QueueBuilder::start_on_publish).
     pub async fn recv_unstarted(&self) -> Option<Job<T>> {
-        let job = self.jobs.recv().await.ok()?;
-        self.space.add_permits(1);
+        let mut job = self.jobs.recv().await.ok()?;
+        job.leave_buffer();
         Some(job)
     }
 }
