@@ -54,12 +54,23 @@ fn check(what: &str, s: &str, kind: ErrorKind) -> Result<()> {
         return Err(Error::new(
             kind,
             format!(
-                "{what} must be at most {MAX_KEY_LEN} bytes, found {} bytes",
+                "{what} {} must be at most {MAX_KEY_LEN} bytes, found {} bytes",
+                excerpt(s),
                 s.len()
             ),
         ));
     }
     Ok(())
+}
+
+/// The start of `s`, quoted and escaped (control characters shown, not printed), fit to name a
+/// key in an error or a log line however long or odd it is.
+pub(crate) fn excerpt(s: &str) -> String {
+    const CHARS: usize = 40;
+    match s.char_indices().nth(CHARS) {
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+        None => format!("{s:?}"),
+    }
 }
 
 impl TryFrom<&str> for Key {
@@ -239,6 +250,13 @@ mod tests {
         let err = Key::new(&long).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidKey);
         assert!(err.to_string().contains("1025"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("key \"{}\"…", "x".repeat(40))),
+            "names the key by an excerpt: {err}"
+        );
+        let odd = Key::new(format!("bad\n{}", "y".repeat(2000))).unwrap_err();
+        assert!(odd.to_string().contains(r#""bad\nyyy"#), "{odd}");
         assert_eq!(
             Key::new("x".repeat(MAX_KEY_LEN)).unwrap().as_str().len(),
             MAX_KEY_LEN

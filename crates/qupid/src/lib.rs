@@ -12,10 +12,12 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> qupid::Result<()> {
-//! // A source that keeps returning the same records until they are saved.
+//! // A source that keeps returning the same records until they are saved. Each record
+//! // becomes an entry on its own: one with an invalid key is skipped and counted, never
+//! // holding up the others.
 //! let source = Source::poll(Duration::from_millis(10), || async {
 //!     let records = vec![("orders/1", 10), ("orders/2", 20), ("orders/3", 30)];
-//!     records.into_iter().map(|(k, v)| Entry::new(k, v)).collect::<qupid::Result<Vec<_>>>()
+//!     Ok::<_, std::io::Error>(records.into_iter().map(|(k, v)| Entry::new(k, v)))
 //! });
 //!
 //! let report = Pipeline::builder(MemoryLedger::new())
@@ -108,7 +110,9 @@ pub use ledger::RedisLedger;
 #[cfg(feature = "sqlite")]
 pub use ledger::SqliteLedger;
 pub use ledger::{AnyLedger, Ledger, MemoryLedger, State};
-pub use pipeline::{Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source};
+pub use pipeline::{
+    Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source, SourceItem,
+};
 pub use policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 pub use queue::{Job, Published, Queue};
 pub use redact::redact_url;

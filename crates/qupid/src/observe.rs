@@ -15,6 +15,7 @@
 //! | `qupid_released_total` | counter | keys released without an ending (stop, dropped job) |
 //! | `qupid_lease_lost_total` | counter | jobs that found their lease taken over |
 //! | `qupid_poll_errors_total` | counter | polls that returned an error or panicked |
+//! | `qupid_invalid_total` | counter | entries a source handed over as errors (an invalid key or version): skipped |
 //! | `qupid_ledger_errors_total` | counter | ledger calls that failed (unreachable, restarting); retried |
 //! | `qupid_queued` | gauge | accepted keys this process holds that are not running |
 //! | `qupid_running` | gauge | attempts running in this process |
@@ -49,6 +50,8 @@ pub mod names {
     pub const LEASE_LOST: &str = "qupid_lease_lost_total";
     /// Polls that failed.
     pub const POLL_ERRORS: &str = "qupid_poll_errors_total";
+    /// Entries a source handed over as errors, skipped.
+    pub const INVALID: &str = "qupid_invalid_total";
     /// Ledger calls that failed.
     pub const LEDGER_ERRORS: &str = "qupid_ledger_errors_total";
     /// Accepted keys held and not running.
@@ -122,6 +125,7 @@ pub(crate) struct Counters {
     pub(crate) released: Count,
     pub(crate) lease_lost: Count,
     pub(crate) poll_errors: Count,
+    pub(crate) invalid: Count,
     pub(crate) ledger_errors: Count,
     pub(crate) queued: Level,
     pub(crate) running: Level,
@@ -140,6 +144,7 @@ impl Counters {
             released: Count::new(RELEASED, queue),
             lease_lost: Count::new(LEASE_LOST, queue),
             poll_errors: Count::new(POLL_ERRORS, queue),
+            invalid: Count::new(INVALID, queue),
             ledger_errors: Count::new(LEDGER_ERRORS, queue),
             queued: Level::new(QUEUED, queue),
             running: Level::new(RUNNING, queue),

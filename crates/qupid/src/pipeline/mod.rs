@@ -36,7 +36,7 @@ pub use attempt::Attempt;
 pub use backoff::Backoff;
 pub use builder::{PipelineBuilder, ProcessStep};
 pub use report::Report;
-pub use source::Source;
+pub use source::{Source, SourceItem};
 
 use crate::error::{BoxError, Result};
 use crate::ledger::Ledger;
@@ -72,7 +72,7 @@ impl fmt::Display for StepError {
 /// # async fn main() -> qupid::Result<()> {
 /// // The same three records show up in every poll until they are saved.
 /// let source = Source::poll(Duration::from_millis(10), || async {
-///     (1..=3).map(|i| Entry::new(format!("rec/{i}"), i)).collect::<qupid::Result<Vec<_>>>()
+///     Ok::<_, std::io::Error>((1..=3).map(|i| Entry::new(format!("rec/{i}"), i)))
 /// });
 /// let report = Pipeline::builder(MemoryLedger::new())
 ///     .source(source)

@@ -12,7 +12,8 @@ use crate::observe::Counters;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Report {
-    /// Entries polled from the sources (and offered to the ledger).
+    /// Entries polled from the sources and offered to the ledger (the invalid ones, counted
+    /// apart, are not offered).
     pub polled: u64,
     /// Offers answered `Duplicate` (in flight, completed, or dead).
     pub duplicates: u64,
@@ -30,6 +31,9 @@ pub struct Report {
     pub lease_lost: u64,
     /// Polls that returned an error or panicked.
     pub poll_errors: u64,
+    /// Entries a source handed over as errors (an invalid key or version, a row it could
+    /// not read): skipped, logged once each, never holding up the rest of their batch.
+    pub invalid: u64,
     /// Ledger calls that failed (the ledger was unreachable or restarting); they are retried,
     /// and entries whose offer failed are offered again.
     pub ledger_errors: u64,
@@ -49,6 +53,7 @@ impl Report {
             released: c.released.get(),
             lease_lost: c.lease_lost.get(),
             poll_errors: c.poll_errors.get(),
+            invalid: c.invalid.get(),
             ledger_errors: c.ledger_errors.get(),
             elapsed,
         }
@@ -76,6 +81,7 @@ impl fmt::Display for Report {
         writeln!(f, "released    {:>10}", self.released)?;
         writeln!(f, "lease lost  {:>10}", self.lease_lost)?;
         writeln!(f, "poll errors {:>10}", self.poll_errors)?;
+        writeln!(f, "invalid     {:>10}", self.invalid)?;
         writeln!(f, "ledger errs {:>10}", self.ledger_errors)?;
         write!(f, "elapsed     {:>10.2?}", self.elapsed)
     }

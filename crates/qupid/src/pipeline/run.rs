@@ -1,8 +1,9 @@
 //! Running a pipeline: source tasks, worker tasks, and the stop sequence.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -11,10 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::source::Kind;
+use super::source::{Item, Kind};
 use super::{Attempt, Backoff, Pipeline, Report, Source, WorkFn};
 use crate::error::Result;
 use crate::ledger::Ledger;
+use crate::observe::Counters;
 use crate::queue::{FailOutcome, Job, Queue, Subscriber};
 
 /// What the stop logic needs to know about sources and jobs.
@@ -93,6 +95,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
         finished: (0..n).map(|_| AtomicBool::new(false)).collect(),
         changed: Notify::new(),
     });
+    let invalid = Arc::new(Invalid::new(counters.clone()));
     let polling = stop.child_token();
     let mut sources = JoinSet::new();
     for (i, source) in b.sources.into_iter().enumerate() {
@@ -101,6 +104,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
             source,
             queue.clone(),
             idle.clone(),
+            invalid.clone(),
             polling.clone(),
         ));
     }
@@ -167,6 +171,7 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
     source: Source<T>,
     queue: Queue<L, T>,
     idle: Arc<Idle>,
+    invalid: Arc<Invalid>,
     stop: CancellationToken,
 ) {
     let name = source.name;
@@ -189,8 +194,9 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
                     _ = stop.cancelled() => return,
                 };
                 let accepted = match batch {
-                    Ok(Ok(entries)) => {
-                        span.record("entries", entries.len());
+                    Ok(Ok(items)) => {
+                        span.record("entries", items.len());
+                        let entries = invalid.skip(items, &span);
                         publish(&queue, entries, &stop)
                             .instrument(span.clone())
                             .await
@@ -221,7 +227,8 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
                     n = chunks.next() => n,
                     _ = stop.cancelled() => return,
                 };
-                let Some(entries) = next else { break };
+                let Some(items) = next else { break };
+                let entries = invalid.skip(items, &tracing::Span::current());
                 if publish(&queue, entries, &stop).await.is_none() && stop.is_cancelled() {
                     return;
                 }
@@ -229,6 +236,50 @@ async fn poll_source<L: Ledger, T: Send + Sync + 'static>(
             idle.finished[i].store(true, Ordering::SeqCst);
             idle.changed.notify_one();
         }
+    }
+}
+
+/// Entries the sources handed over as errors: skipped, counted, and logged once per
+/// distinct error (a source polled every second would otherwise log the same bad row every
+/// second).
+struct Invalid {
+    counters: Arc<Counters>,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Invalid {
+    /// Distinct errors remembered; past it, the memory starts over (and logs them again).
+    const REMEMBERED: usize = 4096;
+
+    fn new(counters: Arc<Counters>) -> Self {
+        Invalid {
+            counters,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The entries of `items`; the errors are counted and logged (under `span`).
+    fn skip<T>(&self, items: Vec<Item<T>>, span: &tracing::Span) -> Vec<crate::Entry<T>> {
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    self.counters.invalid.add(1);
+                    let message = e.to_string();
+                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if seen.len() >= Self::REMEMBERED {
+                        seen.clear();
+                    }
+                    if seen.insert(message) {
+                        tracing::warn!(parent: span, error = %e, "skipped an invalid entry");
+                    } else {
+                        tracing::debug!(parent: span, error = %e, "skipped an invalid entry again");
+                    }
+                }
+            }
+        }
+        entries
     }
 }
 

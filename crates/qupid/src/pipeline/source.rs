@@ -10,22 +10,62 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use crate::error::BoxError;
 use crate::key::Entry;
 
-type PollFn<T> = Box<dyn FnMut() -> BoxFuture<'static, Result<Vec<Entry<T>>, BoxError>> + Send>;
+/// An entry a source handed over, or why it could not make one.
+pub(crate) type Item<T> = Result<Entry<T>, BoxError>;
+
+type PollFn<T> = Box<dyn FnMut() -> BoxFuture<'static, Result<Vec<Item<T>>, BoxError>> + Send>;
+
+/// What a source may hand over: an [`Entry`], or the result of making one.
+///
+/// A source that builds entries from rows it does not control (keys from another system,
+/// versions from a column) hands over `Result<Entry<T>, E>`s: each `Err` — an invalid key,
+/// a row it could not read — is skipped, counted in [`Report::invalid`](crate::Report::invalid)
+/// and logged once, and never holds up the other entries of the batch.
+pub trait SourceItem<T>: sealed::Sealed<T> {
+    /// The entry, or why there is none.
+    ///
+    /// # Errors
+    ///
+    /// The error the item carried.
+    fn into_entry(self) -> Result<Entry<T>, BoxError>;
+}
+
+impl<T> SourceItem<T> for Entry<T> {
+    fn into_entry(self) -> Result<Entry<T>, BoxError> {
+        Ok(self)
+    }
+}
+
+impl<T, E: Into<BoxError>> SourceItem<T> for Result<Entry<T>, E> {
+    fn into_entry(self) -> Result<Entry<T>, BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+mod sealed {
+    pub trait Sealed<T> {}
+    impl<T> Sealed<T> for crate::key::Entry<T> {}
+    impl<T, E> Sealed<T> for Result<crate::key::Entry<T>, E> {}
+}
 
 /// Where a pipeline's entries come from: a function polled on an interval, or a stream.
 ///
-/// Several sources merge into one queue; the ledger de-duplicates across all of them.
+/// Several sources merge into one queue; the ledger de-duplicates across all of them. A
+/// source hands over entries, or results of making them ([`SourceItem`]): one bad row is
+/// skipped and counted, the rest of the batch goes on.
 ///
 /// ```
 /// use std::time::Duration;
 /// use qupid::{Entry, Source};
 ///
-/// // Polled every 5 seconds; errors are logged and counted, and the next poll goes on.
+/// // Polled every 5 seconds. Each row becomes an entry or an error of its own: a row with
+/// // an invalid key is skipped (and counted), the others are offered.
 /// let polled = Source::poll(Duration::from_secs(5), || async {
-///     Ok::<_, qupid::Error>(vec![Entry::new("orders/1", 1u32)?])
+///     let rows = vec![("orders/1", 1u32), ("", 2)]; // your query
+///     Ok::<_, std::io::Error>(rows.into_iter().map(|(k, v)| Entry::new(k, v)))
 /// });
 ///
-/// // Any stream of entries; the source is finished when the stream ends.
+/// // Any stream of entries (or of results); the source is finished when the stream ends.
 /// let entries = vec![Entry::new("orders/2", 2u32)?];
 /// let streamed = Source::stream(futures::stream::iter(entries)).named("backfill");
 /// # Ok::<(), qupid::Error>(())
@@ -37,21 +77,29 @@ pub struct Source<T> {
 
 pub(crate) enum Kind<T> {
     Poll { every: Duration, poll: PollFn<T> },
-    Stream(BoxStream<'static, Entry<T>>),
+    Stream(BoxStream<'static, Item<T>>),
 }
 
 impl<T: Send + 'static> Source<T> {
     /// A source that calls `poll` right away and then every `every`, offering the batch it
-    /// returns. A poll that fails (or panics) is logged and counted; the next one goes on.
-    pub fn poll<F, Fut, E>(every: Duration, mut poll: F) -> Self
+    /// returns: any iterable of entries, or of results of making them ([`SourceItem`]).
+    ///
+    /// A poll that fails (or panics) is logged and counted, and the next one goes on; an item
+    /// that is an error is skipped, counted and logged, and the rest of the batch goes on.
+    pub fn poll<F, Fut, E, I>(every: Duration, mut poll: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<Entry<T>>, E>> + Send + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
         E: Into<BoxError>,
+        I: IntoIterator,
+        I::Item: SourceItem<T>,
     {
         let poll: PollFn<T> = Box::new(move || {
             let fut = poll();
-            Box::pin(async move { fut.await.map_err(Into::into) })
+            Box::pin(async move {
+                let items = fut.await.map_err(Into::into)?;
+                Ok(items.into_iter().map(SourceItem::into_entry).collect())
+            })
         });
         Source {
             name: "poll".into(),
@@ -60,14 +108,16 @@ impl<T: Send + 'static> Source<T> {
     }
 
     /// A source that offers every entry of `stream`, in batches of what is ready. It is
-    /// finished when the stream ends.
+    /// finished when the stream ends. Items may be entries or results ([`SourceItem`]); an
+    /// error is skipped, counted and logged.
     pub fn stream<S>(stream: S) -> Self
     where
-        S: Stream<Item = Entry<T>> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: SourceItem<T>,
     {
         Source {
             name: "stream".into(),
-            kind: Kind::Stream(stream.boxed()),
+            kind: Kind::Stream(stream.map(SourceItem::into_entry).boxed()),
         }
     }
 

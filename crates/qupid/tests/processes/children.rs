@@ -85,11 +85,11 @@ async fn worker() -> Result<(), String> {
         if saved.len() == records {
             poll_stop.cancel();
         }
-        let page: qupid::Result<Vec<Entry<usize>>> = page
+        let page: Vec<qupid::Result<Entry<usize>>> = page
             .into_iter()
             .map(|i| Entry::new(format!("rec/{i:05}"), i))
             .collect();
-        async move { page }
+        async move { Ok::<_, std::io::Error>(page) }
     });
     let mut policy = Policy::default();
     policy.lease = Duration::from_secs(1);
