@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `qupid_offered_total` | counter | keys offered to the ledger (every polled entry) |
 //! | `qupid_duplicates_total` | counter | offers answered `Duplicate` |
+//! | `qupid_duplicates_in_flight_total` | counter | of those, offers that found the key leased (in flight here or in another instance) |
 //! | `qupid_accepted_total` | counter | offers accepted |
 //! | `qupid_completed_total` | counter | keys completed |
 //! | `qupid_failed_total` | counter | failed attempts (including the last one) |
@@ -26,9 +27,15 @@
 //!
 //! [`Report`]: crate::Report
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Error;
 
 /// Metric names, as constants.
 pub mod names {
@@ -36,6 +43,9 @@ pub mod names {
     pub const OFFERED: &str = "qupid_offered_total";
     /// Offers answered `Duplicate`.
     pub const DUPLICATES: &str = "qupid_duplicates_total";
+    /// Offers answered `Duplicate` because the key is leased (Queued or Running), here or in
+    /// another instance: a subset of [`DUPLICATES`].
+    pub const DUPLICATES_IN_FLIGHT: &str = "qupid_duplicates_in_flight_total";
     /// Offers accepted.
     pub const ACCEPTED: &str = "qupid_accepted_total";
     /// Keys completed.
@@ -118,6 +128,7 @@ impl Level {
 pub(crate) struct Counters {
     pub(crate) offered: Count,
     pub(crate) duplicates: Count,
+    pub(crate) in_flight: Count,
     pub(crate) accepted: Count,
     pub(crate) completed: Count,
     pub(crate) failed: Count,
@@ -129,6 +140,7 @@ pub(crate) struct Counters {
     pub(crate) ledger_errors: Count,
     pub(crate) queued: Level,
     pub(crate) running: Level,
+    pub(crate) ledger: Health,
 }
 
 impl Counters {
@@ -137,6 +149,7 @@ impl Counters {
         Counters {
             offered: Count::new(OFFERED, queue),
             duplicates: Count::new(DUPLICATES, queue),
+            in_flight: Count::new(DUPLICATES_IN_FLIGHT, queue),
             accepted: Count::new(ACCEPTED, queue),
             completed: Count::new(COMPLETED, queue),
             failed: Count::new(FAILED, queue),
@@ -148,6 +161,77 @@ impl Counters {
             ledger_errors: Count::new(LEDGER_ERRORS, queue),
             queued: Level::new(QUEUED, queue),
             running: Level::new(RUNNING, queue),
+            ledger: Health::default(),
         }
+    }
+}
+
+/// Whether the ledger answers: every ledger call of a queue reports here. A transient failure
+/// starts (or continues) an outage, which the next success ends; any other failure is fatal,
+/// and the first one is kept for the pipeline to stop with.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Set while an outage lasts: a success then takes the lock to end it.
+    down: AtomicBool,
+    state: Mutex<HealthState>,
+    fatal: Notify,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    down_since: Option<Instant>,
+    last: Option<Error>,
+    fatal: Option<Error>,
+}
+
+impl Health {
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ledger call succeeded.
+    pub(crate) fn ok(&self) {
+        if self.down.load(Relaxed) {
+            self.down.store(false, Relaxed);
+            let mut s = self.state();
+            s.down_since = None;
+            s.last = None;
+        }
+    }
+
+    /// A ledger call failed with `e`.
+    pub(crate) fn failed(&self, e: &Error) {
+        let mut s = self.state();
+        if e.is_transient() {
+            s.down_since.get_or_insert_with(Instant::now);
+            s.last = Some(e.share());
+            self.down.store(true, Relaxed);
+        } else if s.fatal.is_none() {
+            s.fatal = Some(e.share());
+            drop(s);
+            self.fatal.notify_waiters();
+        }
+    }
+
+    /// How long the ledger has been failing transiently, and its last error, while it is.
+    pub(crate) fn outage(&self) -> Option<(Duration, Error)> {
+        if !self.down.load(Relaxed) {
+            return None;
+        }
+        let s = self.state();
+        let since = s.down_since?;
+        Some((since.elapsed(), s.last.as_ref()?.share()))
+    }
+
+    /// The first error that retrying cannot fix, if there was one.
+    pub(crate) fn fatal(&self) -> Option<Error> {
+        self.state().fatal.as_ref().map(Error::share)
+    }
+
+    /// Resolves when a fatal error is reported (register before checking [`fatal`]).
+    ///
+    /// [`fatal`]: Health::fatal
+    pub(crate) fn fatal_reported(&self) -> tokio::sync::futures::Notified<'_> {
+        self.fatal.notified()
     }
 }

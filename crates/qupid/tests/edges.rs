@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use qupid::{Entry, MemoryLedger, Pipeline, Source};
+use qupid::{Entry, ErrorKind, Key, Ledger, MemoryLedger, Offer, Pipeline, Source};
+use qupid_testkit::FaultyLedger;
 
 /// Every log line of this test binary. One global subscriber: a per-thread one can miss
 /// events whose call site another thread registered first.
@@ -124,4 +125,172 @@ async fn a_stream_of_results_skips_its_errors() {
         .await
         .unwrap();
     assert_eq!((report.completed, report.invalid), (2, 2), "{report}");
+}
+
+/// A source of `n` records `{prefix}/{i}`, all of them at every poll, as an API that cannot
+/// tell what was handled.
+fn all_of(prefix: &'static str, n: u32) -> Source<u32> {
+    Source::poll(Duration::from_millis(10), move || async move {
+        Ok::<_, std::io::Error>((0..n).map(move |i| Entry::new(format!("{prefix}/{i}"), i)))
+    })
+    .named(prefix)
+}
+
+fn slow_process(
+    ms: u64,
+) -> impl Fn(qupid::Attempt<u32>) -> futures::future::BoxFuture<'static, std::io::Result<()>> {
+    move |_| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(())
+        })
+    }
+}
+
+/// An error that retrying cannot fix (a corrupt ledger) ends the run with that error,
+/// within moments, instead of a WARN every poll and an `Ok` with nothing done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_ledger_error_ends_the_run_with_that_error() {
+    let faulty = FaultyLedger::new(MemoryLedger::new());
+    let pipeline = Pipeline::builder(faulty.clone())
+        .source(all_of("fatal", 1000))
+        .process(slow_process(5))
+        .save(ok_save())
+        .concurrency(4)
+        .build()
+        .unwrap();
+    let progress = pipeline.progress();
+    let run = tokio::spawn(pipeline.run());
+    while progress.snapshot().completed < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    faulty.break_with(Some(ErrorKind::Corrupt));
+    let out = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run ends by itself")
+        .unwrap();
+    let e = out.expect_err("the run fails");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("injected fault"), "{e}");
+}
+
+/// An outage that outlasts `give_up_after` ends the run with the ledger's error; meanwhile the
+/// progress says the ledger is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_outage_ends_the_run_past_give_up_after() {
+    let faulty = FaultyLedger::new(MemoryLedger::new());
+    let pipeline = Pipeline::builder(faulty.clone())
+        .source(all_of("outage", 100))
+        .process(slow_process(1))
+        .save(ok_save())
+        .give_up_after(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let progress = pipeline.progress();
+    faulty.set_down(true);
+    let run = tokio::spawn(pipeline.run());
+    let mut seen_down = None;
+    for _ in 0..200 {
+        if let Some(d) = progress.ledger_down_for() {
+            seen_down = Some((d, progress.ledger_error()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, error) = seen_down.expect("the progress says the ledger is down");
+    assert!(error.is_some_and(|e| e.contains("injected fault")));
+    let e = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run ends by itself")
+        .unwrap()
+        .expect_err("the run fails");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("give_up_after"), "{e}");
+}
+
+/// An outage longer than a lease is logged once as an ERROR, and its end too; without
+/// `give_up_after` the run rides it out and finishes its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_a_lease_is_logged_and_ridden_out() {
+    let logs = logs();
+    let faulty = FaultyLedger::new(MemoryLedger::new());
+    let mut policy = qupid::Policy::default();
+    policy.lease = Duration::from_millis(200);
+    let pipeline = Pipeline::builder(faulty.clone())
+        .name("long-outage")
+        .source(all_of("ridden", 50))
+        .process(slow_process(1))
+        .save(ok_save())
+        .policy(policy)
+        .stop_when_idle()
+        .build()
+        .unwrap();
+    let progress = pipeline.progress();
+    faulty.set_down(true);
+    let run = tokio::spawn(pipeline.run());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(progress.ledger_down_for() >= Some(Duration::from_millis(400)));
+    faulty.set_down(false);
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends by itself")
+        .unwrap()
+        .expect("an outage is ridden out");
+    assert_eq!(report.completed, 50, "{report}");
+    assert!(report.ledger_errors > 0, "{report}");
+    assert_eq!(progress.ledger_down_for(), None);
+    let down = logs.lines(&["pipeline=long-outage", "ERROR", "longer than a lease"]);
+    assert_eq!(down.len(), 1, "{down:#?}");
+    let back = logs.lines(&["pipeline=long-outage", "answers again"]);
+    assert_eq!(back.len(), 1, "{back:#?}");
+}
+
+/// Keys held by a crashed instance (accepted, started, never ended): `stop_when_idle` stops
+/// without them, `stop_when_drained` waits for their leases to expire, takes them over,
+/// processes them, and stops by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_when_drained_takes_over_what_a_crashed_instance_held() {
+    let ledger = MemoryLedger::new();
+    let mut policy = qupid::Policy::default();
+    policy.lease = Duration::from_millis(300);
+    // The crashed instance: took keys 0..10 and died holding them.
+    let stranded: Vec<Offer> = (0..10)
+        .map(|i| Offer::new(Key::new(format!("drain/{i}")).unwrap()))
+        .collect();
+    let taken = ledger.offer_and_start(&policy, &stranded).await.unwrap();
+    assert!(taken.iter().all(|o| o.lease().is_some()));
+    let pipeline = |until_drained: bool| {
+        let b = Pipeline::builder(ledger.clone())
+            .source(all_of("drain", 40))
+            .process(slow_process(1))
+            .save(ok_save())
+            .policy(policy.clone());
+        if until_drained {
+            b.stop_when_drained()
+        } else {
+            b.stop_when_idle()
+        }
+        .build()
+        .unwrap()
+        .run()
+    };
+    let idle = pipeline(false).await.unwrap();
+    assert_eq!(
+        idle.completed, 30,
+        "idle stops without the stranded keys: {idle}"
+    );
+    assert!(idle.duplicates_in_flight >= 10, "{idle}");
+    assert_eq!(ledger.stats().await.unwrap().completed, 30);
+
+    let drained = tokio::time::timeout(Duration::from_secs(10), pipeline(true))
+        .await
+        .expect("a drained pipeline stops by itself")
+        .unwrap();
+    assert_eq!(
+        drained.completed, 10,
+        "the stranded keys, taken over: {drained}"
+    );
+    assert!(drained.duplicates_finished() >= 30, "{drained}");
+    let stats = ledger.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.queued, stats.running), (40, 0, 0));
 }

@@ -27,7 +27,8 @@ use crate::policy::Policy;
 /// | `policy` | [`Policy::default()`]: 5 attempts, completed keys block forever |
 /// | `buffer` | 4 × `concurrency` accepted entries waiting for a worker |
 /// | `drain_timeout` | 30 s for running attempts to finish on stop |
-/// | stop | only when told: [`shutdown`](PipelineBuilder::shutdown), Ctrl-C if [`stop_on_ctrl_c`](PipelineBuilder::stop_on_ctrl_c), or idle if [`stop_when_idle`](PipelineBuilder::stop_when_idle); a pipeline whose sources are all finished streams stops by itself |
+/// | stop | only when told: [`shutdown`](PipelineBuilder::shutdown), SIGINT/SIGTERM if [`stop_on_signals`](PipelineBuilder::stop_on_signals), idle if [`stop_when_idle`](PipelineBuilder::stop_when_idle), drained if [`stop_when_drained`](PipelineBuilder::stop_when_drained); a pipeline whose sources are all finished streams stops by itself |
+/// | `give_up_after` | never: a ledger outage is ridden out however long it lasts (errors that retrying cannot fix end the run at once) |
 pub struct PipelineBuilder<L, T> {
     pub(crate) ledger: L,
     pub(crate) sources: Vec<Source<T>>,
@@ -40,8 +41,29 @@ pub struct PipelineBuilder<L, T> {
     pub(crate) buffer: Option<usize>,
     pub(crate) drain: Duration,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) ctrl_c: bool,
-    pub(crate) until_idle: bool,
+    pub(crate) signals: Option<Signals>,
+    pub(crate) until: Until,
+    pub(crate) give_up_after: Option<Duration>,
+}
+
+/// Which signals stop a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signals {
+    /// Ctrl-C (SIGINT on Unix).
+    CtrlC,
+    /// SIGINT and SIGTERM on Unix; Ctrl-C elsewhere.
+    All,
+}
+
+/// When a pipeline stops by itself (besides a stop signal, token, or finished streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Only when told.
+    Told,
+    /// When this process has nothing left to do.
+    Idle,
+    /// When everything the sources return is finished in the ledger.
+    Drained,
 }
 
 impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
@@ -58,8 +80,9 @@ impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
             buffer: None,
             drain: Duration::from_secs(30),
             shutdown: CancellationToken::new(),
-            ctrl_c: false,
-            until_idle: false,
+            signals: None,
+            until: Until::Told,
+            give_up_after: None,
         }
     }
 
@@ -134,16 +157,56 @@ impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
         self
     }
 
-    /// Stops gracefully on Ctrl-C; a second Ctrl-C skips the drain.
+    /// Stops gracefully on Ctrl-C; a second Ctrl-C skips the drain. Prefer
+    /// [`stop_on_signals`](PipelineBuilder::stop_on_signals) for a service: systemd, Docker
+    /// and Kubernetes stop processes with SIGTERM.
     pub fn stop_on_ctrl_c(mut self) -> Self {
-        self.ctrl_c = true;
+        self.signals = Some(Signals::CtrlC);
         self
     }
 
-    /// Stops once there is nothing left to do: a poll of every source (started after the
-    /// last job ended) accepted nothing, and no key is in flight.
+    /// Stops gracefully on SIGINT (Ctrl-C) or SIGTERM on Unix, and on Ctrl-C elsewhere: the
+    /// same stop as a [`shutdown`](PipelineBuilder::shutdown) token, so `kill`, systemd,
+    /// Docker and Kubernetes get a drained pipeline and a [`Report`](crate::Report). A second
+    /// signal skips the drain (running attempts are cancelled and their keys released).
+    pub fn stop_on_signals(mut self) -> Self {
+        self.signals = Some(Signals::All);
+        self
+    }
+
+    /// Stops once there is nothing left to do *in this process*: a poll of every source
+    /// (started after the last job ended) accepted nothing, and no key is held here.
+    ///
+    /// Keys in flight elsewhere (another instance, or one that crashed and whose leases have
+    /// not expired yet) are duplicates, so this stops even while they are pending. For a batch
+    /// job run on several machines, see [`stop_when_drained`](PipelineBuilder::stop_when_drained).
     pub fn stop_when_idle(mut self) -> Self {
-        self.until_idle = true;
+        self.until = Until::Idle;
+        self
+    }
+
+    /// Stops once everything the sources return is finished in the ledger, wherever it was
+    /// processed: a poll of every source (started after the last job ended) found only keys
+    /// that are Completed or Dead, and no key is held here.
+    ///
+    /// A key in flight in another instance keeps this one polling until that instance ends
+    /// it; a key held by a crashed instance is taken over once its lease expires (within
+    /// [`Policy::lease`](crate::Policy::lease)) and processed here. So every instance of a
+    /// batch job can stop by itself, and nothing is left behind by one that was killed.
+    ///
+    /// With a policy whose finished keys do not block (`Blocking::Never`, or a window that
+    /// passes), finished keys are accepted again, and the pipeline never drains.
+    pub fn stop_when_drained(mut self) -> Self {
+        self.until = Until::Drained;
+        self
+    }
+
+    /// Ends the run with the ledger's error once the ledger has been unavailable (failing
+    /// with transient errors) for `limit` without a break. Unset, a pipeline rides out an
+    /// outage of any length, retrying with backoff (and logging an `ERROR` once it has lasted
+    /// a lease); errors that retrying cannot fix end the run at once either way.
+    pub fn give_up_after(mut self, limit: Duration) -> Self {
+        self.give_up_after = Some(limit);
         self
     }
 
@@ -185,6 +248,7 @@ impl<L: fmt::Debug, T> fmt::Debug for PipelineBuilder<L, T> {
             .field("sources", &self.sources)
             .field("concurrency", &self.concurrency)
             .field("policy", &self.policy)
+            .field("until", &self.until)
             .finish_non_exhaustive()
     }
 }

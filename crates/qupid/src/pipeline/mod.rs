@@ -22,9 +22,12 @@
 mod attempt;
 mod backoff;
 mod builder;
+mod polling;
 mod report;
 mod run;
+mod signals;
 mod source;
+mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -117,9 +120,19 @@ impl<L: Ledger, T: Send + Sync + 'static> Pipeline<L, T> {
     ///
     /// # Errors
     ///
-    /// Only when the pipeline cannot start (a queue cannot be built). Failures of sources,
-    /// steps and the ledger during the run are retried, logged and counted in the
-    /// [`Report`], never returned.
+    /// - When the pipeline cannot start (a queue cannot be built).
+    /// - When the ledger fails with an error that retrying cannot fix (see
+    ///   [`Error::is_transient`](crate::Error::is_transient)): corrupt data, a schema newer
+    ///   than this build, permission denied, a misconfiguration. The pipeline stops at once:
+    ///   it stops polling, cancels running attempts, releases what it holds where the ledger
+    ///   still takes it, and returns that error.
+    /// - When the ledger stays unavailable past
+    ///   [`give_up_after`](PipelineBuilder::give_up_after), if set
+    ///   ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)).
+    ///
+    /// Transient failures (an unreachable or restarting ledger), failed polls and failed
+    /// attempts are retried, logged and counted in the [`Report`]. A stop — a token, a
+    /// signal, idleness — is `Ok`.
     ///
     /// # Panics
     ///
@@ -156,8 +169,22 @@ impl Progress {
         Report::from_counters(&self.counters, self.started.elapsed())
     }
 
-    /// Attempts running now in this process.
+    /// Attempts running now in this process (including accepted entries waiting for a
+    /// worker, which the ledger already counts as Running).
     pub fn running(&self) -> u64 {
-        self.counters.running.get().max(0) as u64
+        u64::try_from(self.counters.running.get()).unwrap_or(0)
+    }
+
+    /// How long the ledger has been unavailable (failing with errors worth retrying), while
+    /// it is; `None` while it answers. For a progress line or a health check: a pipeline
+    /// rides out an outage, retrying, unless told to
+    /// [`give_up_after`](PipelineBuilder::give_up_after) a limit.
+    pub fn ledger_down_for(&self) -> Option<std::time::Duration> {
+        self.counters.ledger.outage().map(|(down, _)| down)
+    }
+
+    /// The last error of the ledger while it is unavailable, as text.
+    pub fn ledger_error(&self) -> Option<String> {
+        self.counters.ledger.outage().map(|(_, e)| e.to_string())
     }
 }

@@ -15,8 +15,12 @@ pub struct Report {
     /// Entries polled from the sources and offered to the ledger (the invalid ones, counted
     /// apart, are not offered).
     pub polled: u64,
-    /// Offers answered `Duplicate` (in flight, completed, or dead).
+    /// Offers answered `Duplicate`: the key was in flight, completed, or dead.
     pub duplicates: u64,
+    /// Of the duplicates, those whose key was in flight (Queued or Running), here or in
+    /// another instance — or held by a crashed one until its lease expires. The rest
+    /// ([`duplicates_finished`](Report::duplicates_finished)) were Completed or Dead.
+    pub duplicates_in_flight: u64,
     /// Offers accepted.
     pub accepted: u64,
     /// Keys completed (saved).
@@ -46,6 +50,7 @@ impl Report {
         Report {
             polled: c.offered.get(),
             duplicates: c.duplicates.get(),
+            duplicates_in_flight: c.in_flight.get(),
             accepted: c.accepted.get(),
             completed: c.completed.get(),
             failed_attempts: c.failed.get(),
@@ -57,6 +62,11 @@ impl Report {
             ledger_errors: c.ledger_errors.get(),
             elapsed,
         }
+    }
+
+    /// Duplicates of finished keys (Completed or Dead): work already done.
+    pub fn duplicates_finished(&self) -> u64 {
+        self.duplicates.saturating_sub(self.duplicates_in_flight)
     }
 
     /// Completed keys per second over the run.
@@ -73,7 +83,13 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "polled      {:>10}", self.polled)?;
-        writeln!(f, "duplicates  {:>10}", self.duplicates)?;
+        writeln!(
+            f,
+            "duplicates  {:>10}  ({} finished, {} in flight)",
+            self.duplicates,
+            self.duplicates_finished(),
+            self.duplicates_in_flight
+        )?;
         writeln!(f, "accepted    {:>10}", self.accepted)?;
         writeln!(f, "completed   {:>10}", self.completed)?;
         writeln!(f, "failed      {:>10}  (attempts)", self.failed_attempts)?;

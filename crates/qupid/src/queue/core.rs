@@ -437,6 +437,7 @@ fn answer<I, O>(
 ) -> Vec<I> {
     match out {
         Ok(outs) => {
+            c.ledger.ok();
             for ((item, reply), o) in items.into_iter().zip(outs) {
                 let a = each(&item, o);
                 if let Some(reply) = reply {
@@ -448,6 +449,7 @@ fn answer<I, O>(
         Err(e) => {
             tracing::warn!(error = %e, "ledger call failed");
             c.ledger_errors.add(1);
+            c.ledger.failed(&e);
             let mut unanswered = Vec::new();
             for (item, reply) in items {
                 match reply {
@@ -484,6 +486,7 @@ pub(crate) async fn renewer<L: Ledger>(
         for chunk in claims.chunks(1000) {
             match ledger.renew(&policy, chunk).await {
                 Ok(out) => {
+                    counters.ledger.ok();
                     for (claim, r) in chunk.iter().zip(out) {
                         if let Err(Refused::LeaseLost) = r {
                             registry.lose(claim);
@@ -492,6 +495,7 @@ pub(crate) async fn renewer<L: Ledger>(
                 }
                 Err(e) => {
                     counters.ledger_errors.add(1);
+                    counters.ledger.failed(&e);
                     tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed")
                 }
             }

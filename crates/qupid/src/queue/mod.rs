@@ -406,14 +406,18 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             inner.ledger.offer(&inner.policy, &offers).await
         };
         let outcomes = match outcomes {
-            Ok(o) => o,
+            Ok(o) => {
+                c.ledger.ok();
+                o
+            }
             Err(error) => {
                 c.ledger_errors.add(1);
+                c.ledger.failed(&error);
                 return Err(PublishError { error, entries });
             }
         };
         let mut out = Vec::with_capacity(outcomes.len());
-        let (mut accepted, mut duplicates) = (0, 0);
+        let (mut accepted, mut duplicates, mut in_flight) = (0, 0, 0);
         for (entry, o) in entries.into_iter().zip(outcomes) {
             match o {
                 Offered::Accepted(lease) => {
@@ -433,12 +437,16 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                 }
                 Offered::Duplicate(state) => {
                     duplicates += 1;
+                    if state.is_leased() {
+                        in_flight += 1;
+                    }
                     out.push(Published::Duplicate(state));
                 }
             }
         }
         c.accepted.add(accepted);
         c.duplicates.add(duplicates);
+        c.in_flight.add(in_flight);
         Ok(out)
     }
 
@@ -485,10 +493,6 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
     /// Keys this process holds a lease on (buffered, running or waiting to retry).
     pub fn held(&self) -> usize {
         self.inner.core.registry.len()
-    }
-
-    pub(crate) fn core_counters(&self) -> &Counters {
-        &self.inner.core.counters
     }
 
     /// The ledger.
