@@ -16,6 +16,8 @@ use crate::support::output;
 pub(crate) const ROLE: &str = "QUPID_CHILD";
 /// What a child that offers keys prints once its ledger is open.
 pub(crate) const READY: &str = "@ready";
+/// What a worker prints when it stops by itself, before the keys it completed.
+pub(crate) const REPORT: &str = "@completed ";
 /// What it prints before each key index it won.
 pub(crate) const ACCEPTED: &str = "@accepted ";
 
@@ -41,9 +43,9 @@ fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
 }
 
-/// A pipeline worker: polls records `0..QUPID_TEST_RECORDS` that have no output file yet,
-/// "processes" each for a few milliseconds, saves its output file, and logs every start.
-/// Stops when every record has its output.
+/// A pipeline worker over records `0..QUPID_TEST_RECORDS`: "processes" each for a few
+/// milliseconds, saves its output file, and logs every start. How it polls and stops is
+/// `QUPID_TEST_MODE` (see `support::Mode`).
 async fn worker() -> Result<(), String> {
     let ledger = AnyLedger::open(&var("QUPID_TEST_LEDGER")?, &var("QUPID_TEST_NAMESPACE")?)
         .await
@@ -65,10 +67,14 @@ async fn worker() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let log = Arc::new(Mutex::new(log));
 
+    let mode = var("QUPID_TEST_MODE")?;
     let stop = CancellationToken::new();
     let saved: Arc<Mutex<HashSet<usize>>> = Arc::default();
     let (poll_out, poll_saved, poll_stop) = (out.clone(), saved.clone(), stop.clone());
-    let source = Source::poll(Duration::from_millis(50), move || {
+    let every_record = Source::poll(Duration::from_millis(50), move || async move {
+        Ok::<_, std::io::Error>((0..records).map(|i| Entry::new(format!("rec/{i:05}"), i)))
+    });
+    let pages = Source::poll(Duration::from_millis(50), move || {
         // The datastore's query: records without output, a page at a time.
         let mut saved = poll_saved.lock().expect("lock");
         let mut page = Vec::new();
@@ -96,8 +102,14 @@ async fn worker() -> Result<(), String> {
     policy.crash_cap = 0;
     policy.max_attempts = 20;
     let plog = log.clone();
-    let report = Pipeline::builder(ledger)
-        .source(source)
+    let builder = Pipeline::builder(ledger);
+    let builder = match mode.as_str() {
+        "pages" => builder.source(pages).shutdown(stop),
+        "drain" => builder.source(every_record).stop_when_drained(),
+        "signals" => builder.source(every_record).stop_on_signals(),
+        other => return Err(format!("unknown QUPID_TEST_MODE {other:?}")),
+    };
+    let report = builder
         .process(move |a| {
             let line = format!("start {} {}\n", a.payload(), a.token());
             let written = plog.lock().expect("lock").write_all(line.as_bytes());
@@ -121,7 +133,6 @@ async fn worker() -> Result<(), String> {
             initial: Duration::from_millis(10),
             ..Default::default()
         })
-        .shutdown(stop)
         .build()
         .map_err(|e| e.to_string())?
         .run()
@@ -132,6 +143,7 @@ async fn worker() -> Result<(), String> {
         std::process::id(),
         report.to_string().replace('\n', "; ")
     );
+    println!("{REPORT}{}", report.completed);
     Ok(())
 }
 

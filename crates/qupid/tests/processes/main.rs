@@ -53,6 +53,14 @@ fn main() {
             "redis_a_killed_process_loses_nothing",
             shared::redis_one_killed,
         ),
+        (
+            "redis_every_instance_stops_when_drained_despite_a_kill",
+            shared::redis_drained_despite_a_kill,
+        ),
+        (
+            "sqlite_sigterm_drains_and_exits_cleanly",
+            sqlite::sigterm_drains_and_exits_cleanly,
+        ),
     ];
     #[cfg(feature = "postgres")]
     scenarios.extend([
@@ -63,6 +71,10 @@ fn main() {
         (
             "postgres_a_killed_process_loses_nothing",
             shared::postgres_one_killed,
+        ),
+        (
+            "postgres_every_instance_stops_when_drained_despite_a_kill",
+            shared::postgres_drained_despite_a_kill,
         ),
     ]);
     let (mut passed, mut failed) = (0, 0);

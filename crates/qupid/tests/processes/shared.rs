@@ -7,7 +7,7 @@ use std::time::Duration;
 use qupid::ledger::AnyLedger;
 use qupid::{Ledger, State};
 
-use crate::support::{check, missing, runtime, wait, Logs, Worker};
+use crate::support::{check, missing, runtime, signal, wait, Logs, Mode, Worker};
 use crate::Outcome;
 
 #[allow(unreachable_pub)]
@@ -84,6 +84,7 @@ pub(crate) fn four_processes(url: &str, ns: &str, kill: bool) -> Outcome {
             out: &out,
             log: log.clone(),
             work_ms: 2,
+            mode: Mode::Pages,
         };
         children.push(w.spawn()?);
     }
@@ -183,4 +184,75 @@ fn held(started: &[(usize, u64)], running: &HashMap<String, u64>) -> u64 {
         .iter()
         .filter(|(id, token)| running.get(&format!("rec/{id:05}")) == Some(token))
         .count() as u64
+}
+
+pub(crate) fn redis_drained_despite_a_kill() -> Outcome {
+    let url = redis_support::url();
+    let ns = redis_support::namespace("drain");
+    let result = drained_despite_a_kill(&url, &ns);
+    if result.is_ok() {
+        let _ = redis_support::delete_namespace(&url, &ns);
+    }
+    result
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_drained_despite_a_kill() -> Outcome {
+    let url = postgres_support::url();
+    let ns = postgres_support::namespace("drain");
+    let result = drained_despite_a_kill(&url, &ns);
+    if result.is_ok() {
+        let _ = postgres_support::drop_namespace(&url, &ns);
+    }
+    result
+}
+
+/// A batch job on several machines: 2, 3, then 4 processes poll the same 1,500 records
+/// (every record at every poll) with `stop_when_drained`, and one of them is SIGKILLed
+/// mid-run. Every other process exits by itself, with status 0, and every record is saved:
+/// the keys the killed one held are taken over once their leases expire.
+fn drained_despite_a_kill(url: &str, ns: &str) -> Outcome {
+    const RECORDS: usize = 1_500;
+    for (run, processes) in [2usize, 3, 4].into_iter().enumerate() {
+        let ns = format!("{ns}{run}");
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        let mut children = Vec::new();
+        for i in 0..processes {
+            let w = Worker {
+                ledger: url,
+                namespace: &ns,
+                records: RECORDS,
+                out: &out,
+                log: dir.path().join(format!("worker-{i}.log")),
+                work_ms: 5,
+                mode: Mode::Drain,
+            };
+            children.push(w.spawn()?);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while missing(&out, RECORDS) > RECORDS * 3 / 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal(children[0].id(), "KILL")?;
+        children[0].wait().map_err(|e| e.to_string())?;
+        let killed_at = RECORDS - missing(&out, RECORDS);
+        for (i, child) in children.iter_mut().enumerate().skip(1) {
+            wait(
+                child,
+                120,
+                &format!("run {run}: worker {i} (of {processes})"),
+            )?;
+        }
+        let lost = missing(&out, RECORDS);
+        eprintln!(
+            "  run {run}: {processes} processes, one killed after {killed_at} of {RECORDS} \
+             saved; the others exited by themselves; {lost} lost"
+        );
+        check(lost == 0, || {
+            format!("run {run}: {lost} records were never saved")
+        })?;
+    }
+    Ok(())
 }

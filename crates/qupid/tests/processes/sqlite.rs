@@ -12,7 +12,7 @@ use qupid::ledger::{ListQuery, SqliteLedger, State};
 use qupid::Ledger;
 
 use crate::children::{ACCEPTED, READY, ROLE};
-use crate::support::{check, missing, runtime, wait, Logs, Worker};
+use crate::support::{check, missing, runtime, signal, wait, Logs, Mode, Worker};
 use crate::Outcome;
 
 fn tempdir() -> Result<tempfile::TempDir, String> {
@@ -185,6 +185,7 @@ pub(crate) fn pipeline_survives_sigkill() -> Outcome {
             out: &out,
             log,
             work_ms: 8,
+            mode: Mode::Pages,
         };
         let mut child = worker.spawn()?;
         // Kills come early and often: at least 10 before the work can be done.
@@ -259,4 +260,86 @@ async fn inspect(url: &str, started: &[(usize, u64)]) -> Result<(u64, HashSet<St
         }
     }
     Ok((running, completed))
+}
+
+/// SIGTERM (what systemd, Docker and Kubernetes send) mid-run: the pipeline drains like on
+/// Ctrl-C, prints its report, exits 0, and leaves no key Queued or Running in the ledger.
+pub(crate) fn sigterm_drains_and_exits_cleanly() -> Outcome {
+    const RECORDS: usize = 5_000;
+    let dir = tempdir()?;
+    let db = dir.path().join("ledger.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let worker = Worker {
+        ledger: &url,
+        namespace: "sigterm",
+        records: RECORDS,
+        out: &out,
+        log: dir.path().join("run.log"),
+        work_ms: 20,
+        mode: Mode::Signals,
+    };
+    let mut child = worker.spawn_piped()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while missing(&out, RECORDS) > RECORDS - 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(child.id(), "TERM")?;
+    let status = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("the worker did not stop within 30 s of SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stdout).map_err(|e| e.to_string())?;
+    }
+    check(status.success(), || {
+        format!("exit status {status} after SIGTERM, expected 0")
+    })?;
+    let completed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(crate::children::REPORT))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("no report printed: {stdout:?}"))?;
+    let saved = RECORDS - missing(&out, RECORDS);
+    let stats = rt_stats(&url)?;
+    eprintln!(
+        "  SIGTERM after {saved} of {RECORDS} saved: exit 0, report says {completed} completed; \
+         ledger: {} completed, {} queued, {} running",
+        stats.completed, stats.queued, stats.running
+    );
+    check(saved < RECORDS, || {
+        "the run finished before the signal".into()
+    })?;
+    check(stats.queued + stats.running == 0, || {
+        format!(
+            "{} queued and {} running keys left behind",
+            stats.queued, stats.running
+        )
+    })?;
+    check(stats.completed == completed, || {
+        format!(
+            "the ledger has {} completed, the report {completed}",
+            stats.completed
+        )
+    })
+}
+
+fn rt_stats(url: &str) -> Result<qupid::ledger::Stats, String> {
+    runtime().block_on(async {
+        let l = qupid::ledger::AnyLedger::open(url, "sigterm")
+            .await
+            .map_err(|e| e.to_string())?;
+        l.stats().await.map_err(|e| e.to_string())
+    })
 }

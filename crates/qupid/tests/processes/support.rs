@@ -14,11 +14,49 @@ pub(crate) struct Worker<'a> {
     pub(crate) out: &'a Path,
     pub(crate) log: PathBuf,
     pub(crate) work_ms: u64,
+    pub(crate) mode: Mode,
+}
+
+/// How a worker child polls and stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Polls the records without output, a page at a time; stops when all have one.
+    Pages,
+    /// Polls every record every time (an API that cannot tell what was handled) and stops
+    /// when drained: everything it returns is finished in the ledger.
+    Drain,
+    /// Polls every record every time and stops on SIGINT or SIGTERM; prints its report.
+    Signals,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pages => "pages",
+            Mode::Drain => "drain",
+            Mode::Signals => "signals",
+        }
+    }
 }
 
 impl Worker<'_> {
     pub(crate) fn spawn(&self) -> Result<Child, String> {
-        Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        self.command()?
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))
+    }
+
+    /// Like [`spawn`](Worker::spawn), with the child's standard output piped to the caller.
+    pub(crate) fn spawn_piped(&self) -> Result<Child, String> {
+        self.command()?
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))
+    }
+
+    fn command(&self) -> Result<Command, String> {
+        let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+        command
             .env(children::ROLE, "worker")
             .env("QUPID_TEST_LEDGER", self.ledger)
             .env("QUPID_TEST_NAMESPACE", self.namespace)
@@ -26,9 +64,9 @@ impl Worker<'_> {
             .env("QUPID_TEST_OUT", self.out)
             .env("QUPID_TEST_LOG", &self.log)
             .env("QUPID_TEST_WORK_MS", self.work_ms.to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start a worker: {e}"))
+            .env("QUPID_TEST_MODE", self.mode.as_str())
+            .stdin(Stdio::null());
+        Ok(command)
     }
 }
 
@@ -88,6 +126,17 @@ pub(crate) fn output(out: &Path, i: usize) -> PathBuf {
 /// Records with no output file.
 pub(crate) fn missing(out: &Path, records: usize) -> usize {
     (0..records).filter(|&i| !output(out, i).exists()).count()
+}
+
+/// Sends `signal` (a `kill` name: TERM, KILL, STOP, CONT) to process `pid`.
+pub(crate) fn signal(pid: u32, signal: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    check(status.success(), || {
+        format!("kill -{signal} {pid} failed: {status}")
+    })
 }
 
 /// Waits for `child`, failing after `secs` seconds.
