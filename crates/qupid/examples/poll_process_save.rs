@@ -129,7 +129,16 @@ async fn save_file(path: &Path, contents: String) -> std::io::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    // Errors end the run with one line (and a non-zero exit), never a retry loop: the ledger's
+    // errors name the file or server and say what is wrong with it.
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -146,19 +155,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::fs::create_dir_all(&args.out).await?;
     let store = Arc::new(Datastore::new(args.records, args.out.clone()));
-    let ledger = match AnyLedger::open(&args.ledger, &args.namespace).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cannot open the ledger: {e}");
-            std::process::exit(2);
-        }
-    };
+    let shown = qupid::redact_url(&args.ledger);
+    let ledger = AnyLedger::open(&args.ledger, &args.namespace)
+        .await
+        .map_err(|e| format!("cannot open the ledger {shown}: {e}"))?;
     let done_before = qupid::Ledger::stats(&ledger).await?.completed;
     println!(
-        "datastore: {} records; ledger: {} ({} keys completed before this run); output folder: {}",
+        "datastore: {} records; ledger: {shown} ({done_before} keys completed before this run); \
+         output folder: {}",
         args.records,
-        args.ledger,
-        done_before,
         args.out.display()
     );
 
@@ -214,8 +219,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             initial: Duration::from_millis(20),
             ..Backoff::default()
         })
-        .stop_when_idle()
-        .stop_on_ctrl_c()
+        // Done when every record the datastore returns is finished in the ledger, wherever
+        // it was processed (several copies can share a Redis or PostgreSQL ledger).
+        .stop_when_drained()
+        // Ctrl-C and SIGTERM drain alike: running attempts finish, the rest is released.
+        .stop_on_signals()
         .build()?;
 
     let bar = ProgressBar::new(u64::from(args.records));
@@ -229,16 +237,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 let r = progress.snapshot();
                 bar.set_position(r.completed);
-                bar.set_message(format!(
-                    "duplicates {}  retries {}",
-                    r.duplicates, r.failed_attempts
-                ));
+                bar.set_message(match progress.ledger_down_for() {
+                    Some(down) => format!(
+                        "LEDGER DOWN for {down:.0?}, retrying: {}",
+                        progress.ledger_error().unwrap_or_default()
+                    ),
+                    None => format!(
+                        "duplicates {}  retries {}  invalid {}",
+                        r.duplicates, r.failed_attempts, r.invalid
+                    ),
+                });
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
-    let report = pipeline.run().await?;
+    let report = pipeline.run().await;
     ticker.abort();
+    let report = report?;
     bar.set_position(report.completed);
     bar.finish();
 

@@ -382,3 +382,76 @@ async fn two_ledgers_on_one_file_accept_each_key_once() {
     assert_eq!(a.stats().await.expect("stats").queued, 2000);
     assert_eq!(b.stats().await.expect("stats").queued, 2000);
 }
+
+/// One corrupt page among the records: the file opens and counts (its indexes are whole),
+/// but offers that reach the page fail with `Corrupt`. A pipeline stops within moments with
+/// that error, which names the file, instead of retrying every poll and returning `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_page_ends_a_pipeline_with_an_error_naming_the_file() {
+    use qupid::{Entry, Pipeline, Source};
+    let (_dir, path) = temp();
+    let keys: Vec<Offer> = (0..3000)
+        .map(|i| Offer::new(key(&format!("k/{i:04}"))))
+        .collect();
+    {
+        let l = SqliteLedger::open(&path).await.expect("open");
+        let p = policy();
+        let out = l.offer_and_start(&p, &keys).await.expect("offer");
+        let claims: Vec<Claim> = out
+            .iter()
+            .zip(&keys)
+            .map(|(o, k)| Claim {
+                key: k.key.clone(),
+                token: o.lease().expect("accepted").token,
+            })
+            .collect();
+        let done = l.complete(&claims).await.expect("complete");
+        assert!(done.iter().all(Result::is_ok));
+    }
+    // Fold the WAL into the file, then overwrite one leaf page of the records' table.
+    let page: i64 = {
+        let db = rusqlite::Connection::open(&path).expect("open raw");
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        db.query_row(
+            "SELECT pageno FROM dbstat WHERE name = 'qupid_entries' AND pagetype = 'leaf' \
+             ORDER BY pageno LIMIT 1 OFFSET 5",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a leaf page of records")
+    };
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open the file");
+        let at = u64::try_from(page - 1).expect("page numbers start at 1") * 4096;
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        f.write_all(&[0xFF; 4096]).expect("corrupt the page");
+    }
+    let l = SqliteLedger::open(&path)
+        .await
+        .expect("the file opens: its schema is whole");
+    assert_eq!(l.stats().await.expect("counts").completed, 3000);
+
+    let source = Source::poll(Duration::from_millis(10), move || {
+        let keys: Vec<String> = (0..3000).map(|i| format!("k/{i:04}")).collect();
+        async move { Ok::<_, std::io::Error>(keys.into_iter().map(|k| Entry::new(k, ()))) }
+    });
+    let run = Pipeline::builder(l)
+        .source(source)
+        .process(|_| async { Ok::<_, std::io::Error>(()) })
+        .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
+        .stop_when_idle()
+        .build()
+        .expect("a pipeline")
+        .run();
+    let err = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends within moments")
+        .expect_err("on the corrupt file's error");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    says(&err, &path, &["corrupt"]);
+}

@@ -228,8 +228,9 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Closed => return None,
+                // The queue told the ledger's health; the pipeline stops with this error.
                 Err(e) => {
-                    tracing::error!(error = %e, "offering a batch failed, and retrying cannot fix it");
+                    tracing::debug!(error = %e, "offering a batch failed, and retrying cannot fix it");
                     return None;
                 }
             }

@@ -106,7 +106,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
     let report = Report::from_counters(&counters, started.elapsed());
     match failure {
         Some(e) => {
-            tracing::error!(error = %e, %report, "the pipeline stopped on a ledger failure");
+            tracing::debug!(error = %e, ?report, "the pipeline stopped on a ledger failure");
             Err(e)
         }
         None => Ok(report),
