@@ -13,11 +13,24 @@
 //!
 //! # Stopping
 //!
-//! A stop (from [`PipelineBuilder::shutdown`], Ctrl-C with
-//! [`stop_on_ctrl_c`](PipelineBuilder::stop_on_ctrl_c), or idleness with
-//! [`stop_when_idle`](PipelineBuilder::stop_when_idle)) stops polling and accepting, releases
+//! A stop — from a [`shutdown`](PipelineBuilder::shutdown) token, from SIGINT or SIGTERM with
+//! [`stop_on_signals`](PipelineBuilder::stop_on_signals), or by itself with
+//! [`stop_when_idle`](PipelineBuilder::stop_when_idle) (nothing left to do here) or
+//! [`stop_when_drained`](PipelineBuilder::stop_when_drained) (everything the sources return is
+//! finished in the ledger, wherever it was processed) — stops polling and accepting, releases
 //! what never started, lets running attempts finish up to the drain timeout, then cancels and
-//! releases the rest. Nothing is lost: a released key is offered again by the next poll.
+//! releases the rest, and [`run`](Pipeline::run) returns the [`Report`]. Nothing is lost: a
+//! released key is offered again by the next poll.
+//!
+//! # Failures
+//!
+//! - A source's item that is an error (an invalid key) is skipped, counted
+//!   ([`Report::invalid`]) and logged once; the rest of its batch goes on.
+//! - A failed poll, a failed attempt (an error, a panic, a timeout) and a transient ledger
+//!   error (unreachable, restarting) are logged, counted and retried.
+//! - A ledger error that retrying cannot fix (corrupt data, a newer schema, permission
+//!   denied) stops the pipeline at once, and [`run`](Pipeline::run) returns it; so does an
+//!   outage longer than [`give_up_after`](PipelineBuilder::give_up_after), if set.
 
 mod attempt;
 mod backoff;
