@@ -40,6 +40,8 @@ struct Switches {
     answer_after_ms: AtomicU64,
     /// A fault no retry fixes: every call fails with this kind while it is set.
     broken: Mutex<Option<ErrorKind>>,
+    /// Renewals fail (transiently) while set; other calls go through.
+    no_renewals: AtomicBool,
 }
 
 impl<L: Ledger> FaultyLedger<L> {
@@ -97,6 +99,12 @@ impl<L: Ledger> FaultyLedger<L> {
             .broken
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = kind;
+    }
+
+    /// Makes renewals fail (as unavailable) while `stalled`, and only them: the leases of the
+    /// queue's jobs then run out as if the process had been paused.
+    pub fn stall_renewals(&self, stalled: bool) {
+        self.switches.no_renewals.store(stalled, Ordering::SeqCst);
     }
 
     /// How many calls failed so far.
@@ -182,6 +190,13 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         claims: &[Claim],
     ) -> qupid::Result<Vec<Result<Timestamp, Refused>>> {
         self.check("renew")?;
+        if self.switches.no_renewals.load(Ordering::SeqCst) {
+            self.switches.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "injected fault: renewals are stalled",
+            ));
+        }
         let out = self.inner.renew(policy, claims).await;
         self.slow().await;
         out

@@ -15,6 +15,7 @@
 //! | `qupid_dead_total` | counter | keys that went Dead |
 //! | `qupid_released_total` | counter | keys released without an ending (stop, dropped job) |
 //! | `qupid_lease_lost_total` | counter | jobs that found their lease taken over |
+//! | `qupid_lease_expired_total` | counter | attempts abandoned before their save because their lease ran out by this process's clock |
 //! | `qupid_poll_errors_total` | counter | polls that returned an error or panicked |
 //! | `qupid_invalid_total` | counter | entries a source handed over as errors (an invalid key or version): skipped |
 //! | `qupid_ledger_errors_total` | counter | ledger calls that failed (unreachable, restarting); retried |
@@ -58,6 +59,8 @@ pub mod names {
     pub const RELEASED: &str = "qupid_released_total";
     /// Jobs whose lease was taken over.
     pub const LEASE_LOST: &str = "qupid_lease_lost_total";
+    /// Attempts abandoned before their save: the lease ran out by this process's clock.
+    pub const LEASE_EXPIRED: &str = "qupid_lease_expired_total";
     /// Polls that failed.
     pub const POLL_ERRORS: &str = "qupid_poll_errors_total";
     /// Entries a source handed over as errors, skipped.
@@ -135,6 +138,7 @@ pub(crate) struct Counters {
     pub(crate) dead: Count,
     pub(crate) released: Count,
     pub(crate) lease_lost: Count,
+    pub(crate) lease_expired: Count,
     pub(crate) poll_errors: Count,
     pub(crate) invalid: Count,
     pub(crate) ledger_errors: Count,
@@ -156,6 +160,7 @@ impl Counters {
             dead: Count::new(DEAD, queue),
             released: Count::new(RELEASED, queue),
             lease_lost: Count::new(LEASE_LOST, queue),
+            lease_expired: Count::new(LEASE_EXPIRED, queue),
             poll_errors: Count::new(POLL_ERRORS, queue),
             invalid: Count::new(INVALID, queue),
             ledger_errors: Count::new(LEDGER_ERRORS, queue),

@@ -2,6 +2,7 @@
 //! fix, and outages that last.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -293,4 +294,83 @@ async fn stop_when_drained_takes_over_what_a_crashed_instance_held() {
     assert!(drained.duplicates_finished() >= 30, "{drained}");
     let stats = ledger.stats().await.unwrap();
     assert_eq!((stats.completed, stats.queued, stats.running), (40, 0, 0));
+}
+
+/// A job knows its lease's deadline by its own clock: an attempt whose lease ran out while it
+/// processed (renewals failing, as in a paused process) does not begin its save. It is
+/// abandoned and counted, its key released, and the next attempt saves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_save_begins_past_the_lease_deadline() {
+    let faulty = FaultyLedger::new(MemoryLedger::new());
+    let mut policy = qupid::Policy::default();
+    policy.lease = Duration::from_millis(300);
+    let saves = Arc::new(AtomicU32::new(0));
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (f, s) = (faulty.clone(), saves.clone());
+    // Polled every 500 ms: nothing offers the key again while the first attempt works.
+    let source = Source::poll(Duration::from_millis(500), || async {
+        Ok::<_, std::io::Error>([Entry::new("deadline/0", 0u32)])
+    });
+    let report = Pipeline::builder(faulty.clone())
+        .source(source)
+        .process(move |a| {
+            let f = f.clone();
+            // (Released, the key starts afresh: its second attempt is number 1 again.)
+            let first = first.swap(false, Ordering::SeqCst);
+            async move {
+                if first {
+                    // Renewals stall for longer than the lease while this attempt works.
+                    f.stall_renewals(true);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    f.stall_renewals(false);
+                    assert!(a.is_expired());
+                }
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .save(move |_, ()| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .policy(policy)
+        .stop_when_drained()
+        .build()
+        .unwrap()
+        .run();
+    let report = tokio::time::timeout(Duration::from_secs(10), report)
+        .await
+        .expect("stops")
+        .unwrap();
+    assert_eq!(report.lease_expired, 1, "{report}");
+    assert_eq!(report.completed, 1, "{report}");
+    assert_eq!(
+        saves.load(Ordering::SeqCst),
+        1,
+        "only the second attempt saved"
+    );
+}
+
+/// Renewals move the deadline: an attempt working for three leases saves normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_move_the_deadline() {
+    let mut policy = qupid::Policy::default();
+    policy.lease = Duration::from_millis(150);
+    let report = Pipeline::builder(MemoryLedger::new())
+        .source(all_of("renewed", 3))
+        .process(|a| async move {
+            let first = a.deadline();
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            assert!(a.deadline() > first + Duration::from_millis(200), "renewed");
+            assert!(!a.is_expired());
+            Ok::<_, std::io::Error>(())
+        })
+        .save(ok_save())
+        .policy(policy)
+        .stop_when_drained()
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((report.completed, report.lease_expired), (3, 0), "{report}");
 }

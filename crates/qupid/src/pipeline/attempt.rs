@@ -7,6 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::key::{Entry, Key, Version};
 use crate::ledger::Token;
+use crate::queue::core::Deadline;
+use crate::queue::Job;
 
 /// One attempt at processing one entry, handed to the pipeline's `process` and `save` steps.
 ///
@@ -14,13 +16,25 @@ use crate::ledger::Token;
 /// conditional ("write only if my token is the newest"), and
 /// [`lease_lost`](Attempt::lease_lost) to notice that another holder took the key over.
 pub struct Attempt<T> {
-    pub(crate) entry: Arc<Entry<T>>,
-    pub(crate) token: Token,
-    pub(crate) number: u32,
-    pub(crate) lost: CancellationToken,
+    entry: Arc<Entry<T>>,
+    token: Token,
+    number: u32,
+    lost: CancellationToken,
+    deadline: Arc<Deadline>,
 }
 
 impl<T> Attempt<T> {
+    /// The attempt `job` is making now.
+    pub(crate) fn of(job: &Job<T>) -> Self {
+        Attempt {
+            entry: job.shared_entry(),
+            token: job.token(),
+            number: job.attempt(),
+            lost: job.lease_lost().clone(),
+            deadline: job.shared_deadline(),
+        }
+    }
+
     /// The entry.
     pub fn entry(&self) -> &Entry<T> {
         &self.entry
@@ -51,6 +65,23 @@ impl<T> Attempt<T> {
         self.number
     }
 
+    /// When this attempt's lease runs out by this process's monotonic clock, unless renewed
+    /// before (renewals, in the background, move it later); see [`Job::deadline`].
+    ///
+    /// The pipeline does not begin `save` past it: the attempt is abandoned, its key released
+    /// and counted in [`Report::lease_expired`](crate::Report::lease_expired), since another
+    /// holder may have taken the key over meanwhile (this process was paused, or could not
+    /// renew). A `save` that takes long can check it again before its final write; only a
+    /// write conditional on the [`token`](Attempt::token) closes the window entirely.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline.at()
+    }
+
+    /// Whether the [`deadline`](Attempt::deadline) has passed.
+    pub fn is_expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline.at()
+    }
+
     /// Cancelled if the lease is found lost; the pipeline then abandons this attempt.
     pub fn lease_lost(&self) -> &CancellationToken {
         &self.lost
@@ -64,6 +95,7 @@ impl<T> Clone for Attempt<T> {
             token: self.token,
             number: self.number,
             lost: self.lost.clone(),
+            deadline: self.deadline.clone(),
         }
     }
 }

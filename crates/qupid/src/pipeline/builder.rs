@@ -280,6 +280,11 @@ impl<L: Ledger, T: Send + Sync + 'static, P, O: Send + 'static> ProcessStep<L, T
             let save = save.clone();
             Box::pin(async move {
                 let out = processing.await.map_err(|e| StepError::Process(e.into()))?;
+                // Another holder may have the key by now: its save must not be overwritten by
+                // this older attempt's.
+                if attempt.is_expired() {
+                    return Err(StepError::Expired);
+                }
                 save(attempt, out)
                     .await
                     .map_err(|e| StepError::Save(e.into()))

@@ -67,6 +67,8 @@ pub(crate) type WorkFn<T> =
 pub(crate) enum StepError {
     Process(BoxError),
     Save(BoxError),
+    /// The lease ran out (by this process's clock) before `save` began.
+    Expired,
 }
 
 impl fmt::Display for StepError {
@@ -74,6 +76,7 @@ impl fmt::Display for StepError {
         match self {
             StepError::Process(e) => write!(f, "process: {e}"),
             StepError::Save(e) => write!(f, "save: {e}"),
+            StepError::Expired => f.write_str("the lease ran out before the save began"),
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct Report {
     pub released: u64,
     /// Jobs whose lease was taken over by another holder.
     pub lease_lost: u64,
+    /// Attempts abandoned before their `save` began because their lease had run out by this
+    /// process's clock (it was paused, or could not renew): another holder may have the key.
+    /// Their keys are released and offered again.
+    pub lease_expired: u64,
     /// Polls that returned an error or panicked.
     pub poll_errors: u64,
     /// Entries a source handed over as errors (an invalid key or version, a row it could
@@ -57,6 +61,7 @@ impl Report {
             dead: c.dead.get(),
             released: c.released.get(),
             lease_lost: c.lease_lost.get(),
+            lease_expired: c.lease_expired.get(),
             poll_errors: c.poll_errors.get(),
             invalid: c.invalid.get(),
             ledger_errors: c.ledger_errors.get(),
@@ -96,6 +101,11 @@ impl fmt::Display for Report {
         writeln!(f, "dead        {:>10}", self.dead)?;
         writeln!(f, "released    {:>10}", self.released)?;
         writeln!(f, "lease lost  {:>10}", self.lease_lost)?;
+        writeln!(
+            f,
+            "lease exp.  {:>10}  (abandoned before save)",
+            self.lease_expired
+        )?;
         writeln!(f, "poll errors {:>10}", self.poll_errors)?;
         writeln!(f, "invalid     {:>10}", self.invalid)?;
         writeln!(f, "ledger errs {:>10}", self.ledger_errors)?;

@@ -65,6 +65,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
             draining: draining.clone(),
             hard: hard.clone(),
             idle: idle.clone(),
+            counters: counters.clone(),
         };
         workers.spawn(w.run());
     }

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::polling::Idle;
-use super::{Attempt, Backoff, WorkFn};
+use super::{Attempt, Backoff, StepError, WorkFn};
+use crate::observe::Counters;
 use crate::queue::{FailOutcome, Job, Subscriber};
 
 pub(super) struct Worker<T> {
@@ -21,6 +22,7 @@ pub(super) struct Worker<T> {
     pub(super) draining: CancellationToken,
     pub(super) hard: CancellationToken,
     pub(super) idle: Arc<Idle>,
+    pub(super) counters: Arc<Counters>,
 }
 
 impl<T: Send + Sync + 'static> Worker<T> {
@@ -43,12 +45,7 @@ impl<T: Send + Sync + 'static> Worker<T> {
     async fn attempt_until_done(&self, mut job: Job<T>) {
         loop {
             let lost = job.lease_lost().clone();
-            let attempt = Attempt {
-                entry: job.shared_entry(),
-                token: job.token(),
-                number: job.attempt(),
-                lost: lost.clone(),
-            };
+            let attempt = Attempt::of(&job);
             let work = AssertUnwindSafe((self.work)(attempt)).catch_unwind();
             let outcome = tokio::select! {
                 // The work first: when it finishes at once, the cancellation futures are
@@ -66,6 +63,15 @@ impl<T: Send + Sync + 'static> Worker<T> {
             };
             let error = match outcome {
                 Some(Ok(Ok(()))) => None,
+                Some(Ok(Err(StepError::Expired))) => {
+                    tracing::warn!(
+                        "the lease ran out before the save (this process was paused, or could \
+                         not renew): abandoning the attempt"
+                    );
+                    self.counters.lease_expired.add(1);
+                    release(job).await;
+                    return;
+                }
                 Some(Ok(Err(e))) => Some(e.to_string()),
                 Some(Err(panic)) => Some(format!("panicked: {}", panic_message(&*panic))),
                 None => Some(format!(

@@ -1,12 +1,14 @@
 //! The machinery shared by a queue and its jobs: the registry of held claims, the batched
 //! ledger calls that end jobs, and the lease renewer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -39,12 +41,53 @@ pub(crate) struct Op {
     pub(crate) reply: Option<oneshot::Sender<Result<Answer>>>,
 }
 
+/// A lease's expiry by this process's monotonic clock, less a margin: the time it was asked
+/// for (granted or last renewed) plus nine tenths of the lease. Past it, the ledger may have
+/// given the key to another holder, so a job must not begin a save.
+///
+/// Counted from when the call was *sent*, so a slow answer only makes it earlier; by a
+/// monotonic clock, so a process paused (SIGSTOP, a VM freeze) finds it passed on waking.
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    base: Instant,
+    /// Nanoseconds after `base`; only grows.
+    after: AtomicU64,
+}
+
+impl Deadline {
+    pub(crate) fn new(at: Instant) -> Self {
+        Deadline {
+            base: at,
+            after: AtomicU64::new(0),
+        }
+    }
+
+    /// When the lease runs out, by this process's clock.
+    pub(crate) fn at(&self) -> Instant {
+        self.base + Duration::from_nanos(self.after.load(Ordering::Acquire))
+    }
+
+    /// Moves the deadline to `at`, if that is later.
+    fn extend_to(&self, at: Instant) {
+        let after =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.after.fetch_max(after, Ordering::AcqRel);
+    }
+}
+
+/// The part of a lease a holder counts on: nine tenths of it, the rest a margin for the
+/// time the ledger's answer took and for clock drift.
+pub(crate) fn budget(lease: Duration) -> Duration {
+    lease - lease / 10
+}
+
 /// A claim this process holds, for the renewer and the gauges.
 struct Held {
     token: Token,
     /// Queued or Running, as the ledger last answered.
     state: State,
     lost: CancellationToken,
+    deadline: Arc<Deadline>,
 }
 
 /// Claims held by this process: renewed together, cancelled when lost. Sharded by key, so
@@ -85,13 +128,20 @@ impl Registry {
 
     /// Holds `claim`, in `state` (Queued or Running). A claim on the same key under another
     /// token is lost: the ledger gave the key to this newer lease.
-    pub(crate) fn insert(&self, claim: &Claim, state: State, lost: CancellationToken) {
+    pub(crate) fn insert(
+        &self,
+        claim: &Claim,
+        state: State,
+        lost: CancellationToken,
+        deadline: Arc<Deadline>,
+    ) {
         let old = self.lock(&claim.key).insert(
             claim.key.clone(),
             Held {
                 token: claim.token,
                 state,
                 lost,
+                deadline,
             },
         );
         self.gauge(state, 1);
@@ -114,6 +164,14 @@ impl Registry {
                 self.gauge(was, -1);
                 self.gauge(state, 1);
             }
+        }
+    }
+
+    /// Moves `claim`'s deadline to `at` (a renewal sent then), if the claim is still held.
+    fn renewed(&self, claim: &Claim, at: Instant) {
+        let held = self.lock(&claim.key);
+        if let Some(h) = held.get(&claim.key).filter(|h| h.token == claim.token) {
+            h.deadline.extend_to(at);
         }
     }
 
@@ -484,12 +542,16 @@ pub(crate) async fn renewer<L: Ledger>(
         }
         let claims = registry.claims();
         for chunk in claims.chunks(1000) {
+            let sent = Instant::now();
             match ledger.renew(&policy, chunk).await {
                 Ok(out) => {
                     counters.ledger.ok();
+                    let until = sent + budget(policy.lease);
                     for (claim, r) in chunk.iter().zip(out) {
-                        if let Err(Refused::LeaseLost) = r {
-                            registry.lose(claim);
+                        match r {
+                            Ok(_) => registry.renewed(claim, until),
+                            Err(Refused::LeaseLost) => registry.lose(claim),
+                            Err(_) => {}
                         }
                     }
                 }

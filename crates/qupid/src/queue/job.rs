@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::core::{Answer, Ask, Core};
+use super::core::{Answer, Ask, Core, Deadline};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Entry, Key};
 use crate::ledger::{Claim, Done, Failed, Refused, State, Token};
@@ -31,6 +31,7 @@ pub struct Job<T> {
     core: Arc<Core>,
     /// The job's place on the queue's buffer, given back when a subscriber takes it.
     slot: Option<OwnedSemaphorePermit>,
+    deadline: Arc<Deadline>,
 }
 
 /// The outcome of [`Job::fail`].
@@ -70,6 +71,7 @@ impl<T> Job<T> {
         running: bool,
         core: Arc<Core>,
         slot: Option<OwnedSemaphorePermit>,
+        deadline: Arc<Deadline>,
     ) -> Self {
         let claim = Claim {
             key: entry.key.clone(),
@@ -81,7 +83,8 @@ impl<T> Job<T> {
         } else {
             State::Queued
         };
-        core.registry.insert(&claim, state, lost.clone());
+        core.registry
+            .insert(&claim, state, lost.clone(), deadline.clone());
         Job {
             entry: Arc::new(entry),
             claim,
@@ -91,6 +94,7 @@ impl<T> Job<T> {
             lost,
             core,
             slot,
+            deadline,
         }
     }
 
@@ -131,6 +135,21 @@ impl<T> Job<T> {
     /// Whether the job is Running (started and not yet failed or ended).
     pub fn is_running(&self) -> bool {
         self.running
+    }
+
+    /// When the job's lease runs out by this process's monotonic clock, unless renewed
+    /// before: the time the lease was asked for (granted, or last renewed by the background
+    /// renewer) plus nine tenths of [`Policy::lease`](crate::Policy::lease).
+    ///
+    /// Past it, the ledger may have given the key to another holder (this process was paused,
+    /// or could not reach the ledger to renew), so do not begin a write whose result must not
+    /// be older than another holder's: release the job instead. Renewals move it later.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline.at()
+    }
+
+    pub(crate) fn shared_deadline(&self) -> Arc<Deadline> {
+        self.deadline.clone()
     }
 
     /// Cancelled when the lease is found lost; select on `lease_lost().cancelled()` to stop.

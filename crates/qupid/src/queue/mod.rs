@@ -23,7 +23,7 @@
 //! # }
 //! ```
 
-mod core;
+pub(crate) mod core;
 mod job;
 
 use std::fmt;
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use job::{FailOutcome, Job};
 
-use self::core::{ender, renewer, Core, Registry};
+use self::core::{budget, ender, renewer, Core, Deadline, Registry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Entry;
 use crate::ledger::{Ledger, Offered, State, Token};
@@ -400,6 +400,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         let offers: Vec<_> = entries.iter().map(Entry::offer).collect();
         let c = &inner.core.counters;
         c.offered.add(offers.len() as u64);
+        let sent = tokio::time::Instant::now();
         let outcomes = if inner.start_on_publish {
             inner.ledger.offer_and_start(&inner.policy, &offers).await
         } else {
@@ -429,6 +430,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                         inner.start_on_publish,
                         inner.core.clone(),
                         space.split(1),
+                        Arc::new(Deadline::new(sent + budget(inner.policy.lease))),
                     );
                     // Unbounded underneath: `space` is the bound. If the queue closed in the
                     // meantime the job is dropped, which releases its key.
