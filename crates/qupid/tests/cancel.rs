@@ -81,6 +81,8 @@ fn books(s: &Snapshotter) -> [f64; 5] {
 }
 
 const GIVE_UP: Duration = Duration::from_millis(20);
+/// How late the slow ledger answers. A test that saw a call applied waits three times this
+/// for the answer to reach the books.
 const SLOW: Duration = Duration::from_millis(200);
 
 /// `publish`, `try_publish` and `publish_batch`: "space is reserved before the offer; if
@@ -151,7 +153,7 @@ async fn a_dropped_completion_leaves_the_gauges_whole() {
     assert!(tokio::time::timeout(GIVE_UP, job.complete()).await.is_err());
     until_state(&inner, "a", Some(State::Completed)).await;
     // Let the release from `Drop` reach the ledger and be refused.
-    tokio::time::sleep(SLOW * 2).await;
+    tokio::time::sleep(SLOW * 3).await;
     assert_eq!(state(&inner, "a").await, Some(State::Completed));
     // Queued and running gauges at 0; completed once, released never.
     assert_eq!(books(&snap), [0.0, 0.0, 1.0, 0.0, 0.0]);
@@ -174,7 +176,7 @@ async fn a_dropped_failure_releases_the_key() {
         .await
         .is_err());
     until_state(&inner, "a", None).await;
-    tokio::time::sleep(SLOW).await;
+    tokio::time::sleep(SLOW * 3).await;
     assert_eq!(queue.held(), 0);
     assert_eq!(books(&snap), [0.0, 0.0, 0.0, 1.0, 1.0]);
 }
@@ -224,7 +226,7 @@ async fn a_dropped_receive_releases_the_job_it_was_starting() {
     slow.answer_after(SLOW);
     assert!(tokio::time::timeout(GIVE_UP, sub.recv()).await.is_err());
     until_state(&inner, "a", None).await;
-    tokio::time::sleep(SLOW).await;
+    tokio::time::sleep(SLOW * 3).await;
     assert_eq!(queue.held(), 0);
     assert_eq!(books(&snap), [0.0, 0.0, 0.0, 0.0, 1.0]);
 }
@@ -244,7 +246,7 @@ async fn a_dropped_release_is_sent_again_and_counted_once() {
     slow.answer_after(SLOW);
     assert!(tokio::time::timeout(GIVE_UP, job.release()).await.is_err());
     until_state(&inner, "a", None).await;
-    tokio::time::sleep(SLOW * 2).await;
+    tokio::time::sleep(SLOW * 3).await;
     assert_eq!(queue.held(), 0);
     assert_eq!(books(&snap), [0.0, 0.0, 0.0, 0.0, 1.0]);
 }
