@@ -17,6 +17,7 @@
 //! | `qupid_lease_lost_total` | counter | jobs that found their lease taken over |
 //! | `qupid_lease_expired_total` | counter | attempts abandoned before their save because their lease ran out by this process's clock |
 //! | `qupid_poll_errors_total` | counter | polls that returned an error or panicked |
+//! | `qupid_stale_total` | counter | polled entries dropped unoffered, too old to offer (see `Source::max_snapshot_age`) |
 //! | `qupid_invalid_total` | counter | entries a source handed over as errors (an invalid key or version): skipped |
 //! | `qupid_ledger_errors_total` | counter | ledger calls that failed (unreachable, restarting); retried |
 //! | `qupid_queued` | gauge | accepted keys this process holds that are not running |
@@ -63,6 +64,8 @@ pub mod names {
     pub const LEASE_EXPIRED: &str = "qupid_lease_expired_total";
     /// Polls that failed.
     pub const POLL_ERRORS: &str = "qupid_poll_errors_total";
+    /// Polled entries dropped unoffered: too old to offer.
+    pub const STALE: &str = "qupid_stale_total";
     /// Entries a source handed over as errors, skipped.
     pub const INVALID: &str = "qupid_invalid_total";
     /// Ledger calls that failed.
@@ -141,6 +144,7 @@ pub(crate) struct Counters {
     pub(crate) lease_expired: Count,
     pub(crate) poll_errors: Count,
     pub(crate) invalid: Count,
+    pub(crate) stale: Count,
     pub(crate) ledger_errors: Count,
     pub(crate) queued: Level,
     pub(crate) running: Level,
@@ -163,6 +167,7 @@ impl Counters {
             lease_expired: Count::new(LEASE_EXPIRED, queue),
             poll_errors: Count::new(POLL_ERRORS, queue),
             invalid: Count::new(INVALID, queue),
+            stale: Count::new(STALE, queue),
             ledger_errors: Count::new(LEDGER_ERRORS, queue),
             queued: Level::new(QUEUED, queue),
             running: Level::new(RUNNING, queue),

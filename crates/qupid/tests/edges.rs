@@ -374,3 +374,49 @@ async fn renewals_move_the_deadline() {
         .unwrap();
     assert_eq!((report.completed, report.lease_expired), (3, 0), "{report}");
 }
+
+/// A poll's entries are offered only while fresh: with a slow worker and a small buffer, the
+/// entries still waiting past `max_snapshot_age` are dropped, counted, and brought back by the
+/// next poll, so no entry starts long after its poll read it — and all are processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_offered_only_while_fresh() {
+    const AGE: Duration = Duration::from_millis(150);
+    const WORK: Duration = Duration::from_millis(30);
+    let source = Source::poll(Duration::from_millis(10), || async {
+        let read_at = tokio::time::Instant::now();
+        Ok::<_, std::io::Error>((0..20).map(move |i| Entry::new(format!("fresh/{i}"), read_at)))
+    })
+    .max_snapshot_age(AGE);
+    let oldest = Arc::new(Mutex::new(Duration::ZERO));
+    let o = oldest.clone();
+    let report = Pipeline::builder(MemoryLedger::new())
+        .source(source)
+        .process(move |a| {
+            let age = a.payload().elapsed();
+            let mut oldest = o.lock().unwrap();
+            *oldest = (*oldest).max(age);
+            async {
+                tokio::time::sleep(WORK).await;
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
+        .concurrency(1)
+        .buffer(1)
+        .stop_when_drained()
+        .build()
+        .unwrap()
+        .run();
+    let report = tokio::time::timeout(Duration::from_secs(20), report)
+        .await
+        .expect("stops")
+        .unwrap();
+    assert_eq!(report.completed, 20, "{report}");
+    assert!(report.stale > 0, "{report}");
+    let oldest = *oldest.lock().unwrap();
+    // Offered within AGE of its poll, then at most a buffer's wait (one attempt) and a little.
+    assert!(
+        oldest <= AGE + WORK * 3,
+        "an entry started {oldest:?} after its poll read it"
+    );
+}

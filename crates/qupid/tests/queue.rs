@@ -252,3 +252,19 @@ async fn starting_on_publish_runs_keys_at_once_and_skips_lost_ones() {
     );
     assert_eq!(state(&ledger, "b").await, None);
 }
+
+#[tokio::test]
+async fn publish_batch_until_gives_back_what_it_could_not_offer_in_time() {
+    let ledger = MemoryLedger::new();
+    let queue = Queue::builder(ledger.clone()).capacity(2).build().unwrap();
+    let entries: Vec<_> = ["a", "b", "c", "d", "e"].into_iter().map(entry).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+    let (published, late) = queue.publish_batch_until(entries, deadline).await.unwrap();
+    assert_eq!(published.len(), 2, "the buffer's capacity, in time");
+    assert!(published.iter().all(|p| !p.is_duplicate()));
+    let late: Vec<&str> = late.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(late, ["c", "d", "e"], "given back in order, unoffered");
+    for k in ["c", "d", "e"] {
+        assert_eq!(state(&ledger, k).await, None, "{k} was not offered");
+    }
+}

@@ -56,8 +56,8 @@ impl Idle {
     /// Whether a poll that found `polled` leaves its source with nothing to do.
     fn is_quiet(&self, polled: Polled) -> bool {
         match self.until {
-            Until::Drained => polled.accepted == 0 && polled.in_flight == 0,
-            Until::Idle | Until::Told => polled.accepted == 0,
+            Until::Drained => polled.accepted + polled.in_flight + polled.stale == 0,
+            Until::Idle | Until::Told => polled.accepted + polled.stale == 0,
         }
     }
 }
@@ -68,6 +68,8 @@ struct Polled {
     accepted: usize,
     /// Duplicates of keys leased (here or in another instance).
     in_flight: usize,
+    /// Entries dropped unoffered: too old to offer.
+    stale: usize,
 }
 
 /// Entries the sources handed over as errors: skipped, counted, and logged once per
@@ -128,7 +130,11 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
     pub(super) async fn run(self, i: usize, source: Source<T>) {
         let name = source.name;
         match source.kind {
-            Kind::Poll { every, mut poll } => {
+            Kind::Poll {
+                every,
+                mut poll,
+                max_age,
+            } => {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -137,6 +143,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                         _ = self.stop.cancelled() => return,
                     }
                     let ended_before = self.idle.ended.load(Ordering::SeqCst);
+                    let fresh_until = tokio::time::Instant::now() + max_age;
                     let span = tracing::info_span!(
                         "qupid.poll",
                         source = %name,
@@ -154,7 +161,9 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                         Ok(Ok(items)) => {
                             span.record("entries", items.len());
                             let entries = self.invalid.skip(items, &span);
-                            self.publish(entries).instrument(span.clone()).await
+                            self.publish(entries, Some(fresh_until))
+                                .instrument(span.clone())
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(parent: &span, error = %e, "poll failed");
@@ -185,7 +194,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                     };
                     let Some(items) = next else { break };
                     let entries = self.invalid.skip(items, &tracing::Span::current());
-                    if self.publish(entries).await.is_none() && self.stop.is_cancelled() {
+                    if self.publish(entries, None).await.is_none() && self.stop.is_cancelled() {
                         return;
                     }
                 }
@@ -199,16 +208,41 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
     /// or the ledger failed for good (the pipeline then stops with that error). While the
     /// ledger fails transiently (unreachable, restarting), the same entries are offered again
     /// after a growing pause, so a stream source loses nothing either.
-    async fn publish(&self, mut entries: Vec<Entry<T>>) -> Option<Polled> {
+    /// Entries not offered by `fresh_until` are dropped and counted as stale.
+    async fn publish(
+        &self,
+        mut entries: Vec<Entry<T>>,
+        fresh_until: Option<tokio::time::Instant>,
+    ) -> Option<Polled> {
         let mut pause = Duration::from_millis(50);
         loop {
+            let publishing = async {
+                match fresh_until {
+                    Some(at) => self.queue.publish_batch_until(entries, at).await,
+                    None => self
+                        .queue
+                        .publish_batch(entries)
+                        .await
+                        .map(|o| (o, Vec::new())),
+                }
+            };
             let out = tokio::select! {
-                o = self.queue.publish_batch(entries) => o,
+                o = publishing => o,
                 _ = self.stop.cancelled() => return None,
             };
             match out {
-                Ok(out) => {
-                    let mut polled = Polled::default();
+                Ok((out, late)) => {
+                    let mut polled = Polled {
+                        stale: late.len(),
+                        ..Polled::default()
+                    };
+                    if !late.is_empty() {
+                        self.counters.stale.add(late.len() as u64);
+                        tracing::debug!(
+                            stale = late.len(),
+                            "entries not offered while fresh: dropped until the next poll"
+                        );
+                    }
                     for p in out {
                         match p {
                             Published::Accepted(_) => polled.accepted += 1,

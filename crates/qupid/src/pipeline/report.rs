@@ -42,6 +42,10 @@ pub struct Report {
     /// Entries a source handed over as errors (an invalid key or version, a row it could
     /// not read): skipped, logged once each, never holding up the rest of their batch.
     pub invalid: u64,
+    /// Polled entries dropped unoffered because they were no longer fresh (see
+    /// [`Source::max_snapshot_age`](crate::Source::max_snapshot_age)): the next poll offers
+    /// them again.
+    pub stale: u64,
     /// Ledger calls that failed (the ledger was unreachable or restarting); they are retried,
     /// and entries whose offer failed are offered again.
     pub ledger_errors: u64,
@@ -64,6 +68,7 @@ impl Report {
             lease_expired: c.lease_expired.get(),
             poll_errors: c.poll_errors.get(),
             invalid: c.invalid.get(),
+            stale: c.stale.get(),
             ledger_errors: c.ledger_errors.get(),
             elapsed,
         }
@@ -108,6 +113,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "poll errors {:>10}", self.poll_errors)?;
         writeln!(f, "invalid     {:>10}", self.invalid)?;
+        writeln!(f, "stale       {:>10}  (dropped unoffered)", self.stale)?;
         writeln!(f, "ledger errs {:>10}", self.ledger_errors)?;
         write!(f, "elapsed     {:>10.2?}", self.elapsed)
     }

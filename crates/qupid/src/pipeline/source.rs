@@ -76,8 +76,17 @@ pub struct Source<T> {
 }
 
 pub(crate) enum Kind<T> {
-    Poll { every: Duration, poll: PollFn<T> },
+    Poll {
+        every: Duration,
+        poll: PollFn<T>,
+        max_age: Duration,
+    },
     Stream(BoxStream<'static, Item<T>>),
+}
+
+/// The default [`Source::max_snapshot_age`] of a source polled `every`.
+fn default_max_age(every: Duration) -> Duration {
+    (every.saturating_mul(2)).max(Duration::from_secs(1))
 }
 
 impl<T: Send + 'static> Source<T> {
@@ -103,7 +112,11 @@ impl<T: Send + 'static> Source<T> {
         });
         Source {
             name: "poll".into(),
-            kind: Kind::Poll { every, poll },
+            kind: Kind::Poll {
+                every,
+                poll,
+                max_age: default_max_age(every),
+            },
         }
     }
 
@@ -121,6 +134,22 @@ impl<T: Send + 'static> Source<T> {
         }
     }
 
+    /// How long after a poll began its entries may still be offered (a polled source only;
+    /// by default twice the poll interval, and at least a second).
+    ///
+    /// A poll's entries are offered as buffer space frees up, so with a large poll and busy
+    /// workers the last ones could be offered long after they were read — after another
+    /// instance processed a newer version of the record, which an opaque version cannot tell
+    /// apart from an older one. Past this age the entries not yet offered are dropped and
+    /// counted ([`Report::stale`](crate::Report::stale)); the next poll reads them again,
+    /// fresh. A stream's entries are never dropped (a stream does not repeat them).
+    pub fn max_snapshot_age(mut self, age: Duration) -> Self {
+        if let Kind::Poll { max_age, .. } = &mut self.kind {
+            *max_age = age;
+        }
+        self
+    }
+
     /// The same source with a name, for logs and spans.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -131,7 +160,9 @@ impl<T: Send + 'static> Source<T> {
 impl<T> fmt::Debug for Source<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
-            Kind::Poll { every, .. } => format!("poll every {every:?}"),
+            Kind::Poll { every, max_age, .. } => {
+                format!("poll every {every:?}, entries fresh for {max_age:?}")
+            }
             Kind::Stream(_) => "stream".to_owned(),
         };
         f.debug_struct("Source")

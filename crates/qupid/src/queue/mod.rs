@@ -354,9 +354,51 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         &self,
         entries: Vec<Entry<T>>,
     ) -> Result<Vec<Published>, PublishError<T>> {
+        let (out, _) = self.publish_chunks(entries, None).await?;
+        Ok(out)
+    }
+
+    /// Like [`publish_batch`](Queue::publish_batch), but offers nothing once `deadline` has
+    /// passed: answers the [`Published`] of the entries offered (the first ones, in order) and
+    /// gives back the rest, which were still waiting for buffer space.
+    ///
+    /// For entries read from a source at one moment: offered long after, an entry may be
+    /// older than what another instance has processed since. A poll's entries not offered in
+    /// time are better dropped and polled again, fresh.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Queue::publish); the entries not yet offered are given back.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`publish`](Queue::publish).
+    pub async fn publish_batch_until(
+        &self,
+        entries: Vec<Entry<T>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<Published>, Vec<Entry<T>>), PublishError<T>> {
+        self.publish_chunks(entries, Some(deadline)).await
+    }
+
+    async fn publish_chunks(
+        &self,
+        entries: Vec<Entry<T>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(Vec<Published>, Vec<Entry<T>>), PublishError<T>> {
         let mut out = Vec::with_capacity(entries.len());
         let mut rest = entries.into_iter().peekable();
+        let too_late = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(too_late);
         while rest.peek().is_some() {
+            if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                return Ok((out, rest.collect()));
+            }
             let chunk: Vec<Entry<T>> = rest.by_ref().take(self.inner.capacity).collect();
             if self.is_closed() {
                 let mut back = chunk;
@@ -365,11 +407,17 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             }
             let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
             let permit = tokio::select! {
+                biased;
                 p = self.inner.space.clone().acquire_many_owned(n) => p,
                 _ = self.inner.stop.cancelled() => {
                     let mut back = chunk;
                     back.extend(rest);
                     return Err(self.closed_error(back));
+                }
+                _ = &mut too_late => {
+                    let mut late = chunk;
+                    late.extend(rest);
+                    return Ok((out, late));
                 }
             };
             let Ok(permit) = permit else {
@@ -385,7 +433,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                 }
             }
         }
-        Ok(out)
+        Ok((out, Vec::new()))
     }
 
     /// Offers entries for which `space` holds one buffer place each. Each accepted entry's
