@@ -118,55 +118,148 @@ impl fmt::Debug for Key {
     }
 }
 
-/// A fingerprint of a record's content: an etag, an `updated_at`, a hash.
+/// A fingerprint of a record's content: opaque (an etag, a hash) or ordered (an
+/// `updated_at`, a row version, a sequence number).
 ///
-/// A completed key offered again with a *different* version is processed again; the same
-/// version, or none, is a duplicate. Same rules as [`Key`]: non-empty, at most
-/// [`MAX_KEY_LEN`] bytes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+/// - **Opaque** ([`Version::new`]): a completed key offered again with a *different* version
+///   is processed again; the same version, or none, is a duplicate. Any change counts, since
+///   an opaque version cannot tell newer from older.
+/// - **Ordered** ([`Version::ordered`]): as opaque, and moreover an offer *older* than the
+///   newest version the ledger has accepted for the key is refused as outdated, whatever
+///   the key's state, so a stale snapshot of a record (read before a newer version was
+///   processed) never replaces newer output. Use it whenever the source has a number that
+///   grows with each change.
+///
+/// Same rules as [`Key`] for an opaque version: non-empty, at most [`MAX_KEY_LEN`] bytes.
+/// Versions starting with U+0001 are reserved: that is how an ordered version is stored (a
+/// fixed-width string, so every ledger orders it by plain comparison).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(Arc<str>);
 
+/// How an ordered version starts when stored.
+const ORDERED: &str = "\u{1}o";
+/// Digits of a stored ordered version: every `u64` fits.
+const ORDERED_DIGITS: usize = 20;
+
 impl Version {
-    /// Checks `version` and makes a [`Version`] of it.
+    /// Checks `version` and makes an opaque [`Version`] of it — or the ordered version it is
+    /// the stored form of ([`as_str`](Version::as_str) of an ordered version).
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidVersion`] if `version` is empty or longer than [`MAX_KEY_LEN`] bytes.
+    /// [`ErrorKind::InvalidVersion`] if `version` is empty, longer than [`MAX_KEY_LEN`]
+    /// bytes, or starts with U+0001 without being an ordered version's stored form.
     pub fn new(version: impl AsRef<str>) -> Result<Self> {
         let v = version.as_ref();
         check("version", v, ErrorKind::InvalidVersion)?;
+        if v.starts_with('\u{1}') && parse_ordered(v).is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidVersion,
+                format!(
+                    "version {} starts with U+0001, which is reserved for ordered versions",
+                    excerpt(v)
+                ),
+            ));
+        }
         Ok(Version(Arc::from(v)))
     }
 
-    /// The version as a string slice.
+    /// An ordered version: `n` orders it among the key's versions (an `updated_at` in
+    /// milliseconds, a row version, a sequence number). See [the type's docs](Version).
+    ///
+    /// ```
+    /// use qupid::Version;
+    ///
+    /// let v = Version::ordered(1_700_000_000_123);
+    /// assert_eq!(v.as_ordered(), Some(1_700_000_000_123));
+    /// assert!(Version::ordered(9) < Version::ordered(10));
+    /// assert_eq!(v.to_string(), "1700000000123");
+    /// ```
+    pub fn ordered(n: u64) -> Self {
+        Version(Arc::from(format!(
+            "{ORDERED}{n:0width$}",
+            width = ORDERED_DIGITS
+        )))
+    }
+
+    /// The number of an ordered version; `None` for an opaque one.
+    pub fn as_ordered(&self) -> Option<u64> {
+        parse_ordered(&self.0)
+    }
+
+    /// Whether this version is ordered.
+    pub fn is_ordered(&self) -> bool {
+        self.as_ordered().is_some()
+    }
+
+    /// The version as stored: an opaque version's own text, or an ordered version's
+    /// fixed-width form (U+0001, `o`, 20 digits).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+fn parse_ordered(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix(ORDERED)?;
+    if digits.len() != ORDERED_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 impl From<u64> for Version {
+    /// An *opaque* version of the number's digits; see [`Version::ordered`] for one that
+    /// orders.
     fn from(n: u64) -> Self {
         Version(Arc::from(n.to_string()))
     }
 }
 
-impl<'de> Deserialize<'de> for Version {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Version::new(s).map_err(serde::de::Error::custom)
+/// An ordered version is a JSON number, an opaque one a string.
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.as_ordered() {
+            Some(n) => s.serialize_u64(n),
+            None => s.serialize_str(&self.0),
+        }
     }
 }
 
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version: a string, or a number for an ordered version")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<Version, E> {
+                Ok(Version::ordered(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Version, E> {
+                Version::new(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An ordered version shows as its number, an opaque one as its text.
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self.as_ordered() {
+            Some(n) => n.fmt(f),
+            None => f.write_str(&self.0),
+        }
     }
 }
 
 impl fmt::Debug for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        match self.as_ordered() {
+            Some(n) => write!(f, "Ordered({n})"),
+            None => fmt::Debug::fmt(&*self.0, f),
+        }
     }
 }
 
@@ -206,6 +299,14 @@ impl<T> Entry<T> {
     pub fn with_version(mut self, version: impl AsRef<str>) -> Result<Self> {
         self.version = Some(Version::new(version)?);
         Ok(self)
+    }
+
+    /// The same entry with an ordered version ([`Version::ordered`]): an `updated_at`, a row
+    /// version, a sequence number. An offer older than the newest version the ledger has
+    /// accepted for the key is then refused, so stale snapshots never replace newer output.
+    pub fn with_ordered_version(mut self, version: u64) -> Self {
+        self.version = Some(Version::ordered(version));
+        self
     }
 
     /// What the ledger is told about this entry.
@@ -271,6 +372,41 @@ mod tests {
             ErrorKind::InvalidVersion
         );
         assert_eq!(Version::from(7).as_str(), "7");
+    }
+
+    #[test]
+    fn ordered_versions_order_and_round_trip() {
+        let v = Version::ordered(42);
+        assert_eq!(v.as_ordered(), Some(42));
+        assert!(v.is_ordered());
+        assert_eq!(
+            Version::new(v.as_str()).unwrap(),
+            v,
+            "its stored form reads back"
+        );
+        assert!(Version::ordered(u64::MAX) > Version::ordered(u64::MAX - 1));
+        assert!(
+            Version::ordered(99) < Version::ordered(100),
+            "fixed width orders"
+        );
+        assert_eq!(
+            Version::new("42").unwrap().as_ordered(),
+            None,
+            "digits are opaque"
+        );
+        assert_eq!(Version::from(42).as_ordered(), None);
+        let reserved = Version::new("\u{1}oops").unwrap_err();
+        assert_eq!(reserved.kind(), ErrorKind::InvalidVersion);
+        assert!(reserved.to_string().contains("reserved"), "{reserved}");
+        assert_eq!(serde_json::to_string(&v).unwrap(), "42");
+        assert_eq!(serde_json::from_str::<Version>("42").unwrap(), v);
+        let opaque = Version::new("etag-1").unwrap();
+        assert_eq!(serde_json::to_string(&opaque).unwrap(), "\"etag-1\"");
+        assert_eq!(
+            serde_json::from_str::<Version>("\"etag-1\"").unwrap(),
+            opaque
+        );
+        assert_eq!(format!("{v} {v:?}"), "42 Ordered(42)");
     }
 
     #[test]
