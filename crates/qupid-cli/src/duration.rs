@@ -59,7 +59,7 @@ pub(crate) fn format(d: Duration) -> String {
     let (unit, size) = UNITS[..4]
         .iter()
         .rev()
-        .find(|(_, size)| secs % size == 0)
+        .find(|(_, size)| secs.is_multiple_of(*size))
         .copied()
         .unwrap_or(UNITS[0]);
     format!("{}{unit}", secs / size)
