@@ -147,6 +147,8 @@ pub enum Out {
     Accepted(u32),
     /// A duplicate of a key in this state.
     Duplicate(State),
+    /// An unreadable record (the model never has one: a ledger answering it departs).
+    Unreadable(String),
     /// Refused.
     Refused(Refused),
     /// Started, with the attempt number.
@@ -490,6 +492,7 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
                         Out::Accepted(lease.attempts)
                     }
                     Offered::Duplicate(st) => Out::Duplicate(st),
+                    Offered::Unreadable(u) => Out::Unreadable(u.found().to_owned()),
                 };
                 (got, want)
             }

@@ -25,7 +25,7 @@ fn offers(keys: &[&str]) -> Vec<Offer> {
 }
 
 async fn accept(l: &RedisLedger, p: &Policy, k: &str) -> Claim {
-    match l.offer(p, &offers(&[k])).await.expect("offer")[0] {
+    match l.offer(p, &offers(&[k])).await.expect("offer").remove(0) {
         Offered::Accepted(lease) => Claim {
             key: key(k),
             token: lease.token,
@@ -95,6 +95,7 @@ async fn flushed_scripts_are_reloaded_transparently() {
     l.start(&p, std::slice::from_ref(&a))
         .await
         .expect("start after flush")[0]
+        .as_ref()
         .expect("started");
     accept(&l, &p, "b").await;
     let _: () = cmd(&mut conn, &[b"SCRIPT", b"FLUSH"]).await;
@@ -201,10 +202,13 @@ async fn namespaces_are_isolated() {
     let ca = accept(&a, &p, "k").await;
     let cb = accept(&b, &p, "k").await;
     assert_ne!(ca.token, cb.token);
-    a.start(&p, std::slice::from_ref(&ca)).await.expect("start")[0].expect("started");
+    a.start(&p, std::slice::from_ref(&ca)).await.expect("start")[0]
+        .as_ref()
+        .expect("started");
     a.complete(std::slice::from_ref(&ca))
         .await
         .expect("complete")[0]
+        .as_ref()
         .expect("completed");
     assert_eq!(
         b.complete(&[ca]).await.expect("complete")[0],

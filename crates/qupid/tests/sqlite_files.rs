@@ -55,7 +55,7 @@ async fn accept(l: &SqliteLedger, p: &Policy, k: &str, v: Option<&str>) -> Claim
 
 async fn start1(l: &SqliteLedger, p: &Policy, c: &Claim) -> u32 {
     let started = l.start(p, std::slice::from_ref(c)).await.expect("start");
-    started[0].expect("started").attempt
+    started[0].as_ref().expect("started").attempt
 }
 
 fn says(err: &qupid::Error, path: &Path, words: &[&str]) {
@@ -80,7 +80,9 @@ async fn completed_keys_stay_completed_across_restarts() {
         for k in &keys {
             let c = accept(&l, &p, k, Some("v1")).await;
             start1(&l, &p, &c).await;
-            l.complete(&[c]).await.expect("complete")[0].expect("completed");
+            l.complete(&[c]).await.expect("complete")[0]
+                .as_ref()
+                .expect("completed");
         }
     }
     clock.advance(Duration::from_secs(3600));
@@ -119,7 +121,7 @@ async fn leases_attempts_and_tokens_survive_restarts() {
             claim: poison.clone(),
             error: "boom".into(),
         };
-        let failed = l.fail(&p, &[failure]).await.expect("fail")[0];
+        let failed = l.fail(&p, &[failure]).await.expect("fail").remove(0);
         assert_eq!(failed, Ok(Failed::Retry { attempts: 1 }));
         assert_eq!(start1(&l, &p, &poison).await, 2);
         let queued = accept(&l, &p, "queued", None).await;
@@ -146,7 +148,7 @@ async fn leases_attempts_and_tokens_survive_restarts() {
     let r = l.get(&key("poison")).await.expect("get").expect("record");
     assert_eq!((r.attempts, r.abandoned), (2, 1));
     assert_eq!(r.last_error.as_deref(), Some("boom"));
-    let fenced = l.complete(&[poison]).await.expect("complete")[0];
+    let fenced = l.complete(&[poison]).await.expect("complete").remove(0);
     assert!(
         fenced.is_err(),
         "the crashed holder's token is fenced out after the restart"
