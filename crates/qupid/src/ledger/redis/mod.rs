@@ -39,10 +39,17 @@
 //! entries, about 400 bytes for a 15-byte key (the key is stored three times); a leased key,
 //! one string and one entry, about 260 bytes. `list` answers at most 10,000 records per page.
 //!
-//! Any key of the namespace holding the wrong type, or a record that does not decode, is
-//! reported as [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key. Every script
-//! reads and checks everything it will touch *before* its first write, so such a call
-//! changes nothing.
+//! A record key holding something else than a record (a list, a hash, a string that does not
+//! decode: another program's key in the namespace, or a damaged record) is an answer for that
+//! key alone: [`Offered::Unreadable`](super::Offered::Unreadable) or
+//! [`Refused::Unreadable`](super::Refused::Unreadable), saying what was found ("a list", "a
+//! string that is not a qupid record"). The batch scripts write nothing for it and go on with
+//! the other keys. `remove` with `force` deletes it (and takes its key out of every index);
+//! `get`, `list`, `retry`, `purge` and `remove` without `force` fail with
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key. A namespace-wide key of
+//! the wrong type (the token counter, an index, the layout marker) fails every call with
+//! `Corrupt` naming it. Every script reads and checks everything it will touch *before* its
+//! first write, so a call that fails changes nothing.
 //!
 //! ## Records
 //!

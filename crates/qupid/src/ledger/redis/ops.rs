@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use ::redis::{Script, ScriptInvocation, Value};
 
 use super::decode::{
-    bad_reply, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal, state, uint,
+    bad_reply, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal, state,
+    uint, unreadable,
 };
 use super::scripts::{prepare, run, SCRIPTS};
 use super::RedisLedger;
@@ -101,19 +102,28 @@ impl RedisLedger {
         expect_len(items, offers.len(), 2, what)?;
         items
             .chunks(2)
-            .map(|c| match uint(c, 0, what)? {
-                0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
-                token => Ok(Offered::Accepted(Lease {
-                    token: Token(token),
-                    expires_at,
-                    attempts: count(c, 1, what)?,
-                })),
+            .map(|c| match unreadable(c, 0) {
+                Some(u) => Ok(Offered::Unreadable(u)),
+                None => self.offered(c, expires_at, what),
             })
             .collect()
     }
 
+    /// One item of the offer script's reply that is not unreadable.
+    fn offered(&self, c: &[Value], expires_at: Timestamp, what: &str) -> Result<Offered> {
+        match uint(c, 0, what)? {
+            0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
+            token => Ok(Offered::Accepted(Lease {
+                token: Token(token),
+                expires_at,
+                attempts: count(c, 1, what)?,
+            })),
+        }
+    }
+
     /// Runs a claim script and decodes `per` values per claim: code 0 is success, read by
-    /// `ok`; codes 1 and 2 are refusals.
+    /// `ok`; codes 1 and 2 are refusals, and a string in place of the code an unreadable
+    /// record.
     async fn claims<T>(
         &self,
         inv: &ScriptInvocation<'_>,
@@ -126,9 +136,14 @@ impl RedisLedger {
         expect_len(&values, n, per, what)?;
         values
             .chunks(per)
-            .map(|c| match int(c, 0, what)? {
-                0 => ok(c).map(Ok),
-                code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
+            .map(|c| {
+                if let Some(u) = unreadable(c, 0) {
+                    return Ok(Err(Refused::Unreadable(u)));
+                }
+                match int(c, 0, what)? {
+                    0 => ok(c).map(Ok),
+                    code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
+                }
             })
             .collect()
     }
@@ -191,13 +206,19 @@ impl Ledger for RedisLedger {
         let what = "complete";
         let values = self.call(&inv, what).await?;
         expect_len(&values, claims.len(), 1, what)?;
-        // One integer per claim (the busiest reply, so the smallest).
+        // One integer per claim (the busiest reply, so the smallest), or a string for an
+        // unreadable record.
         (0..values.len())
-            .map(|i| match int(&values, i, what)? {
-                0 => Ok(Ok(Done { superseded: false })),
-                1 => Ok(Ok(Done { superseded: true })),
-                2 => Ok(Err(Refused::LeaseLost)),
-                code => Ok(Err(Refused::WrongState(state(code - 3, what)?))),
+            .map(|i| {
+                if let Some(u) = unreadable(&values, i) {
+                    return Ok(Err(Refused::Unreadable(u)));
+                }
+                match int(&values, i, what)? {
+                    0 => Ok(Ok(Done { superseded: false })),
+                    1 => Ok(Ok(Done { superseded: true })),
+                    2 => Ok(Err(Refused::LeaseLost)),
+                    code => Ok(Err(Refused::WrongState(state(code - 3, what)?))),
+                }
             })
             .collect()
     }
