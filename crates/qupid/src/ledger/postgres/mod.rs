@@ -99,6 +99,19 @@
 //! of that name holding objects qupid did not make, is refused with
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and left untouched.
 //!
+//! # Damaged rows
+//!
+//! The schema's types and `CHECK` constraint keep a row's state from 0 to 3 and every column
+//! the right kind of value, but not every value one this build can read: a negative token,
+//! lease time, attempt or abandoned count (left by a hand edit) makes a row unreadable. Such a
+//! row is an answer for its key alone, [`Offered::Unreadable`](super::Offered::Unreadable) or
+//! [`Refused::Unreadable`](super::Refused::Unreadable) (saying, for example, "a token of
+//! -1"), and is never written; the statement goes on with the other keys. `remove` with
+//! `force` deletes it; `get`, `list`, `retry` and `remove` without `force` fail with
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key, and then change nothing.
+//! The transitions compare versions as bytes and never decode them, so a version that is not
+//! valid UTF-8 does not stop them: only `get` and `list`, which decode it, fail on it.
+//!
 //! # Failures
 //!
 //! A server that cannot be reached, a connection that breaks (a restart, a failover, an
