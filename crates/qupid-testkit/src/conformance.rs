@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use qupid::ledger::{
     Claim, Done, Failed, Failure, ListQuery, Offered, Purged, Refused, Removed, Retried, State,
-    Token,
+    Stats, Token,
 };
 use qupid::{
     Blocking, ErrorKind, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version,
@@ -1147,6 +1147,78 @@ pub async fn unusual_keys_round_trip<L: Ledger>(fx: Fixture<L>) {
     );
 }
 
+/// The expired leases `stats` counts follow the clock: a lease counts once the clock reaches
+/// its expiry, and stops counting when it is renewed, taken over, released or ended. They are
+/// a part of `queued + running`, which `total` does not count twice.
+pub async fn stats_count_expired_leases<L: Ledger>(fx: Fixture<L>) {
+    let (l, mut p) = (&fx.ledger, fx.policy());
+    p.max_attempts = 1;
+    let expired = |s: Stats| s.expired;
+    let q1 = accept(l, &p, "q1", None).await;
+    let q2 = accept(l, &p, "q2", None).await;
+    let r = accept(l, &p, "r", None).await;
+    start(l, &p, &r).await.expect("start");
+    completed(l, &p, "c", None).await;
+    dead(l, &p, "d", None).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (2, 1, 1, 1, 0),
+        "fresh leases have not expired: {s:?}"
+    );
+    fx.advance(5).await;
+    assert_eq!(expired(l.stats().await.expect("stats")), 0, "half a lease");
+
+    fx.advance(6).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (2, 1, 1, 1, 3),
+        "every lease has expired, and the keys keep their states: {s:?}"
+    );
+    assert_eq!(s.total(), 5, "expired leases are not counted twice");
+
+    renew(l, &p, &r)
+        .await
+        .expect("a current token renews after expiry");
+    assert_eq!(expired(l.stats().await.expect("stats")), 2, "renewed");
+    let taken = accept(l, &p, "q1", None).await;
+    assert!(
+        taken.token > q1.token,
+        "the next offer takes an expired lease over"
+    );
+    assert_eq!(expired(l.stats().await.expect("stats")), 1, "taken over");
+    release(l, &q2).await.expect("release");
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.expired),
+        (1, 1, 0),
+        "released: {s:?}"
+    );
+
+    // Started in the same call that accepts it, then expired, then completed.
+    let started = one(l.offer_and_start(&p, &[offer_of("s", None)])).await;
+    let s_claim = Claim {
+        key: key("s"),
+        token: started.lease().expect("accepted").token,
+    };
+    fx.advance(11).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.expired),
+        (1, 2, 3),
+        "q1, r and s have expired: {s:?}"
+    );
+    complete(l, &s_claim).await.expect("complete after expiry");
+    fail(l, &p, &r, "boom").await.expect("fail after expiry");
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (1, 0, 2, 2, 1),
+        "ended keys are not leased: {s:?}"
+    );
+}
+
 /// The fixture's plant, or `None` (and a note on stderr) for a ledger that cannot hold an
 /// unreadable record: the test is then skipped.
 fn plant_of<L>(fx: &Fixture<L>, test: &str) -> Option<Arc<dyn Plant>> {
@@ -1397,8 +1469,8 @@ pub async fn a_forced_remove_repairs_an_unreadable_record<L: Ledger>(fx: Fixture
     // Nothing is left of them, in any index: the key is new again.
     let s = l.stats().await.expect("stats");
     assert_eq!(
-        (s.queued, s.running, s.completed, s.dead),
-        (0, 0, 0, 1),
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (0, 0, 0, 1, 0),
         "{s:?}"
     );
     for st in State::ALL {

@@ -80,6 +80,7 @@ macro_rules! __conformance_names {
             dead_blocking_window,
             kept_is_not_blocking,
             stats_agree_with_list,
+            stats_count_expired_leases,
             an_unreadable_record_is_answered_for_its_key_alone,
             claims_on_an_unreadable_record_are_refused_alone,
             a_forced_remove_repairs_an_unreadable_record,

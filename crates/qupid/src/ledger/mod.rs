@@ -244,7 +244,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// Only when the ledger itself fails.
     fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page>> + Send;
 
-    /// Counts of records per state. Agrees with [`list`](Ledger::list).
+    /// Counts of records per state, and how many of the leased ones have expired
+    /// ([`Stats::expired`]). The per-state counts agree with [`list`](Ledger::list).
     ///
     /// # Errors
     ///

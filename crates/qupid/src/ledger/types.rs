@@ -273,7 +273,7 @@ pub struct Record {
     pub superseded: bool,
 }
 
-/// Counts of records per state.
+/// Counts of records per state, and of the leases among them that expired.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Records Queued.
@@ -284,6 +284,12 @@ pub struct Stats {
     pub completed: u64,
     /// Records Dead.
     pub dead: u64,
+    /// Of the queued and running records, those whose lease has expired by the ledger's
+    /// clock: held by nobody alive (their holder crashed, hung or stopped without releasing
+    /// them), so the next offer of the key takes it over. A subset of `queued + running`,
+    /// not a state of its own: [`total`](Stats::total) does not add it.
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl Stats {
@@ -297,7 +303,8 @@ impl Stats {
         }
     }
 
-    /// All records.
+    /// All records: the sum of the four states ([`expired`](Stats::expired) is counted in
+    /// `queued` and `running` already).
     pub fn total(&self) -> u64 {
         self.queued + self.running + self.completed + self.dead
     }

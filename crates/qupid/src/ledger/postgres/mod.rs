@@ -45,7 +45,7 @@
 //! | index | on | holds | serves |
 //! |---|---|---|---|
 //! | `records_pkey` | `key` | every record | each transition's lookup of its rows; `list` of Completed records |
-//! | `records_leased` | `(state, key)` | Queued and Running records (`WHERE state < 2`) | `list` and `stats` of those |
+//! | `records_leased` | `(state, key)` | Queued and Running records (`WHERE state < 2`) | `list` and `stats` of those, and the count of expired leases |
 //! | `records_dead` | `key` | Dead records (`WHERE state = 3`) | `list` and `stats` of Dead records |
 //! | `records_finished` | `(state, at_ms, key)` | Completed and Dead records (`WHERE state >= 2`) | `purge` by age and by count; `stats` of Completed records |
 //!
@@ -55,8 +55,9 @@
 //! among it). `stats` counts each state in its index, in one statement (so the counts are of
 //! one moment): in proportion to the number of records in that state, so the Completed count
 //! is the one that costs (tens of milliseconds per million; the planner may read the table
-//! instead of the purge index when that is cheaper). Nothing else costs time in proportion
-//! to the table.
+//! instead of the purge index when that is cheaper). Its count of expired leases reads the
+//! leased rows through `records_leased` and checks each one's expiry in the table: in
+//! proportion to the records in flight. Nothing else costs time in proportion to the table.
 //!
 //! # Statements
 //!

@@ -550,15 +550,17 @@ impl Ledger for PostgresLedger {
                 "stats answered no row".to_owned(),
             ));
         };
-        let mut stats = Stats::default();
-        for (i, state) in [State::Queued, State::Running, State::Completed, State::Dead]
-            .into_iter()
-            .enumerate()
-        {
+        let count = |i: usize| -> Result<u64> {
             let n: i64 = row.try_get(i).map_err(pg)?;
-            *stats.count_mut(state) = u64::try_from(n).unwrap_or(0);
-        }
-        Ok(stats)
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Stats {
+            queued: count(0)?,
+            running: count(1)?,
+            completed: count(2)?,
+            dead: count(3)?,
+            expired: count(4)?,
+        })
     }
 
     async fn now(&self) -> Result<Timestamp> {

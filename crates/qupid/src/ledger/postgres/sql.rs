@@ -153,13 +153,15 @@ fn list(state: i16, after: bool) -> String {
 
 /// `stats`: the count of each state, each through the partial index that holds that state
 /// (the planner may read the table instead for Completed rows, when statistics say they
-/// are most of it and that costs less). One statement, so one snapshot: the counts agree
-/// with each other.
-const STATS: &str = "SELECT
+/// are most of it and that costs less), then the expired leases: the leased rows (through
+/// their index) whose expiry the namespace's clock has reached, a cost in proportion to the
+/// leased rows. One statement, so one snapshot: the counts agree with each other.
+const STATS: &str = "WITH {clk} SELECT
   (SELECT count(*) FROM {s}.records WHERE state = 0),
   (SELECT count(*) FROM {s}.records WHERE state = 1),
   (SELECT count(*) FROM {s}.records WHERE state = 2),
-  (SELECT count(*) FROM {s}.records WHERE state = 3)";
+  (SELECT count(*) FROM {s}.records WHERE state = 3),
+  (SELECT count(*) FROM {s}.records WHERE state < 2 AND at_ms <= (SELECT now FROM clk))";
 
 /// `$1` keys, `$2` versions (NULL = none), `$3` lease ms, `$4` crash cap (0 = none),
 /// `$5` remember newer versions, `$6`/`$7` how long Completed/Dead block, in ms (NULL =

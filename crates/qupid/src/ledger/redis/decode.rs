@@ -53,6 +53,17 @@ pub(super) fn unreadable(values: &[Value], i: usize) -> Option<Unreadable> {
     }
 }
 
+/// The string at `i`, as bytes.
+pub(super) fn bytes(values: &[Value], i: usize, what: &str) -> Result<Vec<u8>> {
+    match values.get(i) {
+        Some(Value::BulkString(b)) => Ok(b.clone()),
+        other => Err(bad_reply(
+            what,
+            format!("item {i} is {other:?}, not a string"),
+        )),
+    }
+}
+
 /// The non-negative integer at `i`.
 pub(super) fn uint(values: &[Value], i: usize, what: &str) -> Result<u64> {
     let n = int(values, i, what)?;

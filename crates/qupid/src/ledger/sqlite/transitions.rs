@@ -758,24 +758,34 @@ pub(super) fn list_sql(state: State) -> String {
     )
 }
 
-/// The statement of `stats`: each count reads the partial index of its state, not the table.
+/// The statement of `stats` (parameter: now): each count reads the partial index of its state,
+/// not the table. Expired leases are found through the leased rows' index, each row's expiry
+/// read from the table by its key: that count costs time in proportion to the leased rows.
 pub(super) const STATS_SQL: &str =
     "SELECT (SELECT count(*) FROM qupid_entries WHERE state = 0 AND state < 2),
             (SELECT count(*) FROM qupid_entries WHERE state = 1 AND state < 2),
             (SELECT count(*) FROM qupid_entries WHERE state = 2 AND state >= 2),
-            (SELECT count(*) FROM qupid_entries WHERE state = 3)";
+            (SELECT count(*) FROM qupid_entries WHERE state = 3),
+            (SELECT count(*) FROM qupid_entries INDEXED BY qupid_entries_leased_by_state_key
+               WHERE state < 2 AND at <= ?1)";
 
-/// The ledger's `stats`: one statement, so one consistent snapshot.
-pub(super) fn stats(conn: &Connection) -> Res<Stats> {
+/// The ledger's `stats`: one statement, so one consistent snapshot. A lease has expired when
+/// the clock has reached its expiry, as the next offer decides (`now < at` is a valid lease).
+pub(super) fn stats(conn: &Connection, now: Timestamp) -> Res<Stats> {
     let mut stmt = conn.prepare_cached(STATS_SQL)?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([sql_int(now.0)])?;
     let row = rows
         .next()?
         .ok_or_else(|| corrupt("expected a row of counts, found none"))?;
+    let count = |i: usize| -> Res<u64> {
+        let n: i64 = row.get(i)?;
+        u64::try_from(n).map_err(|_| corrupt(format!("expected a count, found {n}")))
+    };
     Ok(Stats {
-        queued: int(row, 0, "count")?,
-        running: int(row, 1, "count")?,
-        completed: int(row, 2, "count")?,
-        dead: int(row, 3, "count")?,
+        queued: count(0)?,
+        running: count(1)?,
+        completed: count(2)?,
+        dead: count(3)?,
+        expired: count(4)?,
     })
 }
