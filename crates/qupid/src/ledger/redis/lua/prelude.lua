@@ -167,7 +167,7 @@ end
 
 -- The corrupt reply of a whole call that met, at record key k, what `found` says.
 local function unreadable(k, found)
-  return corrupt(k, 'a qupid record', found)
+  return corrupt(k, 'a qupid record (`remove` with force deletes what is there)', found)
 end
 
 -- The record string of the given fields (t, x, a, b as digit strings or small integers).

@@ -12,7 +12,7 @@ for i = 1, #KEYS - FIXED do
   local k, s, found = item(i)
   if s == BAD then
     if not force then
-      return corrupt(k, 'a qupid record (remove with force deletes what is there)', found)
+      return unreadable(k, found)
     end
     put(i, k, false)
     SCRUB[#SCRUB + 1] = member(k)
