@@ -104,11 +104,10 @@
 //!
 //! A row this build cannot read (a state code outside 0 to 3, a negative token, a version
 //! that is not valid UTF-8: a file edited by hand or by another program) is an answer for its
-//! key alone, [`Offered::Unreadable`](super::Offered::Unreadable) or
-//! [`Refused::Unreadable`](super::Refused::Unreadable), and is left as it is; the rest of the
-//! batch, and of its group commit, goes on. `remove` with `force` deletes such a row; `get`,
-//! `list`, `retry` and `remove` without `force` fail with [`ErrorKind::Corrupt`] naming the
-//! key. The schema's `CHECK` keeps state codes valid unless a writer turned it off
+//! key alone, [`Offered::Unreadable`] or [`Refused::Unreadable`], and is left as it is; the
+//! rest of the batch, and of its group commit, goes on. `remove` with `force` deletes such a
+//! row; `get`, `list`, `retry` and `remove` without `force` fail with [`ErrorKind::Corrupt`]
+//! naming the key. The schema's `CHECK` keeps state codes valid unless a writer turned it off
 //! (`PRAGMA ignore_check_constraints`). The guarded writes of `start`, `renew`, `complete` and
 //! `release` read only the state and the token, so a row damaged elsewhere (its version, its
 //! error) is still moved by them; the next `offer` of the key answers it.
