@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use qupid::clock::ManualClock;
 use qupid::ledger::sqlite::Synchronous;
-use qupid::ledger::{Claim, Failed, Failure, Offered, SqliteLedger, State};
+use qupid::ledger::{Claim, Failed, Failure, Offered, Refused, Removed, SqliteLedger, State};
 use qupid::{ErrorKind, Key, Ledger, Offer, Policy, Version};
 use tempfile::TempDir;
 
@@ -383,4 +383,107 @@ async fn two_ledgers_on_one_file_accept_each_key_once() {
     exactly_once(&count);
     assert_eq!(a.stats().await.expect("stats").queued, 2000);
     assert_eq!(b.stats().await.expect("stats").queued, 2000);
+}
+
+/// Rows damaged by hand in other ways than the conformance tests' (a state code out of range):
+/// each is unreadable for its key alone, says what it holds, and is left as it was until a
+/// forced remove.
+#[tokio::test]
+async fn rows_damaged_by_hand_are_unreadable_for_their_key_alone() {
+    let (_dir, path) = temp();
+    let clock = ManualClock::new();
+    let l = open(&path, &clock).await;
+    let p = policy();
+    let damage = [
+        (
+            "token",
+            "UPDATE qupid_entries SET token = -3 WHERE key = ?1",
+            "a token of -3",
+        ),
+        (
+            "version",
+            "UPDATE qupid_entries SET version = x'ff00' WHERE key = ?1",
+            "a version that is not valid UTF-8",
+        ),
+        (
+            "attempts",
+            "UPDATE qupid_entries SET attempts = 'many' WHERE key = ?1",
+            "an attempt count stored as text",
+        ),
+        (
+            "time",
+            "UPDATE qupid_entries SET at = 1.5 WHERE key = ?1",
+            "a time stored as a real number",
+        ),
+    ];
+    let mut claims = Vec::new();
+    for (k, _, _) in damage {
+        let c = accept(&l, &p, k, Some("v1")).await;
+        start1(&l, &p, &c).await;
+        claims.push(c);
+    }
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    let row = |k: &str| -> String {
+        raw.query_row(
+            "SELECT concat_ws(' ', quote(state), quote(token), quote(attempts), quote(at),
+               quote(version)) FROM qupid_entries WHERE key = ?1",
+            [k.as_bytes()],
+            |r| r.get(0),
+        )
+        .expect("a row")
+    };
+    for (k, sql, _) in damage {
+        raw.execute(sql, [k.as_bytes()]).expect("damage a row");
+    }
+    let before: Vec<String> = damage.iter().map(|(k, _, _)| row(k)).collect();
+
+    let mut offers: Vec<Offer> = damage.iter().map(|(k, _, _)| Offer::new(key(k))).collect();
+    offers.push(Offer::new(key("good")));
+    let out = l.offer(&p, &offers).await.expect("offer");
+    for ((k, _, found), o) in damage.iter().zip(&out) {
+        match o {
+            Offered::Unreadable(u) => assert_eq!(u.found(), *found, "{k}"),
+            other => panic!("{k}: expected unreadable, found {other:?}"),
+        }
+    }
+    assert!(matches!(out[4], Offered::Accepted(_)), "{out:?}");
+    let failures: Vec<Failure> = claims
+        .iter()
+        .map(|c| Failure {
+            claim: c.clone(),
+            error: "boom".to_owned(),
+        })
+        .collect();
+    let failed = l.fail(&p, &failures).await.expect("fail");
+    assert!(
+        failed
+            .iter()
+            .all(|f| matches!(f, Err(Refused::Unreadable(_)))),
+        "{failed:?}"
+    );
+    // start after a failed attempt reads the row whole; release and renew are guarded writes
+    // that match only a row whose state and token are intact.
+    let started = l.start(&p, &claims).await.expect("start");
+    assert!(
+        started
+            .iter()
+            .all(|s| matches!(s, Err(Refused::Unreadable(_)))),
+        "{started:?}"
+    );
+    let after: Vec<String> = damage.iter().map(|(k, _, _)| row(k)).collect();
+    assert_eq!(after, before, "the damaged rows are untouched");
+
+    for (k, _, found) in damage {
+        let err = l.get(&key(k)).await.expect_err("get");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(found), "{err}");
+        let err = l.remove(&[key(k)], false).await.expect_err("remove");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    }
+    let keys: Vec<Key> = damage.iter().map(|(k, _, _)| key(k)).collect();
+    assert_eq!(
+        l.remove(&keys, true).await.expect("forced remove"),
+        vec![Removed::Removed; 4]
+    );
+    assert_eq!(l.stats().await.expect("stats").total(), 1);
 }

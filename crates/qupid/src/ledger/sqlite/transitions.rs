@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use rusqlite::types::{ToSql, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::errors::{corrupt, of_key, unreadable, Fault, Res};
 use super::writer::Ctx;
@@ -584,26 +584,16 @@ pub(super) fn release(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<(), 
     )
 }
 
-/// The state of `key`'s row, if it has one: [`Fault::Unreadable`] if the state does not
-/// decode (`remove` and `retry` decide on the state alone).
+/// The state of `key`'s row, if it has one: [`Fault::Unreadable`] if the row does not
+/// decode, as for every transition (so a row one of them refuses is never removed without
+/// `force`).
 fn state_of_key(conn: &Connection, key: &Key) -> Res<Option<State>> {
-    let code: Option<rusqlite::types::Value> = conn
-        .prepare_cached("SELECT state FROM qupid_entries WHERE key = ?1")?
-        .query_row([key.as_str().as_bytes()], |r| r.get(0))
-        .optional()?;
-    match code {
-        None => Ok(None),
-        Some(rusqlite::types::Value::Integer(n)) => state_of(n).map(Some),
-        Some(other) => Err(unreadable(format!(
-            "a state stored as {}",
-            stored_as(ValueRef::from(&other))
-        ))),
-    }
+    Ok(load(conn, key.as_str())?.map(|row| row.state))
 }
 
-/// The ledger's `remove`. A row whose state does not decode is removed only with `force`
-/// (its holder, if any, is then fenced out like any other); without it, the call fails
-/// naming the key, since its state is unknown.
+/// The ledger's `remove`. A row that does not decode is removed only with `force` (its
+/// holder, if any, is then fenced out like any other); without it, the call fails naming the
+/// key, since its state is unknown.
 pub(super) fn remove(cx: &mut Ctx<'_>, keys: &[Key], force: bool) -> Res<Vec<Removed>> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
@@ -628,7 +618,7 @@ pub(super) fn remove(cx: &mut Ctx<'_>, keys: &[Key], force: bool) -> Res<Vec<Rem
     Ok(out)
 }
 
-/// The ledger's `retry`. A row whose state does not decode fails the call, naming the key.
+/// The ledger's `retry`. A row that does not decode fails the call, naming the key.
 pub(super) fn retry(cx: &mut Ctx<'_>, keys: &[Key]) -> Res<Vec<Retried>> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
