@@ -60,7 +60,7 @@ for i = 1, #KEYS - FIXED do
   if v == '' then
     v = nil
   end
-  local f = FOREIGN[k]
+  local f = ANY_FOREIGN and FOREIGN[k]
   local raw = not f and rec(i, k)
   local s, p, t, x, a, b, rv, rn, re
   if raw then

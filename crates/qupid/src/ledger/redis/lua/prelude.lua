@@ -256,11 +256,10 @@ local UNIQUE = ARGV[2] == '1'
 local VALS, CACHE = {}, {}
 local NET = false
 -- The record keys of the batch that hold another type than a string, and what they hold
--- (foreign's words). Rare: most batches leave it empty.
-local FOREIGN = {}
+-- (foreign's words); ANY_FOREIGN once there is one. Rare: most batches never look it up.
+local FOREIGN, ANY_FOREIGN = {}, false
 -- Said of an item whose record key holds something that is not a record (item's state).
 local BAD = '?'
-
 
 -- The record of item i (record key k).
 local function rec(i, k)
@@ -275,7 +274,7 @@ end
 -- instead of a record, in words.
 local function item(i)
   local k = KEYS[FIXED + i]
-  local f = FOREIGN[k]
+  local f = ANY_FOREIGN and FOREIGN[k]
   if f then
     return k, BAD, f
   end
@@ -329,6 +328,7 @@ local function load_batch()
         local f = foreign(k)
         if f then
           FOREIGN[k] = f
+          ANY_FOREIGN = true
         end
       end
     end
@@ -358,7 +358,6 @@ end
 
 -- Writes the record of item i (record key k): the string raw, or false to delete it.
 local function put(i, k, raw)
-  FOREIGN[k] = nil
   if UNIQUE then
     stage(k, raw)
   else

@@ -15,6 +15,8 @@ for i = 1, #KEYS - FIXED do
       return unreadable(k, found)
     end
     put(i, k, false)
+    -- Gone now: a later copy of the key in the batch finds no record.
+    FOREIGN[k] = nil
     SCRUB[#SCRUB + 1] = member(k)
     push(0, 0)
   elseif not s then
