@@ -132,7 +132,7 @@ pub(super) fn record(row: &Row, ns: &str) -> Result<Record> {
             unreadable_key(
                 ns,
                 key.as_str(),
-                "a version that is not valid UTF-8 or too long",
+                "a version that is not valid (not UTF-8, empty or too long)",
             )
         })
     };
