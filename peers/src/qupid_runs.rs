@@ -128,7 +128,7 @@ async fn prefill<L: Ledger>(ledger: &L, n: usize) -> Result<(), String> {
                     key: o.key.clone(),
                     token: lease.token,
                 }),
-                Offered::Duplicate(_) => None,
+                Offered::Duplicate(_) | Offered::Unreadable(_) => None,
             })
             .collect();
         ledger

@@ -49,14 +49,14 @@ async fn offer(l: &impl Ledger, key: &str, version: &str) -> Res<Claim> {
 }
 
 async fn start(l: &impl Ledger, claim: &Claim) -> Res<()> {
-    l.start(&policy(), std::slice::from_ref(claim)).await?[0]?;
+    l.start(&policy(), std::slice::from_ref(claim)).await?[0].clone()?;
     Ok(())
 }
 
 async fn complete(l: &impl Ledger, key: &str) -> Res<()> {
     let claim = offer(l, key, "v1").await?;
     start(l, &claim).await?;
-    l.complete(&[claim]).await?[0]?;
+    l.complete(&[claim]).await?[0].clone()?;
     Ok(())
 }
 
@@ -69,7 +69,7 @@ async fn kill(l: &impl Ledger, key: &str, error: &str) -> Res<()> {
             claim: claim.clone(),
             error: error.to_owned(),
         };
-        if let Failed::Dead { .. } = l.fail(&policy(), &[failure]).await?[0]? {
+        if let Failed::Dead { .. } = l.fail(&policy(), &[failure]).await?[0].clone()? {
             return Ok(());
         }
     }

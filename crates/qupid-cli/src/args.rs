@@ -71,7 +71,7 @@ pub(crate) struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Counts per state, the oldest lease expiry, and the ledger's clock
+    /// Counts per state, the expired leases, the oldest lease expiry, and the ledger's clock
     Stats(StatsArgs),
     /// One page of the records in a state, in key order
     List(ListArgs),

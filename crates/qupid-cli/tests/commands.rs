@@ -26,10 +26,12 @@ macro_rules! on_every_ledger {
 
 on_every_ledger!(
     stats_counts_every_state_and_finds_the_oldest_lease,
+    stats_counts_expired_leases,
     list_shows_one_page_and_the_cursor_to_the_next,
     show_prints_the_whole_record,
     show_of_an_unknown_key_exits_1,
     remove_refuses_leased_keys_unless_forced,
+    remove_force_repairs_an_unreadable_record,
     retry_revives_dead_keys_one_by_one_or_all,
     purge_dry_run_counts_and_changes_nothing,
     purge_removes_old_finished_records_of_the_chosen_states,
@@ -62,7 +64,7 @@ fn stats_counts_every_state_and_finds_the_oldest_lease(b: &Backend) {
         Kind::Sqlite => assert!(!empty.contains("namespace"), "{empty}"),
         _ => assert!(
             empty.contains(&format!(
-                "namespace     {} (empty: is this the pipeline's namespace?)",
+                "namespace       {} (empty: is this the pipeline's namespace?)",
                 b.namespace
             )),
             "{empty}"
@@ -75,6 +77,7 @@ fn stats_counts_every_state_and_finds_the_oldest_lease(b: &Backend) {
         json!({"queued": 1, "running": 2, "completed": 6, "dead": 3})
     );
     assert_eq!(v["total"], 12);
+    assert_eq!(v["expired_leases"], 0);
     assert_eq!(v["ledger"], b.url.as_str());
     match b.kind {
         Kind::Sqlite => assert!(v["namespace"].is_null(), "{v}"),
@@ -97,12 +100,44 @@ fn stats_counts_every_state_and_finds_the_oldest_lease(b: &Backend) {
             .and(is_match(r"(?m)^dead +3$").unwrap())
             .and(is_match(r"(?m)^total +12$").unwrap())
             .and(is_match(r"(?m)^oldest lease +expires in 59m$").unwrap())
+            .and(is_match(r"(?m)^expired leases +none$").unwrap())
             .and(contains(
-                "retention     set by each pipeline's Policy; purge by hand with `qupid purge`",
+                "retention       set by each pipeline's Policy; purge by hand with `qupid purge`",
             ))
             .and(
                 is_match(r"(?m)^clock +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(the ledger's\)$").unwrap(),
             ),
+    );
+}
+
+/// A lease whose holder stopped renewing it shows among the queued records, and as expired.
+fn stats_counts_expired_leases(b: &Backend) {
+    b.fill();
+    b.queue_expired(&["crashed/1", "crashed/2"]);
+    let v = json(&stdout_of(b.qupid().args(["--json", "stats"]), 0));
+    assert_eq!(
+        v["counts"],
+        json!({"queued": 3, "running": 2, "completed": 6, "dead": 3})
+    );
+    assert_eq!(v["total"], 14, "expired leases are not counted twice");
+    assert_eq!(v["expired_leases"], 2);
+    let now = v["now_ms"].as_u64().expect("now_ms");
+    let oldest = v["oldest_lease_expires_at_ms"]
+        .as_u64()
+        .expect("oldest_lease_expires_at_ms");
+    assert!(oldest < now, "the oldest lease is an expired one: {v}");
+
+    b.qupid().arg("stats").assert().success().stdout(
+        is_match(r"(?m)^queued +3$")
+            .unwrap()
+            .and(is_match(r"(?m)^total +14$").unwrap())
+            .and(
+                is_match(
+                    r"(?m)^expired leases +2 of the queued and running \(their holders stopped renewing; the next offer of each takes it over\)$",
+                )
+                .unwrap(),
+            )
+            .and(is_match(r"(?m)^oldest lease +expired 1h ago \(").unwrap()),
     );
 }
 
@@ -340,6 +375,44 @@ fn remove_refuses_leased_keys_unless_forced(b: &Backend) {
         .assert()
         .code(1)
         .stderr(contains("1 key had no record in"));
+}
+
+/// A key the ledger cannot read stops `show`, `retry` and `remove` without `--force`, naming
+/// it; `remove --force` deletes whatever is there.
+fn remove_force_repairs_an_unreadable_record(b: &Backend) {
+    b.fill();
+    b.plant("bad/1");
+    for args in [
+        &["show", "bad/1"][..],
+        &["remove", "bad/1"],
+        &["retry", "bad/1"],
+    ] {
+        b.qupid()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(contains("bad/1").and(contains("force")));
+    }
+    let v = json(&stdout_of(
+        b.qupid()
+            .args(["--json", "remove", "--force", "--yes", "bad/1", "done/1"]),
+        0,
+    ));
+    assert_eq!(
+        v,
+        json!({
+            "force": true,
+            "removed": 2,
+            "results": [
+                {"key": "bad/1", "outcome": "removed"},
+                {"key": "done/1", "outcome": "removed"},
+            ]
+        })
+    );
+    b.qupid().args(["show", "bad/1"]).assert().code(1);
+    let mut want = FILLED;
+    want.completed -= 1;
+    assert_eq!(b.stats(), want, "only the two keys are gone");
 }
 
 fn retry_revives_dead_keys_one_by_one_or_all(b: &Backend) {

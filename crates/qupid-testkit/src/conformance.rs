@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use qupid::ledger::{
     Claim, Done, Failed, Failure, ListQuery, Offered, Purged, Refused, Removed, Retried, State,
+    Stats, Token,
 };
-use qupid::{Blocking, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version};
+use qupid::{
+    Blocking, ErrorKind, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version,
+};
 
-use crate::Fixture;
+use crate::{Fixture, Plant};
 
 /// A key from a literal.
 pub fn key(s: &str) -> Key {
@@ -1142,4 +1145,341 @@ pub async fn unusual_keys_round_trip<L: Ledger>(fx: Fixture<L>) {
         Key::new("k".repeat(qupid::MAX_KEY_LEN + 1)).is_err(),
         "too long is refused, not cut"
     );
+}
+
+/// The expired leases `stats` counts follow the clock: a lease counts once the clock reaches
+/// its expiry, and stops counting when it is renewed, taken over, released or ended. They are
+/// a part of `queued + running`, which `total` does not count twice.
+pub async fn stats_count_expired_leases<L: Ledger>(fx: Fixture<L>) {
+    let (l, mut p) = (&fx.ledger, fx.policy());
+    p.max_attempts = 1;
+    let expired = |s: Stats| s.expired;
+    let q1 = accept(l, &p, "q1", None).await;
+    let q2 = accept(l, &p, "q2", None).await;
+    let r = accept(l, &p, "r", None).await;
+    start(l, &p, &r).await.expect("start");
+    completed(l, &p, "c", None).await;
+    dead(l, &p, "d", None).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (2, 1, 1, 1, 0),
+        "fresh leases have not expired: {s:?}"
+    );
+    fx.advance(5).await;
+    assert_eq!(expired(l.stats().await.expect("stats")), 0, "half a lease");
+
+    fx.advance(6).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (2, 1, 1, 1, 3),
+        "every lease has expired, and the keys keep their states: {s:?}"
+    );
+    assert_eq!(s.total(), 5, "expired leases are not counted twice");
+
+    renew(l, &p, &r)
+        .await
+        .expect("a current token renews after expiry");
+    assert_eq!(expired(l.stats().await.expect("stats")), 2, "renewed");
+    let taken = accept(l, &p, "q1", None).await;
+    assert!(
+        taken.token > q1.token,
+        "the next offer takes an expired lease over"
+    );
+    assert_eq!(expired(l.stats().await.expect("stats")), 1, "taken over");
+    release(l, &q2).await.expect("release");
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.expired),
+        (1, 1, 0),
+        "released: {s:?}"
+    );
+
+    // Started in the same call that accepts it, then expired, then completed.
+    let started = one(l.offer_and_start(&p, &[offer_of("s", None)])).await;
+    let s_claim = Claim {
+        key: key("s"),
+        token: started.lease().expect("accepted").token,
+    };
+    fx.advance(11).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.expired),
+        (1, 2, 3),
+        "q1, r and s have expired: {s:?}"
+    );
+    complete(l, &s_claim).await.expect("complete after expiry");
+    fail(l, &p, &r, "boom").await.expect("fail after expiry");
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (1, 0, 2, 2, 1),
+        "ended keys are not leased: {s:?}"
+    );
+}
+
+/// The fixture's plant, or `None` (and a note on stderr) for a ledger that cannot hold an
+/// unreadable record: the test is then skipped.
+fn plant_of<L>(fx: &Fixture<L>, test: &str) -> Option<Arc<dyn Plant>> {
+    if fx.plant.is_none() {
+        eprintln!(
+            "{test}: skipped: this ledger cannot hold an unreadable record (its fixture has \
+             no plant)"
+        );
+    }
+    fx.plant.clone()
+}
+
+/// What the store holds under each key, raw.
+async fn raws(plant: &dyn Plant, keys: &[&str]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(plant.raw(&key(k)).await);
+    }
+    out
+}
+
+fn is_unreadable(o: &Offered) -> bool {
+    matches!(o, Offered::Unreadable(u) if !u.found().is_empty())
+}
+
+fn refused_unreadable<T: std::fmt::Debug>(r: &Result<T, Refused>) -> bool {
+    matches!(r, Err(Refused::Unreadable(u)) if !u.found().is_empty())
+}
+
+/// A foreign or damaged record under one key is answered for that key alone, by `offer` and
+/// `offer_and_start`: the other keys of the batch are accepted (or are duplicates) in order,
+/// and the planted record is left as it was.
+pub async fn an_unreadable_record_is_answered_for_its_key_alone<L: Ledger>(fx: Fixture<L>) {
+    let Some(plant) = plant_of(&fx, "an_unreadable_record_is_answered_for_its_key_alone") else {
+        return;
+    };
+    let (l, p) = (&fx.ledger, fx.policy());
+    // Where no record was, and where a queued key's record was.
+    plant.plant(&key("bad/new")).await;
+    let held = accept(l, &p, "bad/held", None).await;
+    plant.plant(&key("bad/held")).await;
+    let bad = ["bad/new", "bad/held"];
+    let before = raws(&*plant, &bad).await;
+    assert!(
+        before.iter().all(Option::is_some),
+        "the plant wrote: {before:?}"
+    );
+
+    // 40 offers: 37 good keys, and the bad ones (one of them twice).
+    let names: Vec<String> = (0..40)
+        .map(|i| match i {
+            7 | 31 => "bad/new".to_owned(),
+            30 => "bad/held".to_owned(),
+            _ => format!("good/{i:02}"),
+        })
+        .collect();
+    let batch: Vec<Offer> = names.iter().map(|k| offer_of(k, None)).collect();
+    let out = l
+        .offer(&p, &batch)
+        .await
+        .expect("a bad key must not fail the batch");
+    assert_eq!(out.len(), batch.len(), "one outcome per offer");
+    for (name, o) in names.iter().zip(&out) {
+        if name.starts_with("bad/") {
+            assert!(is_unreadable(o), "{name}: {o:?}");
+        } else {
+            assert!(matches!(o, Offered::Accepted(_)), "{name}: {o:?}");
+        }
+    }
+    let mut tokens: Vec<Token> = out
+        .iter()
+        .filter_map(|o| o.lease())
+        .map(|l| l.token)
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    assert!(
+        tokens.len() == 37 && tokens[0] > held.token,
+        "37 new tokens, larger than any before: {tokens:?}"
+    );
+
+    // offer_and_start: new keys start, earlier ones are duplicates, bad ones unreadable.
+    let names = ["good/00", "bad/held", "fresh/1", "bad/new", "fresh/2"];
+    let batch: Vec<Offer> = names.iter().map(|k| offer_of(k, Some("v1"))).collect();
+    let out = l
+        .offer_and_start(&p, &batch)
+        .await
+        .expect("a bad key must not fail the batch");
+    assert_eq!(out.len(), batch.len(), "one outcome per offer");
+    assert_eq!(out[0], Offered::Duplicate(State::Queued));
+    assert!(is_unreadable(&out[1]) && is_unreadable(&out[3]), "{out:?}");
+    for i in [2, 4] {
+        let lease = out[i].lease().unwrap_or_else(|| panic!("{out:?}"));
+        assert_eq!(lease.attempts, 1, "{}: started", names[i]);
+    }
+    assert_eq!(state(l, "fresh/1").await, Some(State::Running));
+    assert_eq!(state(l, "good/39").await, Some(State::Queued));
+
+    assert_eq!(
+        raws(&*plant, &bad).await,
+        before,
+        "the planted records are untouched"
+    );
+    for k in bad {
+        let err = l
+            .get(&key(k))
+            .await
+            .expect_err("get of an unreadable record");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(k), "names the key: {err}");
+    }
+}
+
+/// `start`, `renew`, `complete`, `fail` and `release` of a claim on an unreadable record are
+/// refused with `Unreadable` for that claim alone, whatever its token: the other claims of
+/// each batch go through, and the planted record is left as it was.
+pub async fn claims_on_an_unreadable_record_are_refused_alone<L: Ledger>(fx: Fixture<L>) {
+    let Some(plant) = plant_of(&fx, "claims_on_an_unreadable_record_are_refused_alone") else {
+        return;
+    };
+    let (l, p) = (&fx.ledger, fx.policy());
+    let q = accept(l, &p, "q", None).await;
+    let r = accept(l, &p, "r", None).await;
+    start(l, &p, &r).await.expect("start");
+    let bq = accept(l, &p, "bad/queued", None).await;
+    let br = accept(l, &p, "bad/running", None).await;
+    start(l, &p, &br).await.expect("start");
+    let bad = ["bad/queued", "bad/running"];
+    for k in bad {
+        plant.plant(&key(k)).await;
+    }
+    let before = raws(&*plant, &bad).await;
+    let failure = |c: &Claim| Failure {
+        claim: c.clone(),
+        error: "boom".to_owned(),
+    };
+
+    let out = l.start(&p, &[bq.clone(), q.clone()]).await.expect("start");
+    assert!(refused_unreadable(&out[0]), "{out:?}");
+    assert_eq!(out[1].as_ref().map(|s| s.attempt), Ok(1), "{out:?}");
+    let out = l
+        .renew(&p, &[q.clone(), br.clone(), r.clone()])
+        .await
+        .expect("renew");
+    assert!(
+        out[0].is_ok() && refused_unreadable(&out[1]) && out[2].is_ok(),
+        "{out:?}"
+    );
+    let out = l
+        .complete(&[r.clone(), br.clone()])
+        .await
+        .expect("complete");
+    assert_eq!(out[0], Ok(Done { superseded: false }), "{out:?}");
+    assert!(refused_unreadable(&out[1]), "{out:?}");
+    let out = l
+        .fail(&p, &[failure(&br), failure(&q)])
+        .await
+        .expect("fail");
+    assert!(refused_unreadable(&out[0]), "{out:?}");
+    assert_eq!(out[1], Ok(Failed::Retry { attempts: 1 }), "{out:?}");
+    let out = l.release(&[bq.clone(), q.clone()]).await.expect("release");
+    assert!(refused_unreadable(&out[0]), "{out:?}");
+    assert_eq!(out[1], Ok(()), "{out:?}");
+
+    // Whatever the token: the ledger cannot read the one the record holds.
+    for token in [bq.token, br.token, Token(1), Token(u64::MAX >> 2)] {
+        let claim = Claim {
+            key: key("bad/queued"),
+            token,
+        };
+        let out = l
+            .start(&p, std::slice::from_ref(&claim))
+            .await
+            .expect("start");
+        assert!(refused_unreadable(&out[0]), "token {token}: {out:?}");
+        let out = l
+            .release(std::slice::from_ref(&claim))
+            .await
+            .expect("release");
+        assert!(refused_unreadable(&out[0]), "token {token}: {out:?}");
+    }
+    assert_eq!(
+        raws(&*plant, &bad).await,
+        before,
+        "the planted records are untouched"
+    );
+    assert_eq!(state(l, "r").await, Some(State::Completed));
+    assert_eq!(state(l, "q").await, None, "released");
+}
+
+/// An unreadable record blocks its key until someone removes it with `force`; the other
+/// administration calls fail naming the key, and change nothing.
+pub async fn a_forced_remove_repairs_an_unreadable_record<L: Ledger>(fx: Fixture<L>) {
+    let Some(plant) = plant_of(&fx, "a_forced_remove_repairs_an_unreadable_record") else {
+        return;
+    };
+    let (l, mut p) = (&fx.ledger, fx.policy());
+    p.max_attempts = 1;
+    completed(l, &p, "done", None).await;
+    dead(l, &p, "dead", None).await;
+    let held = accept(l, &p, "bad/queued", None).await;
+    let running = accept(l, &p, "bad/running", None).await;
+    start(l, &p, &running).await.expect("start");
+    completed(l, &p, "bad/completed", None).await;
+    let bad = ["bad/queued", "bad/running", "bad/completed", "bad/new"];
+    for k in bad {
+        plant.plant(&key(k)).await;
+    }
+    let before = raws(&*plant, &bad).await;
+    for k in bad {
+        let err = l
+            .remove(&[key("done"), key(k)], false)
+            .await
+            .expect_err("remove without force of an unreadable record");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(k), "names the key: {err}");
+        let err = l
+            .retry(&[key("dead"), key(k)])
+            .await
+            .expect_err("retry of an unreadable record");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(k), "names the key: {err}");
+    }
+    assert_eq!(raws(&*plant, &bad).await, before, "nothing was changed");
+    assert_eq!(state(l, "done").await, Some(State::Completed));
+    assert_eq!(state(l, "dead").await, Some(State::Dead));
+
+    let mut keys: Vec<Key> = bad.iter().map(|k| key(k)).collect();
+    keys.insert(2, key("done"));
+    keys.push(key("absent"));
+    let out = l.remove(&keys, true).await.expect("forced remove");
+    assert_eq!(
+        out,
+        vec![
+            Removed::Removed,
+            Removed::Removed,
+            Removed::Removed,
+            Removed::Removed,
+            Removed::Removed,
+            Removed::NotFound
+        ]
+    );
+    assert_eq!(
+        raws(&*plant, &bad).await,
+        vec![None; bad.len()],
+        "a forced remove deletes what was there"
+    );
+    // Nothing is left of them, in any index: the key is new again.
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.completed, s.dead, s.expired),
+        (0, 0, 0, 1, 0),
+        "{s:?}"
+    );
+    for st in State::ALL {
+        let page = l.list(&ListQuery::new(st)).await.expect("list");
+        let keys: Vec<&str> = page.records.iter().map(|r| r.key.as_str()).collect();
+        let want: &[&str] = if st == State::Dead { &["dead"] } else { &[] };
+        assert_eq!(keys, want, "{st}");
+    }
+    let again = accept(l, &p, "bad/queued", None).await;
+    assert!(again.token > held.token, "tokens keep growing");
+    assert_eq!(state(l, "bad/queued").await, Some(State::Queued));
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use qupid::clock::ManualClock;
-use qupid::{Ledger, MemoryLedger, Policy};
+use qupid::{Key, Ledger, MemoryLedger, Policy};
 
 /// Moves a ledger's clock forward.
 pub trait TestClock: Send + Sync + 'static {
@@ -35,6 +35,25 @@ impl TestClock for SleepAdvance {
     }
 }
 
+/// Reaches under a ledger's API into its store, to put there what the ledger cannot read: a
+/// foreign value in its namespace, or a damaged record. The conformance tests of unreadable
+/// records (see [the ledger docs](qupid::ledger#unreadable-records)) use it.
+///
+/// Each ledger damages its store its own way: a Redis fixture writes a list where a record
+/// string belongs, a SQLite one a row with a state code outside 0 to 3, a PostgreSQL one a
+/// row with a negative token (its `CHECK` constraint keeps the state valid).
+pub trait Plant: Send + Sync + 'static {
+    /// Writes under `key` something the ledger cannot read, replacing the key's record if it
+    /// has one.
+    fn plant(&self, key: &Key) -> BoxFuture<'static, ()>;
+
+    /// What the store holds under `key`, raw, as text (`None` if nothing): the tests compare
+    /// it before and after calls that must leave a planted key untouched, so it should show
+    /// everything the ledger keeps for the key (the record, and its index entries where the
+    /// ledger has indexes of its own).
+    fn raw(&self, key: &Key) -> BoxFuture<'static, Option<String>>;
+}
+
 /// A fresh, empty ledger for one test, with its clock.
 pub struct Fixture<L> {
     /// The ledger under test, in a namespace no other test uses.
@@ -43,6 +62,10 @@ pub struct Fixture<L> {
     pub clock: Arc<dyn TestClock>,
     /// The unit of time of the tests: leases are 10 ticks, windows a few ticks.
     pub tick: Duration,
+    /// Plants unreadable records in the ledger's store; `None` for a ledger that cannot
+    /// hold one (the memory ledger), whose tests of unreadable records are then skipped
+    /// with a note. Set it with [`with_plant`](Fixture::with_plant).
+    pub plant: Option<Arc<dyn Plant>>,
 }
 
 impl<L: Ledger> Fixture<L> {
@@ -52,7 +75,14 @@ impl<L: Ledger> Fixture<L> {
             ledger,
             clock: Arc::new(clock),
             tick,
+            plant: None,
         }
+    }
+
+    /// The same fixture, able to plant unreadable records with `plant`.
+    pub fn with_plant(mut self, plant: impl Plant) -> Self {
+        self.plant = Some(Arc::new(plant));
+        self
     }
 
     /// `n` ticks.
@@ -78,6 +108,7 @@ impl<L: fmt::Debug> fmt::Debug for Fixture<L> {
         f.debug_struct("Fixture")
             .field("ledger", &self.ledger)
             .field("tick", &self.tick)
+            .field("plant", &self.plant.is_some())
             .finish()
     }
 }

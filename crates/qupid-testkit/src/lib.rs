@@ -10,6 +10,10 @@
 //! qupid_testkit::model_test!(fixture, 64);
 //! ```
 //!
+//! A ledger that can hold records it cannot read (every shared or durable one) also gives its
+//! fixture a [`Plant`] ([`Fixture::with_plant`]), so that the tests of unreadable records run
+//! on it; without one they are skipped with a note.
+//!
 //! The tests express every duration in *ticks* ([`Fixture::tick`]): a memory ledger on a
 //! [`ManualClock`](qupid::clock::ManualClock) uses one virtual second, a server ledger whose
 //! clock cannot be moved uses a short real duration and sleeps.
@@ -20,7 +24,7 @@ mod fixture;
 pub mod model;
 
 pub use fault::FaultyLedger;
-pub use fixture::{memory_fixture, Fixture, ManualAdvance, SleepAdvance, TestClock};
+pub use fixture::{memory_fixture, Fixture, ManualAdvance, Plant, SleepAdvance, TestClock};
 
 /// Expands to one `#[tokio::test]` per conformance test, each calling `$make().await` for a
 /// fresh [`Fixture`]. The calling crate needs `tokio` (with `macros` and `rt-multi-thread`)
@@ -76,6 +80,10 @@ macro_rules! __conformance_names {
             dead_blocking_window,
             kept_is_not_blocking,
             stats_agree_with_list,
+            stats_count_expired_leases,
+            an_unreadable_record_is_answered_for_its_key_alone,
+            claims_on_an_unreadable_record_are_refused_alone,
+            a_forced_remove_repairs_an_unreadable_record,
             batches_answer_in_order,
             a_key_twice_in_a_batch_sees_its_first_outcome,
             unusual_keys_round_trip,

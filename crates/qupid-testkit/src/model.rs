@@ -1,6 +1,6 @@
 //! The model-based test: random operation sequences run against a ledger and against
 //! [`Model`], a plain reference implementation of the state machine, compared after every
-//! step (outcome, every key's record, and `stats`).
+//! step (outcome, every key's record, and `stats`, expired leases included).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -147,6 +147,8 @@ pub enum Out {
     Accepted(u32),
     /// A duplicate of a key in this state.
     Duplicate(State),
+    /// An unreadable record (the model never has one: a ledger answering it departs).
+    Unreadable(String),
     /// Refused.
     Refused(Refused),
     /// Started, with the attempt number.
@@ -490,6 +492,7 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
                         Out::Accepted(lease.attempts)
                     }
                     Offered::Duplicate(st) => Out::Duplicate(st),
+                    Offered::Unreadable(u) => Out::Unreadable(u.found().to_owned()),
                 };
                 (got, want)
             }
@@ -577,7 +580,13 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
 }
 
 async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Result<(), String> {
-    let mut counts = [0u64; 4];
+    // States, then expired leases: a lease is valid while the clock is before its expiry.
+    let mut counts = [0u64; 5];
+    counts[4] = model
+        .records
+        .values()
+        .filter(|r| r.state.is_leased() && model.now >= r.at)
+        .count() as u64;
     for k in KEYS {
         let got = l
             .get(&Key::new(k).expect("valid"))
@@ -620,7 +629,7 @@ async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Resul
         }
     }
     let st = l.stats().await.map_err(|e| e.to_string())?;
-    let got = [st.queued, st.running, st.completed, st.dead];
+    let got = [st.queued, st.running, st.completed, st.dead, st.expired];
     if got != counts {
         return Err(format!(
             "after step {step} {op:?}: stats {got:?}, model {counts:?}"

@@ -16,6 +16,7 @@ mod two_step_offer_and_start {
             ledger: FaultyLedger::new(f.ledger),
             clock: f.clock,
             tick: f.tick,
+            plant: f.plant,
         }
     }
 

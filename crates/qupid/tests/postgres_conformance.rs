@@ -119,7 +119,7 @@ async fn a_key_named_twice_in_a_batch_is_applied_in_order<L: Ledger>(fx: Fixture
         token: lease.token,
     };
     let started = l.start(&p, &[c.clone(), c.clone()]).await.expect("start");
-    assert_eq!(started[0].map(|s| s.attempt), Ok(1));
+    assert_eq!(started[0].as_ref().map(|s| s.attempt), Ok(1));
     assert_eq!(started[1], Err(Refused::WrongState(State::Running)));
     let done = l.complete(&[c.clone(), c.clone()]).await.expect("complete");
     assert_eq!(done[0], Ok(Done { superseded: true }));
@@ -245,7 +245,9 @@ async fn a_reclaimed_lease_keeps_attempts_and_error<L: Ledger>(fx: Fixture<L>) {
         key: key("k"),
         token: lease.token,
     };
-    l.start(&p, std::slice::from_ref(&c)).await.expect("start")[0].expect("started");
+    l.start(&p, std::slice::from_ref(&c)).await.expect("start")[0]
+        .as_ref()
+        .expect("started");
     let failed = l
         .fail(
             &p,

@@ -16,7 +16,7 @@ use qupid::{Key, Ledger, Offer, Policy};
 use qupid_testkit::Fixture;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis_support::{namespace, redis_key, RedisClock, SpareServer};
+use redis_support::{namespace, redis_key, ForeignKeys, RedisClock, SpareServer};
 
 /// Three masters sharing the 16,384 slots, no replicas; stopped when dropped.
 struct Cluster {
@@ -107,12 +107,17 @@ impl Cluster {
         let ns = namespace("cluster");
         let ledger = self.connect(&ns).await;
         // The cluster is stopped at the end of the test: nothing to clean up.
+        let conn = self.raw().await;
+        let plant = ForeignKeys {
+            conn: conn.clone(),
+            namespace: ns.clone(),
+        };
         let clock = RedisClock {
-            conn: self.raw().await,
+            conn,
             key: redis_key(&ns, "clock_offset_ms"),
             _cleanup: None,
         };
-        Fixture::new(ledger, clock, Duration::from_secs(1))
+        Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant)
     }
 }
 

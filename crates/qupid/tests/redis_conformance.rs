@@ -93,3 +93,45 @@ async fn list_pages_through_many_keys_in_byte_order() {
     }
     assert_eq!(seen, keys);
 }
+
+/// More keys in flight than one stats script reads (2,000): the expired leases are counted
+/// over several scripts, across both leased states, by the first script's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_expired_leases_over_several_scripts() {
+    let fx = fixture().await;
+    let (l, p) = (&fx.ledger, fx.policy());
+    let offers = |from: usize, to: usize| -> Vec<Offer> {
+        (from..to)
+            .map(|i| Offer::new(Key::new(format!("k{i:05}")).expect("valid key")))
+            .collect()
+    };
+    let queued = l.offer(&p, &offers(0, 3000)).await.expect("offer");
+    assert!(queued.iter().all(|o| o.lease().is_some()));
+    let batch = offers(3000, 5500);
+    let running = l
+        .offer_and_start(&p, &batch)
+        .await
+        .expect("offer and start");
+    let s = l.stats().await.expect("stats");
+    assert_eq!((s.queued, s.running, s.expired), (3000, 2500, 0), "{s:?}");
+    fx.advance(11).await;
+    let s = l.stats().await.expect("stats");
+    assert_eq!(
+        (s.queued, s.running, s.expired),
+        (3000, 2500, 5500),
+        "{s:?}"
+    );
+    // Renew a thousand of the running keys: they no longer count.
+    let claims: Vec<Claim> = batch
+        .iter()
+        .zip(&running)
+        .take(1000)
+        .map(|(o, r)| Claim {
+            key: o.key.clone(),
+            token: r.lease().expect("accepted").token,
+        })
+        .collect();
+    let renewed = l.renew(&p, &claims).await.expect("renew");
+    assert!(renewed.iter().all(Result::is_ok));
+    assert_eq!(l.stats().await.expect("stats").expired, 4500);
+}

@@ -11,7 +11,7 @@ mod redis_support;
 
 use std::time::{Duration, Instant};
 
-use qupid::ledger::{Claim, ListQuery, Offered, RedisLedger, State};
+use qupid::ledger::{Claim, ListQuery, Offered, RedisLedger, Refused, Removed, State};
 use qupid::{ErrorKind, Key, Ledger, Offer, Policy};
 use redis::aio::MultiplexedConnection;
 use redis_support::{connect, namespace, raw, redis_key, url, Cleanup, SpareServer};
@@ -25,7 +25,7 @@ fn offers(keys: &[&str]) -> Vec<Offer> {
 }
 
 async fn accept(l: &RedisLedger, p: &Policy, k: &str) -> Claim {
-    match l.offer(p, &offers(&[k])).await.expect("offer")[0] {
+    match l.offer(p, &offers(&[k])).await.expect("offer").remove(0) {
         Offered::Accepted(lease) => Claim {
             key: key(k),
             token: lease.token,
@@ -95,6 +95,7 @@ async fn flushed_scripts_are_reloaded_transparently() {
     l.start(&p, std::slice::from_ref(&a))
         .await
         .expect("start after flush")[0]
+        .as_ref()
         .expect("started");
     accept(&l, &p, "b").await;
     let _: () = cmd(&mut conn, &[b"SCRIPT", b"FLUSH"]).await;
@@ -102,8 +103,11 @@ async fn flushed_scripts_are_reloaded_transparently() {
     assert!(l.get(&key("a")).await.expect("get after flush").is_some());
 }
 
+/// A string at a record key that is not a record (another program's value) is unreadable for
+/// that key alone: the rest of the batch goes on, the string stays as it was, and only a
+/// forced remove deletes it.
 #[tokio::test]
-async fn a_foreign_record_key_is_corrupt_and_nothing_changes() {
+async fn a_foreign_record_key_is_unreadable_for_its_key_alone() {
     let (url, ns) = (url(), namespace("wrongtype"));
     let l = connect(&url, &ns).await;
     let _cleanup = Cleanup::new(&url, &ns);
@@ -112,36 +116,52 @@ async fn a_foreign_record_key_is_corrupt_and_nothing_changes() {
     let foreign = redis_key(&ns, "r:k");
     let _: () = cmd(&mut conn, &[b"SET", foreign.as_bytes(), b"not qupid's"]).await;
 
-    // "fresh" comes first in the batch: it must not be written either.
-    let err = l
+    let out = l
         .offer(&p, &offers(&["fresh", "k"]))
         .await
-        .expect_err("a string where a record hash should be");
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert!(err.to_string().contains(&foreign), "names the key: {err}");
-    assert!(!err.is_transient());
+        .expect("a foreign key fails its item only");
+    assert!(matches!(out[0], Offered::Accepted(_)), "{out:?}");
+    match &out[1] {
+        Offered::Unreadable(u) => {
+            assert_eq!(u.found(), "a string that is not a qupid record", "{u}")
+        }
+        other => panic!("expected unreadable, found {other:?}"),
+    }
     let value: String = cmd(&mut conn, &[b"GET", foreign.as_bytes()]).await;
     assert_eq!(value, "not qupid's", "the foreign key is untouched");
-    assert_eq!(l.get(&key("fresh")).await.expect("get"), None);
-    assert_eq!(l.stats().await.expect("stats").total(), 0);
-    let token: Option<String> = cmd(&mut conn, &[b"GET", redis_key(&ns, "token").as_bytes()]).await;
-    assert_eq!(token, None, "not even a token was drawn");
+    assert_eq!(l.stats().await.expect("stats").total(), 1);
+    let claim = Claim {
+        key: key("k"),
+        token: qupid::ledger::Token(1),
+    };
+    let done = l.complete(&[claim]).await.expect("complete");
+    assert!(
+        matches!(&done[0], Err(Refused::Unreadable(u)) if u.found() == "a string that is not a qupid record"),
+        "{done:?}"
+    );
 
     for result in [
         l.get(&key("k")).await.map(|_| ()),
-        l.remove(&[key("k")], true).await.map(|_| ()),
+        l.remove(&[key("k")], false).await.map(|_| ()),
         l.retry(&[key("k")]).await.map(|_| ()),
-        l.complete(&[Claim {
-            key: key("k"),
-            token: qupid::ledger::Token(1),
-        }])
-        .await
-        .map(|_| ()),
     ] {
-        assert_eq!(result.expect_err("corrupt").kind(), ErrorKind::Corrupt);
+        let err = result.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&foreign), "names the key: {err}");
+        assert!(!err.is_transient());
     }
     let value: String = cmd(&mut conn, &[b"GET", foreign.as_bytes()]).await;
-    assert_eq!(value, "not qupid's", "not even a forced remove deletes it");
+    assert_eq!(value, "not qupid's", "still untouched");
+    assert_eq!(
+        l.remove(&[key("k")], true).await.expect("forced remove"),
+        vec![Removed::Removed]
+    );
+    let value: Option<String> = cmd(&mut conn, &[b"GET", foreign.as_bytes()]).await;
+    assert_eq!(value, None, "a forced remove deletes it");
+    assert!(matches!(
+        l.offer(&p, &offers(&["k"])).await.expect("offer")[0],
+        Offered::Accepted(_)
+    ));
 }
 
 #[tokio::test]
@@ -172,18 +192,20 @@ async fn damaged_namespace_keys_are_corrupt() {
     assert!(err.to_string().contains(&token), "{err}");
     let _: () = cmd(&mut conn, &[b"SET", token.as_bytes(), before.as_bytes()]).await;
 
-    // A hash that is not a record.
+    // A hash where a record belongs: one key's answer, not the namespace's.
     let rec = redis_key(&ns, "r:h");
     let _: () = cmd(&mut conn, &[b"HSET", rec.as_bytes(), b"foo", b"bar"]).await;
-    let err = l.offer(&p, &offers(&["h"])).await.expect_err("bad record");
-    assert_eq!(err.kind(), ErrorKind::Corrupt);
-    assert!(err.to_string().contains(&rec), "{err}");
+    let out = l.offer(&p, &offers(&["h", "b"])).await.expect("offer");
+    match &out[0] {
+        Offered::Unreadable(u) => assert!(
+            u.found().starts_with("a hash (a record of an older qupid?"),
+            "{u}"
+        ),
+        other => panic!("expected unreadable, found {other:?}"),
+    }
+    assert!(matches!(out[1], Offered::Accepted(_)), "{out:?}");
     let fields: Vec<String> = cmd(&mut conn, &[b"HKEYS", rec.as_bytes()]).await;
     assert_eq!(fields, vec!["foo"], "left as it was");
-
-    // Repaired, the namespace works again.
-    let _: () = cmd(&mut conn, &[b"DEL", rec.as_bytes()]).await;
-    accept(&l, &p, "b").await;
     assert_eq!(l.stats().await.expect("stats").queued, 2);
 }
 
@@ -201,10 +223,13 @@ async fn namespaces_are_isolated() {
     let ca = accept(&a, &p, "k").await;
     let cb = accept(&b, &p, "k").await;
     assert_ne!(ca.token, cb.token);
-    a.start(&p, std::slice::from_ref(&ca)).await.expect("start")[0].expect("started");
+    a.start(&p, std::slice::from_ref(&ca)).await.expect("start")[0]
+        .as_ref()
+        .expect("started");
     a.complete(std::slice::from_ref(&ca))
         .await
         .expect("complete")[0]
+        .as_ref()
         .expect("completed");
     assert_eq!(
         b.complete(&[ca]).await.expect("complete")[0],

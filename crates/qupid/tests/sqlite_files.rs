@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use qupid::clock::ManualClock;
 use qupid::ledger::sqlite::Synchronous;
-use qupid::ledger::{Claim, Failed, Failure, Offered, SqliteLedger, State};
+use qupid::ledger::{Claim, Failed, Failure, Offered, Refused, Removed, SqliteLedger, State};
 use qupid::{ErrorKind, Key, Ledger, Offer, Policy, Version};
 use tempfile::TempDir;
 
@@ -55,7 +55,7 @@ async fn accept(l: &SqliteLedger, p: &Policy, k: &str, v: Option<&str>) -> Claim
 
 async fn start1(l: &SqliteLedger, p: &Policy, c: &Claim) -> u32 {
     let started = l.start(p, std::slice::from_ref(c)).await.expect("start");
-    started[0].expect("started").attempt
+    started[0].as_ref().expect("started").attempt
 }
 
 fn says(err: &qupid::Error, path: &Path, words: &[&str]) {
@@ -80,7 +80,9 @@ async fn completed_keys_stay_completed_across_restarts() {
         for k in &keys {
             let c = accept(&l, &p, k, Some("v1")).await;
             start1(&l, &p, &c).await;
-            l.complete(&[c]).await.expect("complete")[0].expect("completed");
+            l.complete(&[c]).await.expect("complete")[0]
+                .as_ref()
+                .expect("completed");
         }
     }
     clock.advance(Duration::from_secs(3600));
@@ -119,7 +121,7 @@ async fn leases_attempts_and_tokens_survive_restarts() {
             claim: poison.clone(),
             error: "boom".into(),
         };
-        let failed = l.fail(&p, &[failure]).await.expect("fail")[0];
+        let failed = l.fail(&p, &[failure]).await.expect("fail").remove(0);
         assert_eq!(failed, Ok(Failed::Retry { attempts: 1 }));
         assert_eq!(start1(&l, &p, &poison).await, 2);
         let queued = accept(&l, &p, "queued", None).await;
@@ -146,7 +148,7 @@ async fn leases_attempts_and_tokens_survive_restarts() {
     let r = l.get(&key("poison")).await.expect("get").expect("record");
     assert_eq!((r.attempts, r.abandoned), (2, 1));
     assert_eq!(r.last_error.as_deref(), Some("boom"));
-    let fenced = l.complete(&[poison]).await.expect("complete")[0];
+    let fenced = l.complete(&[poison]).await.expect("complete").remove(0);
     assert!(
         fenced.is_err(),
         "the crashed holder's token is fenced out after the restart"
@@ -454,4 +456,107 @@ async fn a_corrupt_page_ends_a_pipeline_with_an_error_naming_the_file() {
         .expect_err("on the corrupt file's error");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     says(&err, &path, &["corrupt"]);
+}
+
+/// Rows damaged by hand in other ways than the conformance tests' (a state code out of range):
+/// each is unreadable for its key alone, says what it holds, and is left as it was until a
+/// forced remove.
+#[tokio::test]
+async fn rows_damaged_by_hand_are_unreadable_for_their_key_alone() {
+    let (_dir, path) = temp();
+    let clock = ManualClock::new();
+    let l = open(&path, &clock).await;
+    let p = policy();
+    let damage = [
+        (
+            "token",
+            "UPDATE qupid_entries SET token = -3 WHERE key = ?1",
+            "a token of -3",
+        ),
+        (
+            "version",
+            "UPDATE qupid_entries SET version = x'ff00' WHERE key = ?1",
+            "a version that is not valid UTF-8",
+        ),
+        (
+            "attempts",
+            "UPDATE qupid_entries SET attempts = 'many' WHERE key = ?1",
+            "an attempt count stored as text",
+        ),
+        (
+            "time",
+            "UPDATE qupid_entries SET at = 1.5 WHERE key = ?1",
+            "a time stored as a real number",
+        ),
+    ];
+    let mut claims = Vec::new();
+    for (k, _, _) in damage {
+        let c = accept(&l, &p, k, Some("v1")).await;
+        start1(&l, &p, &c).await;
+        claims.push(c);
+    }
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    let row = |k: &str| -> String {
+        raw.query_row(
+            "SELECT concat_ws(' ', quote(state), quote(token), quote(attempts), quote(at),
+               quote(version)) FROM qupid_entries WHERE key = ?1",
+            [k.as_bytes()],
+            |r| r.get(0),
+        )
+        .expect("a row")
+    };
+    for (k, sql, _) in damage {
+        raw.execute(sql, [k.as_bytes()]).expect("damage a row");
+    }
+    let before: Vec<String> = damage.iter().map(|(k, _, _)| row(k)).collect();
+
+    let mut offers: Vec<Offer> = damage.iter().map(|(k, _, _)| Offer::new(key(k))).collect();
+    offers.push(Offer::new(key("good")));
+    let out = l.offer(&p, &offers).await.expect("offer");
+    for ((k, _, found), o) in damage.iter().zip(&out) {
+        match o {
+            Offered::Unreadable(u) => assert_eq!(u.found(), *found, "{k}"),
+            other => panic!("{k}: expected unreadable, found {other:?}"),
+        }
+    }
+    assert!(matches!(out[4], Offered::Accepted(_)), "{out:?}");
+    let failures: Vec<Failure> = claims
+        .iter()
+        .map(|c| Failure {
+            claim: c.clone(),
+            error: "boom".to_owned(),
+        })
+        .collect();
+    let failed = l.fail(&p, &failures).await.expect("fail");
+    assert!(
+        failed
+            .iter()
+            .all(|f| matches!(f, Err(Refused::Unreadable(_)))),
+        "{failed:?}"
+    );
+    // start after a failed attempt reads the row whole; release and renew are guarded writes
+    // that match only a row whose state and token are intact.
+    let started = l.start(&p, &claims).await.expect("start");
+    assert!(
+        started
+            .iter()
+            .all(|s| matches!(s, Err(Refused::Unreadable(_)))),
+        "{started:?}"
+    );
+    let after: Vec<String> = damage.iter().map(|(k, _, _)| row(k)).collect();
+    assert_eq!(after, before, "the damaged rows are untouched");
+
+    for (k, _, found) in damage {
+        let err = l.get(&key(k)).await.expect_err("get");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(found), "{err}");
+        let err = l.remove(&[key(k)], false).await.expect_err("remove");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    }
+    let keys: Vec<Key> = damage.iter().map(|(k, _, _)| key(k)).collect();
+    assert_eq!(
+        l.remove(&keys, true).await.expect("forced remove"),
+        vec![Removed::Removed; 4]
+    );
+    assert_eq!(l.stats().await.expect("stats").total(), 1);
 }

@@ -1,4 +1,5 @@
-//! `qupid stats [--watch [SECS]]`: counts per state, the oldest lease, the ledger's clock.
+//! `qupid stats [--watch [SECS]]`: counts per state, the expired and the oldest leases, the
+//! ledger's clock.
 
 use std::io::Write;
 use std::time::Duration;
@@ -57,6 +58,7 @@ impl Snapshot {
                 now_ms: self.now.as_millis(),
                 counts: self.stats.into(),
                 total: self.stats.total(),
+                expired_leases: self.stats.expired,
                 oldest_lease_expires_at_ms: self.oldest_lease.map(Timestamp::as_millis),
             });
         }
@@ -81,6 +83,14 @@ impl Snapshot {
             None => "none (nothing queued or running)".to_owned(),
         };
         head.row(["oldest lease", &lease]);
+        let expired = match self.stats.expired {
+            0 => "none".to_owned(),
+            n => format!(
+                "{n} of the queued and running (their holders stopped renewing; the next offer \
+                 of each takes it over)"
+            ),
+        };
+        head.row(["expired leases", &expired]);
         head.row([
             "retention",
             "set by each pipeline's Policy; purge by hand with `qupid purge`",

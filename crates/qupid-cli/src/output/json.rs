@@ -67,6 +67,9 @@ pub(crate) struct StatsJson<'a> {
     pub(crate) now_ms: u64,
     pub(crate) counts: CountsJson,
     pub(crate) total: u64,
+    /// Of the queued and running records, those whose lease has expired (counted in `counts`
+    /// already).
+    pub(crate) expired_leases: u64,
     pub(crate) oldest_lease_expires_at_ms: Option<u64>,
 }
 

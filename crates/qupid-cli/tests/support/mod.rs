@@ -49,6 +49,7 @@ pub(crate) const FILLED: Stats = Stats {
     running: 2,
     completed: 6,
     dead: 3,
+    expired: 0,
 };
 
 /// Which ledger.
@@ -209,6 +210,80 @@ impl Backend {
             fill_fresh(&self.open().await).await;
         });
         assert_eq!(self.stats(), FILLED, "the fixture");
+    }
+
+    /// Offers `names` (they are Queued) under leases that expired an hour ago: offered by a
+    /// clock two leases behind, as by a process that then crashed.
+    pub(crate) fn queue_expired(&self, names: &[&str]) {
+        let behind = 2 * LEASE;
+        block_on(async {
+            match self.kind {
+                Kind::Sqlite => {
+                    let path = self.path().expect("a sqlite file");
+                    let past = SqliteLedger::builder(path)
+                        .clock(Past(behind))
+                        .build()
+                        .await
+                        .expect("open the file with a clock in the past");
+                    queue(&past, names).await;
+                }
+                Kind::Redis | Kind::Postgres => {
+                    let ledger = self.open().await;
+                    self.set_clock_offset(-(behind.as_millis() as i64)).await;
+                    queue(&ledger, names).await;
+                    self.set_clock_offset(0).await;
+                }
+            }
+        });
+    }
+
+    /// Writes under `key` something the ledger cannot read, as a hand edit or another program
+    /// might: a row with state code 9 (SQLite), a list where a record string belongs (Redis),
+    /// a row with a negative token (PostgreSQL, whose `CHECK` keeps the state valid).
+    pub(crate) fn plant(&self, key: &str) {
+        match self.kind {
+            Kind::Sqlite => {
+                let path = self.path().expect("a sqlite file");
+                let conn = rusqlite::Connection::open(path).expect("a raw sqlite connection");
+                conn.execute_batch("PRAGMA ignore_check_constraints = ON")
+                    .expect("pragma");
+                conn.execute(
+                    "INSERT INTO qupid_entries
+                       (key, state, superseded, attempts, abandoned, token, at)
+                     VALUES (?1, 9, 0, 0, 0, 1, 0)",
+                    [key.as_bytes()],
+                )
+                .expect("plant a row with state code 9");
+            }
+            Kind::Redis => {
+                let mut c = redis::Client::open(self.url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .expect("a redis connection");
+                redis::cmd("RPUSH")
+                    .arg(format!("qupid:{{{}}}:r:{key}", self.namespace))
+                    .arg("not a qupid record")
+                    .exec(&mut c)
+                    .expect("plant a list at a record key");
+            }
+            Kind::Postgres => block_on(async {
+                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                    .await
+                    .expect("a postgres connection");
+                let task = tokio::spawn(conn);
+                let sql = format!(
+                    "INSERT INTO \"qupid_{}\".records
+                       (key, rev, state, token, at_ms, attempts, abandoned, superseded)
+                     VALUES ($1, 1, 0, -1, 0, 0, 0, false)",
+                    self.namespace
+                );
+                client
+                    .execute(&sql, &[&key.as_bytes()])
+                    .await
+                    .expect("plant a row with a negative token");
+                drop(client);
+                let _ = task.await;
+            }),
+        }
     }
 
     /// Moves this namespace's clock by `ms` from the server's (the servers' documented test

@@ -28,6 +28,22 @@
 //! even after the lease's expiry time, as long as nobody else has claimed the key since:
 //! expiry lets the *next offer* through, it does not by itself revoke the lease.
 //!
+//! # Unreadable records
+//!
+//! A shared ledger can hold, under one key, something it cannot read: a value another
+//! program wrote into the namespace, or a record damaged by hand or by a bug. That is an
+//! answer for that key, never a failed batch: [`Offered::Unreadable`] from `offer` and
+//! `offer_and_start`, [`Refused::Unreadable`] from `start`, `renew`, `complete`, `fail` and
+//! `release`, each saying what was found ([`Unreadable::found`]). Nothing is written for
+//! that key, and every other item of the batch is answered as usual. The key stays so until
+//! someone repairs it: [`remove`](Ledger::remove) with `force` deletes whatever is there
+//! (the CLI's `qupid remove --force KEY`). The other administration calls (`get`, `list`,
+//! `retry`, `purge`, and `remove` without `force`) fail with
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key, since they cannot say
+//! what state it is in. Damage to the whole namespace (its token counter, an index, a schema
+//! or layout of a newer qupid) fails every call with `Corrupt`. The memory ledger cannot
+//! hold an unreadable record.
+//!
 //! # Generic, not object-safe
 //!
 //! [`Ledger`]'s methods return `impl Future + Send`, so the trait is used through generics
@@ -61,7 +77,7 @@ pub use memory::MemoryLedger;
 pub use sqlite::SqliteLedger;
 pub use types::{
     Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
-    Removed, Retried, Started, State, Stats, Token,
+    Removed, Retried, Started, State, Stats, Token, Unreadable,
 };
 
 use crate::clock::Timestamp;
@@ -82,7 +98,9 @@ use crate::policy::{Policy, Retention};
 /// - **Fencing**: `start`, `renew`, `complete`, `fail` and `release` with a token that is not
 ///   the key's current one change nothing and answer [`Refused::LeaseLost`].
 /// - **Batches**: each method takes a slice and answers one outcome per item, in order. Items
-///   are independent: one refused item does not affect the others. A ledger error (`Err`)
+///   are independent: one refused item does not affect the others, nor does a key whose
+///   record the ledger cannot read (see [Unreadable records](self#unreadable-records)),
+///   which is answered as such and left untouched. A ledger error (`Err`)
 ///   means the whole call may or may not have been applied; retrying it is safe, because
 ///   every transition is guarded by state and token.
 /// - **Time**: leases expire by the ledger's own clock ([`now`](Ledger::now)).
@@ -226,7 +244,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// Only when the ledger itself fails.
     fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page>> + Send;
 
-    /// Counts of records per state. Agrees with [`list`](Ledger::list).
+    /// Counts of records per state, and how many of the leased ones have expired
+    /// ([`Stats::expired`]). The per-state counts agree with [`list`](Ledger::list).
     ///
     /// # Errors
     ///
@@ -290,18 +309,21 @@ pub async fn offer_then_start<L: Ledger + ?Sized>(
         }
     }
     for (i, s) in at.into_iter().zip(started) {
-        out[i] = match (s, &out[i]) {
-            (Ok(s), Offered::Accepted(lease)) => Offered::Accepted(Lease {
+        let Offered::Accepted(lease) = out[i] else {
+            continue;
+        };
+        out[i] = match s {
+            Ok(s) => Offered::Accepted(Lease {
                 token: lease.token,
                 expires_at: s.expires_at,
                 attempts: s.attempt,
             }),
             // Taken over between the two steps (possible only after an expiry as
             // short as the gap): report what holds the key now.
-            (Err(Refused::WrongState(state)), _) => Offered::Duplicate(state),
-            (Err(Refused::LeaseLost), _) | (Ok(_), Offered::Duplicate(_)) => {
-                Offered::Duplicate(State::Queued)
-            }
+            Err(Refused::WrongState(state)) => Offered::Duplicate(state),
+            Err(Refused::LeaseLost) => Offered::Duplicate(State::Queued),
+            // Damaged between the two steps: what is there now is unreadable.
+            Err(Refused::Unreadable(u)) => Offered::Unreadable(u),
         };
     }
     Ok(out)

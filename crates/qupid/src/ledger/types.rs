@@ -1,6 +1,7 @@
 //! The values that go in and out of a [`Ledger`](super::Ledger).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,13 +111,18 @@ pub struct Lease {
 }
 
 /// The answer to one offer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offered {
     /// The key is yours to process: it is Queued under this lease.
     Accepted(Lease),
     /// The key is already in this state and blocks the offer. Nothing changed (except that a
     /// newer version may be remembered).
     Duplicate(State),
+    /// The ledger holds something under the key that it cannot read (a foreign value, a
+    /// damaged record): the key is neither accepted nor blocked by a state, and nothing was
+    /// changed for it. It stays so until someone repairs it: a forced
+    /// [`remove`](super::Ledger::remove) (`qupid remove --force KEY`) deletes what is there.
+    Unreadable(Unreadable),
 }
 
 impl Offered {
@@ -124,13 +130,42 @@ impl Offered {
     pub fn lease(&self) -> Option<Lease> {
         match self {
             Offered::Accepted(l) => Some(*l),
-            Offered::Duplicate(_) => None,
+            Offered::Duplicate(_) | Offered::Unreadable(_) => None,
         }
     }
 }
 
+/// A record the ledger holds under a key but cannot read: a foreign value in the namespace,
+/// or a damaged record. Nothing was changed for that key.
+///
+/// It is an answer for that one key ([`Offered::Unreadable`], [`Refused::Unreadable`]): the
+/// other items of the batch are answered as usual. Problems of the whole namespace (a
+/// damaged token counter or index, a schema or layout of a newer qupid) fail the call with
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("unreadable record: found {found}")]
+pub struct Unreadable {
+    found: Arc<str>,
+}
+
+impl Unreadable {
+    /// An unreadable record; `found` says what was there, for a person to read ("a list",
+    /// "state code 9").
+    pub fn new(found: impl Into<Arc<str>>) -> Self {
+        Unreadable {
+            found: found.into(),
+        }
+    }
+
+    /// What the ledger found under the key, in words ("a list", "a string that is not a
+    /// qupid record", "state code 9").
+    pub fn found(&self) -> &str {
+        &self.found
+    }
+}
+
 /// Why a ledger refused an operation on a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refused {
     /// The token is not the key's current one (another holder took over, or the key was
     /// removed or released): the caller no longer holds the key and must stop.
@@ -139,6 +174,10 @@ pub enum Refused {
     /// The token is current but the key is not in a state that allows this operation.
     #[error("the key is {0}, which does not allow this operation")]
     WrongState(State),
+    /// The ledger cannot read the key's record (see [`Unreadable`]), so it cannot tell
+    /// whether the claim holds it; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    Unreadable(Unreadable),
 }
 
 /// A started attempt.
@@ -234,7 +273,7 @@ pub struct Record {
     pub superseded: bool,
 }
 
-/// Counts of records per state.
+/// Counts of records per state, and of the leases among them that expired.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Records Queued.
@@ -245,6 +284,12 @@ pub struct Stats {
     pub completed: u64,
     /// Records Dead.
     pub dead: u64,
+    /// Of the queued and running records, those whose lease has expired by the ledger's
+    /// clock: held by nobody alive (their holder crashed, hung or stopped without releasing
+    /// them), so the next offer of the key takes it over. A subset of `queued + running`,
+    /// not a state of its own: [`total`](Stats::total) does not add it.
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl Stats {
@@ -258,7 +303,8 @@ impl Stats {
         }
     }
 
-    /// All records.
+    /// All records: the sum of the four states ([`expired`](Stats::expired) is counted in
+    /// `queued` and `running` already).
     pub fn total(&self) -> u64 {
         self.queued + self.running + self.completed + self.dead
     }

@@ -49,7 +49,9 @@ pub enum FailOutcome<T> {
 
 fn refused(r: Refused) -> Error {
     match r {
-        Refused::LeaseLost => Error::new(ErrorKind::LeaseLost, r.to_string()),
+        Refused::LeaseLost | Refused::Unreadable(_) => {
+            Error::new(ErrorKind::LeaseLost, r.to_string())
+        }
         Refused::WrongState(_) => Error::new(ErrorKind::Ledger, r.to_string()),
     }
 }

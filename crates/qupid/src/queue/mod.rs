@@ -492,6 +492,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                     }
                     out.push(Published::Duplicate(state));
                 }
+                Offered::Unreadable(unreadable) => {
+                    tracing::warn!(key = %entry.key, %unreadable, "offer found an unreadable record");
+                    duplicates += 1;
+                    inner.space.add_permits(1);
+                    out.push(Published::Duplicate(State::Dead));
+                }
             }
         }
         c.accepted.add(accepted);

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use qupid::ledger::PostgresLedger;
-use qupid_testkit::{Fixture, TestClock};
+use qupid::Key;
+use qupid_testkit::{Fixture, Plant, TestClock};
 use tokio_postgres::{Client, NoTls};
 
 /// What to do when no server answers.
@@ -152,6 +153,50 @@ impl TestClock for PgClock {
     }
 }
 
+/// Damages rows through a connection of its own: a negative token. The schema's `CHECK`
+/// keeps the state from 0 to 3, and its column types keep every value a number, so a
+/// negative token, time or count is what a hand edit can leave that the ledger cannot read.
+pub(crate) struct NegativeTokens {
+    client: Arc<Client>,
+    schema: String,
+}
+
+impl Plant for NegativeTokens {
+    fn plant(&self, key: &Key) -> BoxFuture<'static, ()> {
+        let client = self.client.clone();
+        let sql = format!(
+            "INSERT INTO {}.records AS r
+               (key, rev, state, token, at_ms, attempts, abandoned, superseded)
+             VALUES ($1, 1, 0, -1, 0, 0, 0, false)
+             ON CONFLICT (key) DO UPDATE SET rev = r.rev + 1, token = -1",
+            self.schema
+        );
+        let key = key.as_str().as_bytes().to_vec();
+        Box::pin(async move {
+            client
+                .execute(&sql, &[&key])
+                .await
+                .expect("plant a row with a negative token");
+        })
+    }
+
+    fn raw(&self, key: &Key) -> BoxFuture<'static, Option<String>> {
+        let client = self.client.clone();
+        let sql = format!(
+            "SELECT r::text FROM {}.records r WHERE key = $1",
+            self.schema
+        );
+        let key = key.as_str().as_bytes().to_vec();
+        Box::pin(async move {
+            client
+                .query_opt(&sql, &[&key])
+                .await
+                .expect("read a row")
+                .map(|row| row.get(0))
+        })
+    }
+}
+
 /// How long one tick of the tests is: leases are 10 ticks, so real time spent inside a test
 /// never expires one.
 pub(crate) const TICK: Duration = Duration::from_secs(60);
@@ -181,10 +226,15 @@ async fn make_fixture(pinned: bool) -> Fixture<PostgresLedger> {
         );
         client.execute(&sql, &[]).await.expect("pin the clock");
     }
+    let client = Arc::new(client);
+    let plant = NegativeTokens {
+        client: client.clone(),
+        schema: schema.clone(),
+    };
     let clock = PgClock {
-        client: Arc::new(client),
+        client,
         schema,
         _cleanup: cleanup,
     };
-    Fixture::new(ledger, clock, TICK)
+    Fixture::new(ledger, clock, TICK).with_plant(plant)
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use qupid::ledger::RedisLedger;
-use qupid_testkit::{Fixture, TestClock};
+use qupid::Key;
+use qupid_testkit::{Fixture, Plant, TestClock};
 use redis::aio::MultiplexedConnection;
 
 /// What to do when no server answers.
@@ -156,6 +157,76 @@ where
     }
 }
 
+/// Plants a list where a record string belongs (a key another program wrote into the
+/// namespace), through a connection to one server or to a cluster.
+pub(crate) struct ForeignKeys<C = MultiplexedConnection> {
+    pub(crate) conn: C,
+    pub(crate) namespace: String,
+}
+
+impl<C> Plant for ForeignKeys<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn plant(&self, key: &Key) -> BoxFuture<'static, ()> {
+        let mut conn = self.conn.clone();
+        let record = record_key(&self.namespace, key);
+        Box::pin(async move {
+            let _: () = redis::pipe()
+                .atomic()
+                .del(&record)
+                .rpush(&record, "not a qupid record")
+                .query_async(&mut conn)
+                .await
+                .expect("plant a list at a record key");
+        })
+    }
+
+    /// The record key's value (`DUMP`, which shows any type) and the key's score in each of
+    /// the namespace's sorted sets.
+    fn raw(&self, key: &Key) -> BoxFuture<'static, Option<String>> {
+        let mut conn = self.conn.clone();
+        let record = record_key(&self.namespace, key);
+        let member = key.as_str().as_bytes().to_vec();
+        let sets: Vec<String> = [
+            "idx:queued",
+            "idx:running",
+            "idx:completed",
+            "idx:dead",
+            "fin:completed",
+            "fin:dead",
+        ]
+        .iter()
+        .map(|s| redis_key(&self.namespace, s))
+        .collect();
+        Box::pin(async move {
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+                .arg(&record)
+                .query_async(&mut conn)
+                .await
+                .expect("DUMP");
+            let mut scores = Vec::new();
+            for set in &sets {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(set)
+                    .arg(&member)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ZSCORE");
+                scores.push(score);
+            }
+            dump.map(|d| format!("{d:?} in indexes {scores:?}"))
+        })
+    }
+}
+
+/// The Redis key of `key`'s record in `namespace`, as documented in the ledger's module docs.
+pub(crate) fn record_key(namespace: &str, key: &Key) -> Vec<u8> {
+    let mut k = redis_key(namespace, "r:").into_bytes();
+    k.extend_from_slice(key.as_str().as_bytes());
+    k
+}
+
 /// A fresh namespace whose clock is the server's `TIME` plus an offset the tests move
 /// (`clock_offset_ms`), one second per tick.
 pub(crate) async fn fixture() -> Fixture<RedisLedger> {
@@ -189,12 +260,16 @@ async fn make_fixture(pinned: bool) -> Fixture<RedisLedger> {
     } else {
         redis_key(&ns, "clock_offset_ms")
     };
+    let plant = ForeignKeys {
+        conn: conn.clone(),
+        namespace: ns.clone(),
+    };
     let clock = RedisClock {
         conn,
         key,
         _cleanup: Some(Cleanup::new(&url, &ns)),
     };
-    Fixture::new(ledger, clock, Duration::from_secs(1))
+    Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant)
 }
 
 /// A throwaway `redis-server` on a free port, killed when dropped: for breaking things

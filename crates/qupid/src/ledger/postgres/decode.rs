@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use crate::clock::{millis, Timestamp};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Version};
-use crate::ledger::types::{Record, State, Token};
+use crate::ledger::types::{Record, State, Token, Unreadable};
 use crate::policy::Blocking;
 
 /// The largest duration sent to the server, in ms: far beyond any real lease or window, and
@@ -78,6 +78,33 @@ fn count(n: i32, what: &str, ns: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| corrupt(ns, format!("a record has {n} {what}")))
 }
 
+/// What makes a record unreadable, in words, or `None`: the same test as the statements'
+/// (`sql::BAD`), so that `get` fails on exactly the records the transitions answer as
+/// unreadable (and on versions that do not decode, which only `get` and `list` decode).
+pub(super) fn unreadable(token: i64, at_ms: i64, attempts: i32, abandoned: i32) -> Option<String> {
+    if token < 0 {
+        Some(format!("a token of {token}"))
+    } else if at_ms < 0 {
+        Some(format!("a time of {at_ms}"))
+    } else if attempts < 0 {
+        Some(format!("an attempt count of {attempts}"))
+    } else if abandoned < 0 {
+        Some(format!("an abandoned count of {abandoned}"))
+    } else {
+        None
+    }
+}
+
+/// The error of a call that cannot answer an unreadable record for its key alone.
+pub(super) fn unreadable_key(ns: &str, key: &str, found: &str) -> Error {
+    corrupt(
+        ns,
+        format!(
+            "key {key:?} holds an unreadable record: found {found}; `remove` with force deletes it"
+        ),
+    )
+}
+
 /// Decodes a row of the columns [`RECORD_COLUMNS`](super::sql::RECORD_COLUMNS).
 pub(super) fn record(row: &Row, ns: &str) -> Result<Record> {
     let pg = |e| pg_corrupt(ns, e);
@@ -87,15 +114,30 @@ pub(super) fn record(row: &Row, ns: &str) -> Result<Record> {
         .and_then(|k| Key::new(k).ok())
         .ok_or_else(|| corrupt(ns, "a record's key is not a valid key".to_owned()))?;
     let state = state(i64::from(row.try_get::<_, i16>(1).map_err(pg)?), ns)?;
-    let token: i64 = row.try_get(2).map_err(pg)?;
-    let token = u64::try_from(token)
-        .map(Token)
-        .map_err(|_| corrupt(ns, format!("record {key:?} has the token {token}")))?;
-    let at = timestamp(row.try_get(3).map_err(pg)?, ns)?;
-    let attempts = count(row.try_get(4).map_err(pg)?, "attempts", ns)?;
-    let abandoned = count(row.try_get(5).map_err(pg)?, "abandonments", ns)?;
-    let newer_version = version(row.try_get(7).map_err(pg)?, ns)?;
-    let version = version(row.try_get(6).map_err(pg)?, ns)?;
+    let (token, at, attempts, abandoned): (i64, i64, i32, i32) = (
+        row.try_get(2).map_err(pg)?,
+        row.try_get(3).map_err(pg)?,
+        row.try_get(4).map_err(pg)?,
+        row.try_get(5).map_err(pg)?,
+    );
+    if let Some(found) = unreadable(token, at, attempts, abandoned) {
+        return Err(unreadable_key(ns, key.as_str(), &found));
+    }
+    let token = Token(u64::try_from(token).unwrap_or(0));
+    let at = timestamp(at, ns)?;
+    let attempts = count(attempts, "attempts", ns)?;
+    let abandoned = count(abandoned, "abandonments", ns)?;
+    let version_of = |i: usize| -> Result<Option<Version>> {
+        version(row.try_get(i).map_err(pg)?, ns).map_err(|_| {
+            unreadable_key(
+                ns,
+                key.as_str(),
+                "a version that is not valid (not UTF-8, empty or too long)",
+            )
+        })
+    };
+    let newer_version = version_of(7)?;
+    let version = version_of(6)?;
     let last_error = row
         .try_get::<_, Option<Vec<u8>>>(8)
         .map_err(pg)?
@@ -128,7 +170,8 @@ fn version(v: Option<Vec<u8>>, ns: &str) -> Result<Option<Version>> {
 
 /// One item's answer from a transition statement: `ord` (its place in the statement's
 /// arrays, from 1), `m` (the decision), the state the decision saw, whether the write
-/// happened, and up to three numbers the operation returns.
+/// happened, up to three numbers the operation returns, and, last, what an unreadable row
+/// holds (`found`).
 #[derive(Debug)]
 pub(super) struct Answer {
     pub(super) ord: usize,
@@ -138,6 +181,7 @@ pub(super) struct Answer {
     pub(super) a: Option<i64>,
     pub(super) b: Option<i64>,
     pub(super) c: Option<i64>,
+    pub(super) found: Option<String>,
 }
 
 impl Answer {
@@ -145,6 +189,7 @@ impl Answer {
     pub(super) fn read(row: &Row, ns: &str) -> Result<Answer> {
         let pg = |e| pg_corrupt(ns, e);
         let ord: i64 = row.try_get(0).map_err(pg)?;
+        let last = row.len().saturating_sub(1);
         Ok(Answer {
             ord: usize::try_from(ord).map_err(|_| corrupt(ns, format!("answer #{ord}")))?,
             m: row.try_get(1).map_err(pg)?,
@@ -152,11 +197,12 @@ impl Answer {
             written: row.try_get(3).map_err(pg)?,
             a: row.try_get(4).map_err(pg)?,
             b: row.try_get(5).map_err(pg)?,
-            c: if row.len() > 6 {
+            c: if last > 6 {
                 row.try_get(6).map_err(pg)?
             } else {
                 None
             },
+            found: row.try_get(last).map_err(pg)?,
         })
     }
 
@@ -184,6 +230,14 @@ impl Answer {
     pub(super) fn c(&self, ns: &str) -> Result<i64> {
         self.c
             .ok_or_else(|| corrupt(ns, "an answer without its value".to_owned()))
+    }
+
+    /// What an unreadable row holds, for the answer of its key.
+    pub(super) fn unreadable(&self, ns: &str) -> Result<Unreadable> {
+        self.found
+            .clone()
+            .map(Unreadable::new)
+            .ok_or_else(|| corrupt(ns, "an unreadable answer without what was found".to_owned()))
     }
 
     /// An unexpected decision code.

@@ -45,7 +45,7 @@
 //! | index | on | holds | serves |
 //! |---|---|---|---|
 //! | `records_pkey` | `key` | every record | each transition's lookup of its rows; `list` of Completed records |
-//! | `records_leased` | `(state, key)` | Queued and Running records (`WHERE state < 2`) | `list` and `stats` of those |
+//! | `records_leased` | `(state, key)` | Queued and Running records (`WHERE state < 2`) | `list` and `stats` of those, and the count of expired leases |
 //! | `records_dead` | `key` | Dead records (`WHERE state = 3`) | `list` and `stats` of Dead records |
 //! | `records_finished` | `(state, at_ms, key)` | Completed and Dead records (`WHERE state >= 2`) | `purge` by age and by count; `stats` of Completed records |
 //!
@@ -55,8 +55,9 @@
 //! among it). `stats` counts each state in its index, in one statement (so the counts are of
 //! one moment): in proportion to the number of records in that state, so the Completed count
 //! is the one that costs (tens of milliseconds per million; the planner may read the table
-//! instead of the purge index when that is cheaper). Nothing else costs time in proportion
-//! to the table.
+//! instead of the purge index when that is cheaper). Its count of expired leases reads the
+//! leased rows through `records_leased` and checks each one's expiry in the table: in
+//! proportion to the records in flight. Nothing else costs time in proportion to the table.
 //!
 //! # Statements
 //!
@@ -98,6 +99,19 @@
 //! holding off the namespace's writes while it does (under a second for a million records). A schema made by a *newer* qupid, or a schema
 //! of that name holding objects qupid did not make, is refused with
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and left untouched.
+//!
+//! # Damaged rows
+//!
+//! The schema's types and `CHECK` constraint keep a row's state from 0 to 3 and every column
+//! the right kind of value, but not every value one this build can read: a negative token,
+//! lease time, attempt or abandoned count (left by a hand edit) makes a row unreadable. Such a
+//! row is an answer for its key alone, [`Offered::Unreadable`](super::Offered::Unreadable) or
+//! [`Refused::Unreadable`](super::Refused::Unreadable) (saying, for example, "a token of
+//! -1"), and is never written; the statement goes on with the other keys. `remove` with
+//! `force` deletes it; `get`, `list`, `retry` and `remove` without `force` fail with
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key, and then change nothing.
+//! The transitions compare versions as bytes and never decode them, so a version that is not
+//! valid UTF-8 does not stop them: only `get` and `list`, which decode it, fail on it.
 //!
 //! # Failures
 //!

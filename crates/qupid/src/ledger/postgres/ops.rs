@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::decode::{
-    self, ceil_ms, count_cap, floor_ms, state_code, token_param, window_ms, Answer,
+    self, ceil_ms, count_cap, floor_ms, state_code, token_param, unreadable_key, window_ms, Answer,
 };
 use super::errors::{is_retryable, map_pg, map_pool};
 use super::PostgresLedger;
@@ -110,7 +110,7 @@ impl PostgresLedger {
         items: &[I],
         key: impl Fn(&I) -> &str,
         params: impl Fn(&[&I]) -> Params,
-        decide: impl Fn(&Answer) -> Result<Option<T>>,
+        decide: impl Fn(&Answer, &I) -> Result<Option<T>>,
     ) -> Result<Vec<T>> {
         let mut out: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
         for round in rounds(items.iter().map(&key)) {
@@ -151,7 +151,7 @@ impl PostgresLedger {
                     else {
                         return Err(answer.unexpected(self.ns()));
                     };
-                    match decide(&answer)? {
+                    match decide(&answer, &items[index])? {
                         Some(t) => out[index] = Some(t),
                         None => again.push(index),
                     }
@@ -169,7 +169,8 @@ impl PostgresLedger {
             .collect()
     }
 
-    /// The answer of a claim operation: refused (`m` 1 or 2), done, or to decide again.
+    /// The answer of a claim operation: refused (`m` 1 or 2, or 3 for an unreadable row),
+    /// done, or to decide again.
     fn claimed<T>(
         &self,
         a: &Answer,
@@ -178,6 +179,7 @@ impl PostgresLedger {
         match (a.m, a.written) {
             (1, _) => Ok(Some(Err(Refused::LeaseLost))),
             (2, _) => Ok(Some(Err(Refused::WrongState(a.state(self.ns())?)))),
+            (3, _) => Ok(Some(Err(Refused::Unreadable(a.unreadable(self.ns())?)))),
             (0, true) => done(a).map(|t| Some(Ok(t))),
             (0, false) => Ok(None),
             _ => Err(a.unexpected(self.ns())),
@@ -207,7 +209,7 @@ impl PostgresLedger {
                 }
                 p
             },
-            |a| self.claimed(a, &done),
+            |a, _| self.claimed(a, &done),
         )
         .await
     }
@@ -321,8 +323,9 @@ impl PostgresLedger {
                     Box::new(dead),
                 ]
             },
-            |a| match (a.m, a.written) {
+            |a, _| match (a.m, a.written) {
                 (0, _) => Ok(Some(Offered::Duplicate(a.state(ns)?))),
+                (6, _) => Ok(Some(Offered::Unreadable(a.unreadable(ns)?))),
                 (1..=3, true) => Ok(Some(Offered::Accepted(Lease {
                     token: Token(u64::try_from(a.a(ns)?).map_err(|_| a.unexpected(ns))?),
                     expires_at: decode::timestamp(a.b(ns)?, ns)?,
@@ -417,7 +420,7 @@ impl Ledger for PostgresLedger {
                     Box::new(max),
                 ]
             },
-            |a| {
+            |a, _| {
                 self.claimed(a, |a| {
                     let attempts = u32::try_from(a.b(ns)?).map_err(|_| a.unexpected(ns))?;
                     match a.a(ns)? {
@@ -444,8 +447,13 @@ impl Ledger for PostgresLedger {
             keys,
             Key::as_str,
             |b| vec![Box::new(keys_of(b, Key::as_str)), Box::new(force)],
-            |a| match (a.m, a.written) {
+            |a, k: &Key| match (a.m, a.written) {
                 (1, _) => Ok(Some(Removed::NotFound)),
+                (3, _) => Err(unreadable_key(
+                    ns,
+                    k.as_str(),
+                    a.found.as_deref().unwrap_or(""),
+                )),
                 (2, _) => Ok(Some(Removed::Leased(a.state(ns)?))),
                 (0, true) => Ok(Some(Removed::Removed)),
                 (0, false) => Ok(None),
@@ -463,8 +471,13 @@ impl Ledger for PostgresLedger {
             keys,
             Key::as_str,
             |b| vec![Box::new(keys_of(b, Key::as_str))],
-            |a| match (a.m, a.written) {
+            |a, k: &Key| match (a.m, a.written) {
                 (1, _) => Ok(Some(Retried::NotFound)),
+                (3, _) => Err(unreadable_key(
+                    ns,
+                    k.as_str(),
+                    a.found.as_deref().unwrap_or(""),
+                )),
                 (2, _) => Ok(Some(Retried::NotDead(a.state(ns)?))),
                 (0, true) => Ok(Some(Retried::Retried)),
                 (0, false) => Ok(None),
@@ -537,15 +550,17 @@ impl Ledger for PostgresLedger {
                 "stats answered no row".to_owned(),
             ));
         };
-        let mut stats = Stats::default();
-        for (i, state) in [State::Queued, State::Running, State::Completed, State::Dead]
-            .into_iter()
-            .enumerate()
-        {
+        let count = |i: usize| -> Result<u64> {
             let n: i64 = row.try_get(i).map_err(pg)?;
-            *stats.count_mut(state) = u64::try_from(n).unwrap_or(0);
-        }
-        Ok(stats)
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Stats {
+            queued: count(0)?,
+            running: count(1)?,
+            completed: count(2)?,
+            dead: count(3)?,
+            expired: count(4)?,
+        })
     }
 
     async fn now(&self) -> Result<Timestamp> {

@@ -20,6 +20,10 @@
 //! not committed.
 //!
 //! Times are milliseconds on the namespace's clock, read once per statement (`clk`).
+//!
+//! A row the ledger cannot read is answered for its key alone and never written (see
+//! [`BAD`]); every answer ends with a column `found` saying what such a row holds, NULL for
+//! the others.
 
 /// What every transition writes and reads, besides its own columns.
 const CLOCK: &str = "clk AS (SELECT coalesce(m.clock_pinned_ms, \
@@ -33,6 +37,17 @@ const CLOCK: &str = "clk AS (SELECT coalesce(m.clock_pinned_ms, \
 /// have analysed it yet), and that costs time in proportion to the table on every call.
 const ROW: &str =
     "LEFT JOIN LATERAL (SELECT * FROM {s}.records r WHERE r.key = i.key OFFSET 0) r ON true";
+
+/// What makes a row unreadable, in words (`found`), or NULL for a readable row: a negative
+/// token, time or count. The schema's `CHECK` keeps the state from 0 to 3 and its types keep
+/// every column a number of the right size, so these are the only values a transition reads
+/// that can be damaged. Versions and errors are compared and copied as bytes, never decoded,
+/// by the transitions (`get` and `list` decode them, and fail naming the key on one that is
+/// not valid UTF-8). [`decode::unreadable`](super::decode::unreadable) says the same in Rust.
+const BAD: &str = "(CASE WHEN r.token < 0 THEN 'a token of ' || r.token
+     WHEN r.at_ms < 0 THEN 'a time of ' || r.at_ms
+     WHEN r.attempts < 0 THEN 'an attempt count of ' || r.attempts
+     WHEN r.abandoned < 0 THEN 'an abandoned count of ' || r.abandoned END)";
 
 /// The statements of one namespace, with its schema name filled in.
 #[derive(Debug)]
@@ -68,6 +83,7 @@ impl Sql {
         let fill = |t: &str| {
             t.replace("{clk}", CLOCK)
                 .replace("{row}", ROW)
+                .replace("{bad}", BAD)
                 .replace("{s}", schema)
         };
         Sql {
@@ -137,13 +153,15 @@ fn list(state: i16, after: bool) -> String {
 
 /// `stats`: the count of each state, each through the partial index that holds that state
 /// (the planner may read the table instead for Completed rows, when statistics say they
-/// are most of it and that costs less). One statement, so one snapshot: the counts agree
-/// with each other.
-const STATS: &str = "SELECT
+/// are most of it and that costs less), then the expired leases: the leased rows (through
+/// their index) whose expiry the namespace's clock has reached, a cost in proportion to the
+/// leased rows. One statement, so one snapshot: the counts agree with each other.
+const STATS: &str = "WITH {clk} SELECT
   (SELECT count(*) FROM {s}.records WHERE state = 0),
   (SELECT count(*) FROM {s}.records WHERE state = 1),
   (SELECT count(*) FROM {s}.records WHERE state = 2),
-  (SELECT count(*) FROM {s}.records WHERE state = 3)";
+  (SELECT count(*) FROM {s}.records WHERE state = 3),
+  (SELECT count(*) FROM {s}.records WHERE state < 2 AND at_ms <= (SELECT now FROM clk))";
 
 /// `$1` keys, `$2` versions (NULL = none), `$3` lease ms, `$4` crash cap (0 = none),
 /// `$5` remember newer versions, `$6`/`$7` how long Completed/Dead block, in ms (NULL =
@@ -151,7 +169,8 @@ const STATS: &str = "SELECT
 ///
 /// `m`: 0 duplicate (nothing to write), 1 absent → insert, 2 expired lease → reclaim,
 /// 3 finished and not blocking (or abandoned too often but not blocking) → fresh lease,
-/// 4 abandoned too often → Dead, 5 leased → remember a newer version.
+/// 4 abandoned too often → Dead, 5 leased → remember a newer version, 6 unreadable (nothing
+/// to write).
 ///
 /// The `rev` guard makes a conflicting insert of an absent key (`rev` 1 against an existing
 /// row's ≥ 1) and a write to a row changed since the snapshot do nothing, so those items are
@@ -162,9 +181,10 @@ const STATS: &str = "SELECT
 const OFFER: &str = "WITH {clk},
 p AS MATERIALIZED (
   SELECT i.ord, i.key, i.w, clk.now, r.rev, r.state, r.token, r.at_ms, r.attempts,
-         r.abandoned, r.version, r.last_error, r.superseded,
+         r.abandoned, r.version, r.last_error, r.superseded, {bad} AS u,
     CASE
       WHEN r.key IS NULL THEN 1
+      WHEN {bad} IS NOT NULL THEN 6
       WHEN r.state < 2 AND clk.now < r.at_ms THEN
         CASE WHEN $5::boolean AND i.w IS NOT NULL AND r.version IS DISTINCT FROM i.w
                   AND r.newer IS DISTINCT FROM i.w THEN 5 ELSE 0 END
@@ -196,7 +216,7 @@ w AS (
     CASE p.m WHEN 2 THEN p.last_error WHEN 4 THEN 'abandoned'::bytea
              WHEN 5 THEN p.last_error END,
     CASE WHEN p.m IN (2, 4, 5) THEN p.superseded ELSE false END
-  FROM p WHERE p.m <> 0 ORDER BY p.key
+  FROM p WHERE p.m NOT IN (0, 6) ORDER BY p.key
   ON CONFLICT (key) DO UPDATE SET
     rev = excluded.rev, state = excluded.state, token = excluded.token,
     at_ms = excluded.at_ms, attempts = excluded.attempts, abandoned = excluded.abandoned,
@@ -206,7 +226,7 @@ w AS (
   RETURNING r.key, r.token, r.at_ms, r.attempts
 )
 SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL,
-       w.token, w.at_ms, w.attempts::bigint
+       w.token, w.at_ms, w.attempts::bigint, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key";
 
 /// `offer`, or with `start` offer-and-start: a new lease (`m` 1 to 3) is then written
@@ -229,11 +249,15 @@ fn offer(start: bool) -> String {
 
 /// The shared start of the claim operations: `$1` keys, `$2` tokens; `m` is 1 when the
 /// token is not the key's (or there is no key), 2 when the state does not allow the
-/// operation (`{allowed}`), 0 when it does.
+/// operation (`{allowed}`), 3 when the row is unreadable (whatever the token: the row's own
+/// cannot be trusted), 0 when it does.
 const CLAIMS: &str = "WITH {clk},
 p AS MATERIALIZED (
   SELECT i.ord, i.key, clk.now, r.rev, r.state, r.attempts, r.version, r.newer, {extra}
-    CASE WHEN r.key IS NULL OR r.token <> i.tok THEN 1
+    {bad} AS u,
+    CASE WHEN r.key IS NULL THEN 1
+         WHEN {bad} IS NOT NULL THEN 3
+         WHEN r.token <> i.tok THEN 1
          WHEN NOT ({allowed}) THEN 2 ELSE 0 END AS m
   FROM unnest($1::bytea[], $2::bigint[]{arrays}) WITH ORDINALITY AS i(key, tok{names}, ord)
   CROSS JOIN clk
@@ -258,7 +282,7 @@ w AS (
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key, r.attempts::bigint AS a, r.at_ms AS b
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -271,7 +295,7 @@ w AS (
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key, r.at_ms AS a, 0::bigint AS b
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -285,7 +309,7 @@ w AS (
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key, r.superseded::integer::bigint AS a, 0::bigint AS b
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -301,7 +325,7 @@ w AS (
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key, r.state::bigint AS a, r.attempts::bigint AS b
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -314,34 +338,43 @@ w AS (
   WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
 /// The shared shape of `remove` and `retry`: `$1` keys; `m` 1 = no record, 2 = refused
-/// (`{refused}`), 0 = delete.
+/// (`{refused}`), 3 = unreadable (`{unreadable}` says whether it is deleted instead), 0 =
+/// delete. An unreadable row that is not deleted fails the whole call, so then nothing is
+/// deleted.
 const BY_KEY: &str = "WITH p AS MATERIALIZED (
-  SELECT i.ord, i.key, r.rev, r.state,
-    CASE WHEN r.key IS NULL THEN 1 WHEN {refused} THEN 2 ELSE 0 END AS m
+  SELECT i.ord, i.key, r.rev, r.state, {bad} AS u,
+    CASE WHEN r.key IS NULL THEN 1 WHEN {bad} IS NOT NULL THEN {unreadable}
+         WHEN {refused} THEN 2 ELSE 0 END AS m
   FROM unnest($1::bytea[]) WITH ORDINALITY AS i(key, ord)
   {row}
 ),
 w AS (
   DELETE FROM {s}.records r USING p
   WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
+    AND NOT EXISTS (SELECT 1 FROM p WHERE p.m = 3)
   RETURNING r.key
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint
+SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key";
 
-/// `$2` force: a leased record is refused unless it is set.
+/// `$2` force: a leased record is refused unless it is set; an unreadable one is deleted
+/// with it, and fails the call without it.
 fn remove() -> String {
-    BY_KEY.replace("{refused}", "r.state < 2 AND NOT $2::boolean")
+    BY_KEY
+        .replace("{refused}", "r.state < 2 AND NOT $2::boolean")
+        .replace("{unreadable}", "CASE WHEN $2::boolean THEN 0 ELSE 3 END")
 }
 
-/// Only Dead records are removed.
+/// Only Dead records are removed; an unreadable one fails the call.
 fn retry() -> String {
-    BY_KEY.replace("{refused}", "r.state <> 3")
+    BY_KEY
+        .replace("{refused}", "r.state <> 3")
+        .replace("{unreadable}", "3")
 }
 
 /// `$1` state, `$2` how many of the newest to keep (≥ 1): the finish time and key of the

@@ -5,7 +5,7 @@ use ::redis::Value;
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Version};
-use crate::ledger::types::{Record, Refused, State, Token};
+use crate::ledger::types::{Record, Refused, State, Token, Unreadable};
 
 /// The largest duration in ms handed to a script: Lua numbers are doubles, exact below 2^53,
 /// and a timestamp plus this stays below that (this is about 35,000 years).
@@ -38,6 +38,28 @@ pub(super) fn int(values: &[Value], i: usize, what: &str) -> Result<i64> {
         other => Err(bad_reply(
             what,
             format!("item {i} is {other:?}, not an integer"),
+        )),
+    }
+}
+
+/// The item whose reply starts at `i`, if it is unreadable: the batch scripts then answer, in
+/// place of that item's first integer, a string saying what its record key holds.
+pub(super) fn unreadable(values: &[Value], i: usize) -> Option<Unreadable> {
+    match values.get(i) {
+        Some(Value::BulkString(found)) => {
+            Some(Unreadable::new(String::from_utf8_lossy(found).into_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The string at `i`, as bytes.
+pub(super) fn bytes(values: &[Value], i: usize, what: &str) -> Result<Vec<u8>> {
+    match values.get(i) {
+        Some(Value::BulkString(b)) => Ok(b.clone()),
+        other => Err(bad_reply(
+            what,
+            format!("item {i} is {other:?}, not a string"),
         )),
     }
 }

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use ::redis::{Script, ScriptInvocation, Value};
 
 use super::decode::{
-    bad_reply, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal, state, uint,
+    bad_reply, bytes, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal,
+    state, uint, unreadable,
 };
 use super::scripts::{prepare, run, SCRIPTS};
 use super::RedisLedger;
@@ -21,6 +22,9 @@ use crate::policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 
 /// The most records one purge script removes; `purge` loops until done.
 const PURGE_CHUNK: u64 = 5_000;
+/// The most leased records one stats script reads to count expired leases (about 4 ms of the
+/// server's time); `stats` loops until it has read them all.
+const STATS_CHUNK: u64 = 2_000;
 /// The largest page `list` answers (a page is one script, which blocks the server while it
 /// runs); callers follow `next` for more.
 const MAX_PAGE: usize = 10_000;
@@ -101,19 +105,28 @@ impl RedisLedger {
         expect_len(items, offers.len(), 2, what)?;
         items
             .chunks(2)
-            .map(|c| match uint(c, 0, what)? {
-                0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
-                token => Ok(Offered::Accepted(Lease {
-                    token: Token(token),
-                    expires_at,
-                    attempts: count(c, 1, what)?,
-                })),
+            .map(|c| match unreadable(c, 0) {
+                Some(u) => Ok(Offered::Unreadable(u)),
+                None => self.offered(c, expires_at, what),
             })
             .collect()
     }
 
+    /// One item of the offer script's reply that is not unreadable.
+    fn offered(&self, c: &[Value], expires_at: Timestamp, what: &str) -> Result<Offered> {
+        match uint(c, 0, what)? {
+            0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
+            token => Ok(Offered::Accepted(Lease {
+                token: Token(token),
+                expires_at,
+                attempts: count(c, 1, what)?,
+            })),
+        }
+    }
+
     /// Runs a claim script and decodes `per` values per claim: code 0 is success, read by
-    /// `ok`; codes 1 and 2 are refusals.
+    /// `ok`; codes 1 and 2 are refusals, and a string in place of the code an unreadable
+    /// record.
     async fn claims<T>(
         &self,
         inv: &ScriptInvocation<'_>,
@@ -126,9 +139,14 @@ impl RedisLedger {
         expect_len(&values, n, per, what)?;
         values
             .chunks(per)
-            .map(|c| match int(c, 0, what)? {
-                0 => ok(c).map(Ok),
-                code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
+            .map(|c| {
+                if let Some(u) = unreadable(c, 0) {
+                    return Ok(Err(Refused::Unreadable(u)));
+                }
+                match int(c, 0, what)? {
+                    0 => ok(c).map(Ok),
+                    code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
+                }
             })
             .collect()
     }
@@ -191,13 +209,19 @@ impl Ledger for RedisLedger {
         let what = "complete";
         let values = self.call(&inv, what).await?;
         expect_len(&values, claims.len(), 1, what)?;
-        // One integer per claim (the busiest reply, so the smallest).
+        // One integer per claim (the busiest reply, so the smallest), or a string for an
+        // unreadable record.
         (0..values.len())
-            .map(|i| match int(&values, i, what)? {
-                0 => Ok(Ok(Done { superseded: false })),
-                1 => Ok(Ok(Done { superseded: true })),
-                2 => Ok(Err(Refused::LeaseLost)),
-                code => Ok(Err(Refused::WrongState(state(code - 3, what)?))),
+            .map(|i| {
+                if let Some(u) = unreadable(&values, i) {
+                    return Ok(Err(Refused::Unreadable(u)));
+                }
+                match int(&values, i, what)? {
+                    0 => Ok(Ok(Done { superseded: false })),
+                    1 => Ok(Ok(Done { superseded: true })),
+                    2 => Ok(Err(Refused::LeaseLost)),
+                    code => Ok(Err(Refused::WrongState(state(code - 3, what)?))),
+                }
             })
             .collect()
     }
@@ -329,15 +353,34 @@ impl Ledger for RedisLedger {
     }
 
     async fn stats(&self) -> Result<Stats> {
-        let inv = prepare(&SCRIPTS.stats, &self.inner.keys);
-        let values = self.call(&inv, "stats").await?;
-        expect_len(&values, 1, 4, "stats")?;
-        Ok(Stats {
-            queued: uint(&values, 0, "stats")?,
-            running: uint(&values, 1, "stats")?,
-            completed: uint(&values, 2, "stats")?,
-            dead: uint(&values, 3, "stats")?,
-        })
+        let what = "stats";
+        let mut stats = Stats::default();
+        // Where the count of expired leases goes on from: a leased state and a member.
+        let (mut state, mut after) = (Vec::new(), Vec::new());
+        let mut now: Option<i64> = None;
+        loop {
+            let mut inv = prepare(&SCRIPTS.stats, &self.inner.keys);
+            inv.arg(&state[..])
+                .arg(&after[..])
+                .arg(STATS_CHUNK)
+                .arg(now.map_or_else(String::new, |n| n.to_string()));
+            let values = self.call(&inv, what).await?;
+            expect_len(&values, 1, 8, what)?;
+            if now.is_none() {
+                // The counts of the first script, which read the clock: one moment.
+                stats.queued = uint(&values, 0, what)?;
+                stats.running = uint(&values, 1, what)?;
+                stats.completed = uint(&values, 2, what)?;
+                stats.dead = uint(&values, 3, what)?;
+            }
+            stats.expired += uint(&values, 4, what)?;
+            now = Some(int(&values, 7, what)?);
+            state = bytes(&values, 5, what)?;
+            after = bytes(&values, 6, what)?;
+            if state.is_empty() {
+                return Ok(stats);
+            }
+        }
     }
 
     async fn now(&self) -> Result<Timestamp> {

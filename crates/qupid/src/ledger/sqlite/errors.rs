@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::ErrorCode;
 
 use crate::error::{Error, ErrorKind};
+use crate::ledger::Unreadable;
 
 /// What went wrong inside the ledger's threads, before it is told in qupid's terms.
 #[derive(Debug)]
@@ -15,6 +16,10 @@ pub(super) enum Fault {
     Sql(rusqlite::Error),
     /// The file holds something this build cannot read.
     Corrupt(String),
+    /// One key's row does not decode. The transitions answer it for that key
+    /// ([`Unreadable`]); the calls that cannot (reads, `remove` and `retry` of a row whose
+    /// state is unknown) turn it into [`Fault::Corrupt`] naming the key.
+    Unreadable(Unreadable),
 }
 
 impl From<rusqlite::Error> for Fault {
@@ -45,6 +50,13 @@ impl File {
             Fault::Corrupt(what) => Error::new(
                 ErrorKind::Corrupt,
                 format!("{}: {what} (while {doing})", self.path.display()),
+            ),
+            Fault::Unreadable(u) => Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: a row holds an {u} (while {doing})",
+                    self.path.display()
+                ),
             ),
         }
     }
@@ -101,6 +113,22 @@ impl File {
 /// Data that this build cannot read: `what`, said in the error message.
 pub(super) fn corrupt(what: impl fmt::Display) -> Fault {
     Fault::Corrupt(what.to_string())
+}
+
+/// A row that does not decode: `found` says what it holds, for [`Unreadable::found`].
+pub(super) fn unreadable(found: impl Into<String>) -> Fault {
+    Fault::Unreadable(Unreadable::new(found.into()))
+}
+
+/// `fault` as a whole-call error naming `key`, for the calls that cannot answer an
+/// unreadable row for its key alone.
+pub(super) fn of_key(fault: Fault, key: &str) -> Fault {
+    match fault {
+        Fault::Unreadable(u) => corrupt(format!(
+            "key {key:?} holds an {u}; `remove` with force deletes it"
+        )),
+        other => other,
+    }
 }
 
 /// The same error again, for the other waiters of one failed group (an error's source cannot

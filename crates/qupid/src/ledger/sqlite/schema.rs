@@ -17,7 +17,8 @@
 //!   and by count;
 //! - `(state, key) WHERE state < 2` (leased rows) and `(key) WHERE state = 3` (Dead rows)
 //!   serve `list` of those states; Completed rows are listed from the table, in key order;
-//! - `stats` counts each state in its index.
+//! - `stats` counts each state in its index, and the expired leases through the leased
+//!   index (each row's expiry read from the table by key).
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -280,7 +281,7 @@ mod tests {
             p.contains("PRIMARY KEY") && !p.contains("TEMP B-TREE"),
             "Completed: {p}"
         );
-        let p = plan(STATS_SQL, &[]);
+        let p = plan(STATS_SQL, &[&0]);
         for index in [
             "qupid_entries_leased_by_state_key",
             "qupid_entries_finished_by_state_at",

@@ -8,13 +8,23 @@
 //!
 //! Every function here runs on the writer thread inside the group's transaction (or on the
 //! reader thread, for the reads), so a row cannot change between its read and its write.
+//!
+//! A row that does not decode (a state code outside 0 to 3, a negative token, a version that
+//! is not valid UTF-8, …: a file edited by hand or by another program) is answered for its key
+//! alone, as [`Unreadable`], and left untouched: `offer` and `fail` read the whole row before
+//! they write it, and the guarded writes of `start`, `renew`, `complete` and `release` match
+//! only a row whose state and token are the claim's, so a row with a damaged state or token
+//! is never written; when they match nothing, the row is read whole to say why. A row damaged
+//! only in a column such a guarded write neither guards on nor writes (its version, its
+//! error) is still moved by it: the claim's token and state are intact, and the damage is
+//! answered by the next `offer` of the key.
 
 use std::time::Duration;
 
 use rusqlite::types::{ToSql, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use super::errors::{corrupt, Res};
+use super::errors::{corrupt, of_key, unreadable, Fault, Res};
 use super::writer::Ctx;
 use crate::clock::Timestamp;
 use crate::key::{Key, Offer, Version};
@@ -97,7 +107,7 @@ fn state_of(code: i64) -> Res<State> {
         1 => Ok(State::Running),
         2 => Ok(State::Completed),
         3 => Ok(State::Dead),
-        n => Err(corrupt(format!("expected a state from 0 to 3, found {n}"))),
+        n => Err(unreadable(format!("state code {n}"))),
     }
 }
 
@@ -107,9 +117,29 @@ fn sql_int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// How a value that should not be there is stored, in words.
+fn stored_as(v: ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    }
+}
+
+/// An integer column of a row; `what` names it with its article ("a token").
+fn integer(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<i64> {
+    match row.get_ref(i)? {
+        ValueRef::Integer(n) => Ok(n),
+        other => Err(unreadable(format!("{what} stored as {}", stored_as(other)))),
+    }
+}
+
+/// A non-negative integer column of a row.
 fn int(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<u64> {
-    let n: i64 = row.get(i)?;
-    u64::try_from(n).map_err(|_| corrupt(format!("expected a non-negative {what}, found {n}")))
+    let n = integer(row, i, what)?;
+    u64::try_from(n).map_err(|_| unreadable(format!("{what} of {n}")))
 }
 
 /// The bytes of a TEXT or BLOB column, or `None` for NULL.
@@ -117,10 +147,7 @@ fn bytes<'r>(row: &'r rusqlite::Row<'_>, i: usize, what: &str) -> Res<Option<&'r
     match row.get_ref(i)? {
         ValueRef::Null => Ok(None),
         ValueRef::Blob(b) | ValueRef::Text(b) => Ok(Some(b)),
-        other => Err(corrupt(format!(
-            "expected the {what} as text, found {:?}",
-            other.data_type()
-        ))),
+        other => Err(unreadable(format!("{what} stored as {}", stored_as(other)))),
     }
 }
 
@@ -128,14 +155,14 @@ fn text(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<Option<String>> {
     bytes(row, i, what)?
         .map(|b| {
             String::from_utf8(b.to_vec())
-                .map_err(|_| corrupt(format!("expected the {what} as UTF-8, found other bytes")))
+                .map_err(|_| unreadable(format!("{what} that is not valid UTF-8")))
         })
         .transpose()
 }
 
 fn version(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<Option<Version>> {
     text(row, i, what)?
-        .map(|v| Version::new(v).map_err(|e| corrupt(format!("{what}: {e}"))))
+        .map(|v| Version::new(v).map_err(|e| unreadable(format!("{what} that is not valid ({e})"))))
         .transpose()
 }
 
@@ -143,21 +170,22 @@ fn version(row: &rusqlite::Row<'_>, i: usize, what: &str) -> Res<Option<Version>
 fn read_row(row: &rusqlite::Row<'_>, base: usize) -> Res<Row> {
     let count = |i: usize, what: &str| -> Res<u32> {
         let n = int(row, base + i, what)?;
-        u32::try_from(n).map_err(|_| corrupt(format!("expected {what} below 2^32, found {n}")))
+        u32::try_from(n).map_err(|_| unreadable(format!("{what} of {n}, past 2^32")))
     };
     Ok(Row {
-        state: state_of(row.get(base)?)?,
-        superseded: row.get::<_, i64>(base + 1)? != 0,
-        attempts: count(2, "attempt count")?,
-        abandoned: count(3, "abandoned count")?,
-        token: int(row, base + 4, "token")?,
-        at: int(row, base + 5, "time")?,
-        version: version(row, base + 6, "version")?,
-        newer: version(row, base + 7, "newer version")?,
-        error: text(row, base + 8, "error")?,
+        state: state_of(integer(row, base, "a state")?)?,
+        superseded: integer(row, base + 1, "a superseded flag")? != 0,
+        attempts: count(2, "an attempt count")?,
+        abandoned: count(3, "an abandoned count")?,
+        token: int(row, base + 4, "a token")?,
+        at: int(row, base + 5, "a time")?,
+        version: version(row, base + 6, "a version")?,
+        newer: version(row, base + 7, "a newer version")?,
+        error: text(row, base + 8, "an error")?,
     })
 }
 
+/// The row of `key`, if it has one; [`Fault::Unreadable`] if it does not decode.
 fn load(conn: &Connection, key: &str) -> Res<Option<Row>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
@@ -268,10 +296,16 @@ fn offer_one(
         cx.take_token(token);
         return Ok(accepted(token, lease_until, u32::from(start)));
     }
-    let Some(mut row) = load(cx.conn, key)? else {
-        return Err(corrupt(format!(
-            "key {key:?} conflicts on insert but cannot be read"
-        )));
+    let mut row = match load(cx.conn, key) {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(corrupt(format!(
+                "key {key:?} conflicts on insert but cannot be read"
+            )))
+        }
+        // Nothing was written: the insert above found the row and did nothing.
+        Err(Fault::Unreadable(u)) => return Ok(Offered::Unreadable(u)),
+        Err(e) => return Err(e),
     };
     let mut state = row.state;
     let mut changed_row = false;
@@ -336,47 +370,36 @@ fn offer_one(
     Ok(accepted(token, lease_until, row.attempts))
 }
 
-/// Applies `f` to the row held under each claim; a claim whose token is not the key's current
-/// one is refused with `LeaseLost`. `f` answers the outcome, having changed the row.
-fn each_held<C, T>(
-    cx: &mut Ctx<'_>,
-    items: &[C],
-    claim: impl Fn(&C) -> &Claim,
-    mut f: impl FnMut(&mut Row, &C) -> Result<T, Refused>,
-) -> Res<Vec<Result<T, Refused>>> {
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let c = claim(item);
-        let key = c.key.as_str();
-        let outcome = match load(cx.conn, key)? {
-            Some(mut row) if row.token == c.token.0 => match f(&mut row, item) {
-                Ok(value) => {
-                    store(cx.conn, key, &row)?;
-                    Ok(value)
-                }
-                Err(refused) => Err(refused),
-            },
-            _ => Err(Refused::LeaseLost),
-        };
-        out.push(outcome);
+/// Applies `f` to the row held under `claim`: a claim whose token is not the key's current
+/// one is refused with `LeaseLost`, an unreadable row with `Unreadable` (and not written).
+/// `f` answers the outcome, having changed the row, which is then written back.
+fn held<T>(
+    conn: &Connection,
+    claim: &Claim,
+    f: impl FnOnce(&mut Row) -> Result<T, Refused>,
+) -> Res<Result<T, Refused>> {
+    let key = claim.key.as_str();
+    match load(conn, key) {
+        Ok(Some(mut row)) if row.token == claim.token.0 => match f(&mut row) {
+            Ok(value) => {
+                store(conn, key, &row)?;
+                Ok(Ok(value))
+            }
+            Err(refused) => Ok(Err(refused)),
+        },
+        Ok(_) => Ok(Err(Refused::LeaseLost)),
+        Err(Fault::Unreadable(u)) => Ok(Err(Refused::Unreadable(u))),
+        Err(e) => Err(e),
     }
-    Ok(out)
 }
 
 /// Why a guarded write under `claim` matched no row: the key is gone or its token is not the
-/// claim's (`LeaseLost`), or it is in a state the transition does not take (`WrongState`).
+/// claim's (`LeaseLost`), it is in a state the transition does not take (`WrongState`), or
+/// its row does not decode (`Unreadable`).
 fn refusal(conn: &Connection, claim: &Claim) -> Res<Refused> {
-    let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT state, token FROM qupid_entries WHERE key = ?1")?
-        .query_row([claim.key.as_str().as_bytes()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    match found {
-        Some((state, token)) if u64::try_from(token).ok() == Some(claim.token.0) => {
-            Ok(Refused::WrongState(state_of(state)?))
-        }
-        _ => Ok(Refused::LeaseLost),
+    match held(conn, claim, |row| Err(Refused::WrongState(row.state)))? {
+        Err(refused) => Ok(refused),
+        Ok(()) => unreachable!("the closure always refuses"),
     }
 }
 
@@ -428,45 +451,50 @@ fn guarded<T: Clone>(
     Ok(out)
 }
 
-/// One integer column of the row of `key`, which is there.
+/// One integer column of the row of `key`, which is there and was just written.
 fn column(conn: &Connection, sql: &str, key: &[u8], what: &str) -> Res<u64> {
     let n: i64 = conn.prepare_cached(sql)?.query_row([key], |r| r.get(0))?;
     u64::try_from(n).map_err(|_| corrupt(format!("expected a non-negative {what}, found {n}")))
 }
 
-/// The ledger's `start`.
+/// The ledger's `start`. A first start (no attempt made yet) is one narrow guarded write
+/// whose answer needs no read; any other start reads the row whole, so that an attempt count
+/// that does not decode is answered for its key instead of being written on.
 pub(super) fn start(
     cx: &mut Ctx<'_>,
     policy: &Policy,
     claims: &[Claim],
 ) -> Res<Vec<Result<Started, Refused>>> {
     let until = cx.now().plus(policy.lease).0;
-    let first = Started {
-        attempt: 1,
-        expires_at: Timestamp(until),
-    };
-    guarded(
-        cx,
-        claims,
-        Some((
-            "UPDATE qupid_entries SET state = 1, attempts = 1, at = ?3
-             WHERE key = ?1 AND token = ?2 AND state = 0 AND attempts = 0",
-            first,
-        )),
-        "UPDATE qupid_entries SET state = 1, attempts = min(attempts + 1, 65535), at = ?3
-         WHERE key = ?1 AND token = ?2 AND state = 0",
-        sql_int(until),
-        |conn, key| {
-            let sql = "SELECT attempts FROM qupid_entries WHERE key = ?1";
-            let n = column(conn, sql, key, "attempt count")?;
-            let attempt = u32::try_from(n)
-                .map_err(|_| corrupt(format!("expected attempts below 2^32, found {n}")))?;
+    let conn = cx.conn;
+    let mut first = conn.prepare_cached(
+        "UPDATE qupid_entries SET state = 1, attempts = 1, at = ?3
+         WHERE key = ?1 AND token = ?2 AND state = 0 AND attempts = 0",
+    )?;
+    let mut out = Vec::with_capacity(claims.len());
+    for c in claims {
+        let key = c.key.as_str().as_bytes();
+        if first.execute(params![key, sql_int(c.token.0), sql_int(until)])? > 0 {
+            out.push(Ok(Started {
+                attempt: 1,
+                expires_at: Timestamp(until),
+            }));
+            continue;
+        }
+        out.push(held(conn, c, |row| {
+            if row.state != State::Queued {
+                return Err(Refused::WrongState(row.state));
+            }
+            row.attempts = (row.attempts + 1).min(COUNT_MAX);
+            row.at = until;
+            row.state = State::Running;
             Ok(Started {
-                attempt,
+                attempt: row.attempts,
                 expires_at: Timestamp(until),
             })
-        },
-    )
+        })?);
+    }
+    Ok(out)
 }
 
 /// The ledger's `renew`.
@@ -519,29 +547,29 @@ pub(super) fn fail(
     failures: &[Failure],
 ) -> Res<Vec<Result<Failed, Refused>>> {
     let now = cx.now();
-    each_held(
-        cx,
-        failures,
-        |f| &f.claim,
-        |row, f| {
-            if row.state != State::Running {
-                return Err(Refused::WrongState(row.state));
-            }
-            row.error = Some(f.error.clone());
-            let attempts = row.attempts;
-            let out = if attempts >= policy.max_attempts.min(COUNT_MAX) {
-                row.at = now.0;
-                row.newer = None;
-                row.state = State::Dead;
-                Failed::Dead { attempts }
-            } else {
-                row.at = now.plus(policy.lease).0;
-                row.state = State::Queued;
-                Failed::Retry { attempts }
-            };
-            Ok(out)
-        },
-    )
+    failures
+        .iter()
+        .map(|f| {
+            held(cx.conn, &f.claim, |row| {
+                if row.state != State::Running {
+                    return Err(Refused::WrongState(row.state));
+                }
+                row.error = Some(f.error.clone());
+                let attempts = row.attempts;
+                let out = if attempts >= policy.max_attempts.min(COUNT_MAX) {
+                    row.at = now.0;
+                    row.newer = None;
+                    row.state = State::Dead;
+                    Failed::Dead { attempts }
+                } else {
+                    row.at = now.plus(policy.lease).0;
+                    row.state = State::Queued;
+                    Failed::Retry { attempts }
+                };
+                Ok(out)
+            })
+        })
+        .collect()
 }
 
 /// The ledger's `release`.
@@ -556,19 +584,28 @@ pub(super) fn release(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<(), 
     )
 }
 
+/// The state of `key`'s row, if it has one: [`Fault::Unreadable`] if the row does not
+/// decode, as for every transition (so a row one of them refuses is never removed without
+/// `force`).
 fn state_of_key(conn: &Connection, key: &Key) -> Res<Option<State>> {
-    let code: Option<i64> = conn
-        .prepare_cached("SELECT state FROM qupid_entries WHERE key = ?1")?
-        .query_row([key.as_str().as_bytes()], |r| r.get(0))
-        .optional()?;
-    code.map(state_of).transpose()
+    Ok(load(conn, key.as_str())?.map(|row| row.state))
 }
 
-/// The ledger's `remove`.
+/// The ledger's `remove`. A row that does not decode is removed only with `force` (its
+/// holder, if any, is then fenced out like any other); without it, the call fails naming the
+/// key, since its state is unknown.
 pub(super) fn remove(cx: &mut Ctx<'_>, keys: &[Key], force: bool) -> Res<Vec<Removed>> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let outcome = match state_of_key(cx.conn, k)? {
+        let state = match state_of_key(cx.conn, k) {
+            Err(Fault::Unreadable(_)) if force => {
+                delete(cx.conn, k.as_str())?;
+                out.push(Removed::Removed);
+                continue;
+            }
+            other => other.map_err(|f| of_key(f, k.as_str()))?,
+        };
+        let outcome = match state {
             None => Removed::NotFound,
             Some(st) if st.is_leased() && !force => Removed::Leased(st),
             Some(_) => {
@@ -581,11 +618,12 @@ pub(super) fn remove(cx: &mut Ctx<'_>, keys: &[Key], force: bool) -> Res<Vec<Rem
     Ok(out)
 }
 
-/// The ledger's `retry`.
+/// The ledger's `retry`. A row that does not decode fails the call, naming the key.
 pub(super) fn retry(cx: &mut Ctx<'_>, keys: &[Key]) -> Res<Vec<Retried>> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let outcome = match state_of_key(cx.conn, k)? {
+        let state = state_of_key(cx.conn, k).map_err(|f| of_key(f, k.as_str()))?;
+        let outcome = match state {
             None => Retried::NotFound,
             Some(State::Dead) => {
                 delete(cx.conn, k.as_str())?;
@@ -656,7 +694,8 @@ fn ceil_millis(d: Duration) -> u64 {
 
 /// The ledger's `get`.
 pub(super) fn get(conn: &Connection, key: Key) -> Res<Option<Record>> {
-    Ok(load(conn, key.as_str())?.map(|row| row.record(key)))
+    let row = load(conn, key.as_str()).map_err(|f| of_key(f, key.as_str()))?;
+    Ok(row.map(|row| row.record(key)))
 }
 
 /// The ledger's `list`. Each statement repeats the condition of the partial index it is
@@ -675,9 +714,15 @@ pub(super) fn list(conn: &Connection, query: &ListQuery) -> Res<Page> {
     let mut rows = stmt.query(params![code, after, fetch])?;
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
-        let key = text(row, 0, "key")?.ok_or_else(|| corrupt("expected a key, found NULL"))?;
+        let key = match text(row, 0, "a key") {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(corrupt("expected a key, found NULL")),
+            Err(Fault::Unreadable(u)) => return Err(corrupt(format!("a row's key is an {u}"))),
+            Err(e) => return Err(e),
+        };
         let key = Key::new(key).map_err(|e| corrupt(format!("key: {e}")))?;
-        records.push(read_row(row, 1)?.record(key));
+        let r = read_row(row, 1).map_err(|f| of_key(f, key.as_str()))?;
+        records.push(r.record(key));
     }
     let next = if records.len() > limit {
         records.truncate(limit);
@@ -703,24 +748,34 @@ pub(super) fn list_sql(state: State) -> String {
     )
 }
 
-/// The statement of `stats`: each count reads the partial index of its state, not the table.
+/// The statement of `stats` (parameter: now): each count reads the partial index of its state,
+/// not the table. Expired leases are found through the leased rows' index, each row's expiry
+/// read from the table by its key: that count costs time in proportion to the leased rows.
 pub(super) const STATS_SQL: &str =
     "SELECT (SELECT count(*) FROM qupid_entries WHERE state = 0 AND state < 2),
             (SELECT count(*) FROM qupid_entries WHERE state = 1 AND state < 2),
             (SELECT count(*) FROM qupid_entries WHERE state = 2 AND state >= 2),
-            (SELECT count(*) FROM qupid_entries WHERE state = 3)";
+            (SELECT count(*) FROM qupid_entries WHERE state = 3),
+            (SELECT count(*) FROM qupid_entries INDEXED BY qupid_entries_leased_by_state_key
+               WHERE state < 2 AND at <= ?1)";
 
-/// The ledger's `stats`: one statement, so one consistent snapshot.
-pub(super) fn stats(conn: &Connection) -> Res<Stats> {
+/// The ledger's `stats`: one statement, so one consistent snapshot. A lease has expired when
+/// the clock has reached its expiry, as the next offer decides (`now < at` is a valid lease).
+pub(super) fn stats(conn: &Connection, now: Timestamp) -> Res<Stats> {
     let mut stmt = conn.prepare_cached(STATS_SQL)?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([sql_int(now.0)])?;
     let row = rows
         .next()?
         .ok_or_else(|| corrupt("expected a row of counts, found none"))?;
+    let count = |i: usize| -> Res<u64> {
+        let n: i64 = row.get(i)?;
+        u64::try_from(n).map_err(|_| corrupt(format!("expected a count, found {n}")))
+    };
     Ok(Stats {
-        queued: int(row, 0, "count")?,
-        running: int(row, 1, "count")?,
-        completed: int(row, 2, "count")?,
-        dead: int(row, 3, "count")?,
+        queued: count(0)?,
+        running: count(1)?,
+        completed: count(2)?,
+        dead: count(3)?,
+        expired: count(4)?,
     })
 }

@@ -1,6 +1,6 @@
 -- complete: ARGV[2 + i] the token of claim i.
--- Reply per item, one integer: 0 completed | 1 completed, superseded | 2 lease lost |
--- 3 + state (wrong state).
+-- Reply per item, one value: the integer 0 completed | 1 completed, superseded | 2 lease lost |
+-- 3 + state (wrong state); or a string, what the record key holds (unreadable).
 local err = prepare()
 if err then
   return err
@@ -25,11 +25,10 @@ for i = 1, #KEYS - FIXED do
     push(0)
     index(member(k), 'r', 'c', now)
   else
-    local found, s, p, rt, x, a, b, v, n, e = item(i)
-    if not found then
-      return s
-    end
-    if not s or rt ~= token then
+    local _, s, p, rt, x, a, b, v, n, e = item(i)
+    if s == BAD then
+      push(p)
+    elseif not s or rt ~= token then
       push(2)
     elseif s ~= 'r' then
       push(3 + CODE[s])

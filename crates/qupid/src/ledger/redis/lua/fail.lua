@@ -1,6 +1,7 @@
 -- fail: ARGV[3] lease ms, ARGV[4] max attempts, then per claim i: ARGV[3 + 2i] its token and
 -- ARGV[4 + 2i] its error.
--- Reply per item: 0, dead (0 or 1), attempts | 1, 0, 0 (lease lost) | 2, state, 0.
+-- Reply per item: 0, dead (0 or 1), attempts | 1, 0, 0 (lease lost) | 2, state, 0 |
+-- found, 0, 0 (unreadable).
 local err = prepare()
 if err then
   return err
@@ -10,10 +11,9 @@ local lease_until = now + tonumber(ARGV[3])
 local max = min(tonumber(ARGV[4]), MAXU16)
 for i = 1, #KEYS - FIXED do
   local k, s, p, t, x, a, b, v, n, e = item(i)
-  if not k then
-    return s
-  end
-  if not s or t ~= ARGV[3 + 2 * i] then
+  if s == BAD then
+    push(p, 0, 0)
+  elseif not s or t ~= ARGV[3 + 2 * i] then
     push(1, 0, 0)
   elseif s ~= 'r' then
     push(2, CODE[s], 0)

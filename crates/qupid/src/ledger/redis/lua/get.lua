@@ -4,8 +4,8 @@ if err then
   return err
 end
 local k, s, p, t, x, a, b, v, n, e = item(1)
-if not k then
-  return s
+if s == BAD then
+  return unreadable(k, p)
 end
 if s then
   OUT[2] = fields(s, p, t, x, a, b, v, n, e)

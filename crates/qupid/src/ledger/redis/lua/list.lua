@@ -15,9 +15,9 @@ for _, m in ipairs(members) do
   end
   local s, p, t, x, a, b, v, n, e
   if raw then
-    s, p, t, x, a, b, v, n, e = decode(k, raw)
+    s, p, t, x, a, b, v, n, e = decode(raw)
     if not s then
-      return p
+      return unreadable(k, NOT_A_RECORD)
     end
   end
   if s ~= want then

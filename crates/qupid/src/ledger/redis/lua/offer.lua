@@ -4,7 +4,8 @@
 -- Running, attempts + 1, where offer would queue it), ARGV[8 + i] the version of item i
 -- ('' = none; versions are never empty), or no versions at all if no item has one.
 -- Reply: the lease expiry of every accepted key, then per item: token, attempts (accepted; with
--- ARGV[8] '1', the attempt just started) or 0, state (duplicate).
+-- ARGV[8] '1', the attempt just started) | 0, state (duplicate) | found, 0 (unreadable: what
+-- the record key holds, in words).
 local err = prepare()
 if err then
   return err
@@ -59,14 +60,21 @@ for i = 1, #KEYS - FIXED do
   if v == '' then
     v = nil
   end
-  local raw = rec(i, k)
-  if not raw then
+  local f = ANY_FOREIGN and FOREIGN[k]
+  local raw = not f and rec(i, k)
+  local s, p, t, x, a, b, rv, rn, re
+  if raw then
+    s, p, t, x, a, b, rv, rn, re = decode(raw)
+    if not s then
+      f = NOT_A_RECORD
+    end
+  end
+  if f then
+    -- Not a record: nothing is written for it.
+    push(f, 0)
+  elseif not raw then
     fresh(i, k, m, v, nil)
   else
-    local s, p, t, x, a, b, rv, rn, re = decode(k, raw)
-    if not s then
-      return p
-    end
     local done = false
     -- The index the key is in, if the finished-key rules must move it out of another.
     local moved = nil

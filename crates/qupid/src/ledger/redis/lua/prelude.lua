@@ -15,8 +15,13 @@
 -- MGET, works on them in Lua, and writes everything at the end, in finish(): the changed
 -- records with one MSET (and one DEL for the removed ones), the index moves with one
 -- multi-member ZADD or ZREM per index, the token counter with one SET. A script that finds
--- a foreign or damaged key returns {'corrupt', key, expected, found} before finish(), so it
--- has written nothing. On success it returns {'ok', ...}.
+-- a damaged namespace key (the token counter, an index, the layout marker) returns
+-- {'corrupt', key, expected, found} before finish(), so it has written nothing. A record key
+-- of the batch holding something else than a record (another type, a string that does not
+-- decode) is an answer for that item alone: the batch scripts answer it as unreadable (the
+-- item's first reply value is then a string saying what was found, where it is otherwise an
+-- integer), write nothing for it, and go on with the others. On success a script returns
+-- {'ok', ...}.
 --
 -- Cost: most of a script's time is the Lua interpreter's and its conversions of Redis
 -- replies, so the hot paths make no Redis call per key, decode a record into locals (no
@@ -136,8 +141,11 @@ local function part(raw, pos, l)
   return false, pos
 end
 
--- The fields of record raw (of key k): s, p, t, x, a, b, v, n, e; or nil and a corrupt reply.
-local function decode(k, raw)
+-- What a record key holds when it is not a record string, in words.
+local NOT_A_RECORD = 'a string that is not a qupid record'
+
+-- The fields of record raw: s, p, t, x, a, b, v, n, e; or nil if it is not a record.
+local function decode(raw)
   local s, p, t, x, a, b, lv, ln, le, pos = match(raw, RECORD)
   if s then
     if lv == '-1' and ln == '-1' and le == '-1' then
@@ -154,7 +162,12 @@ local function decode(k, raw)
       end
     end
   end
-  return nil, corrupt(k, 'a qupid record', 'a string that is not one')
+  return nil
+end
+
+-- The corrupt reply of a whole call that met, at record key k, what `found` says.
+local function unreadable(k, found)
+  return corrupt(k, 'a qupid record (`remove` with force deletes what is there)', found)
 end
 
 -- The record string of the given fields (t, x, a, b as digit strings or small integers).
@@ -190,27 +203,27 @@ local function fields(s, p, t, x, a, b, v, n, e)
   return f
 end
 
--- Why a key that MGET found no string at holds none: false if it does not exist, else the
--- corrupt reply naming its type (a hash is most likely a record of an older layout).
-local function not_a_string(k)
+-- What a key that MGET found no string at holds: false if it does not exist, else its type
+-- in words (a hash is most likely a record of an older layout).
+local function foreign(k)
   local t = typeof(k)
   if t == 'none' then
     return false
   elseif t == 'hash' then
-    return corrupt(k, 'a qupid record string', 'a hash (a record of an older qupid? '
-      .. 'RedisLedger::connect migrates a namespace)')
+    return 'a hash (a record of an older qupid? RedisLedger::connect migrates a namespace)'
   end
-  return corrupt(k, 'a qupid record string', 'a ' .. t)
+  return 'a ' .. t
 end
 
--- Reads one record: its string, false if there is none, or nil and a corrupt reply.
+-- Reads one record for a whole call (list, purge): its string, false if there is none, or
+-- nil and a corrupt reply.
 local function read(k)
   local raw = rpcall('GET', k)
   if type(raw) == 'table' and raw.err then
     if not wrong_type(raw) then
       return nil, raw
     end
-    return nil, not_a_string(k)
+    return nil, unreadable(k, foreign(k))
   end
   return raw
 end
@@ -242,6 +255,11 @@ end
 local UNIQUE = ARGV[2] == '1'
 local VALS, CACHE = {}, {}
 local NET = false
+-- The record keys of the batch that hold another type than a string, and what they hold
+-- (foreign's words); ANY_FOREIGN once there is one. Rare: most batches never look it up.
+local FOREIGN, ANY_FOREIGN = {}, false
+-- Said of an item whose record key holds something that is not a record (item's state).
+local BAD = '?'
 
 -- The record of item i (record key k).
 local function rec(i, k)
@@ -252,23 +270,28 @@ local function rec(i, k)
 end
 
 -- Item i of the batch: its record key, then its record's fields (decode's s, p, t, x, a, b,
--- v, n, e; s false when there is no record); or nil and a corrupt reply.
+-- v, n, e; s false when there is no record); or its record key, BAD and what the key holds
+-- instead of a record, in words.
 local function item(i)
   local k = KEYS[FIXED + i]
+  local f = ANY_FOREIGN and FOREIGN[k]
+  if f then
+    return k, BAD, f
+  end
   local raw = rec(i, k)
   if not raw then
     return k, false
   end
-  local s, p, t, x, a, b, v, n, e = decode(k, raw)
+  local s, p, t, x, a, b, v, n, e = decode(raw)
   if not s then
-    return nil, p
+    return k, BAD, NOT_A_RECORD
   end
   return k, s, p, t, x, a, b, v, n, e
 end
 
 -- Loads every record of the batch with MGET before anything is written. MGET answers nil
 -- for a key of another type as for a missing one, so when some are nil one EXISTS over them
--- tells whether any is there at all (then TYPE finds which).
+-- tells whether any is there at all (then TYPE finds which, and FOREIGN keeps it).
 local function load_batch()
   local n = #KEYS - FIXED
   local absent, na = {}, 0
@@ -301,9 +324,11 @@ local function load_batch()
     local j = min(i + CHUNK - 1, na)
     if call('EXISTS', unpack(absent, i, j)) > 0 then
       for o = i, j do
-        local bad = not_a_string(absent[o])
-        if bad then
-          return bad
+        local k = absent[o]
+        local f = foreign(k)
+        if f then
+          FOREIGN[k] = f
+          ANY_FOREIGN = true
         end
       end
     end
@@ -353,6 +378,8 @@ local ADD = { q = {}, r = {}, c = {}, d = {} }
 local FINS = { c = {}, d = {} }
 local MOVED, MFROM, MTO, NMOVED = {}, {}, {}, 0
 local AT = nil
+-- Members to take out of every index (their record was unreadable, so its state unknown).
+local SCRUB = {}
 
 -- Writes down the move of member m from the index of state `from` to that of `to` (either
 -- nil: none); `at` is the finish time for a finished `to`. `from` and `to` differ.
@@ -437,6 +464,14 @@ local function finish()
     bulk('ZREM', IDX[s], l)
     if FIN[s] then
       bulk('ZREM', FIN[s], l)
+    end
+  end
+  if #SCRUB > 0 then
+    for _, s in ipairs({ 'q', 'r', 'c', 'd' }) do
+      bulk('ZREM', IDX[s], SCRUB)
+    end
+    for _, s in ipairs({ 'c', 'd' }) do
+      bulk('ZREM', FIN[s], SCRUB)
     end
   end
   for s, l in pairs(ADD) do

@@ -40,10 +40,9 @@ for _, s in ipairs({ 'c', 'd' }) do
     end
     local found
     if raw then
-      local p
-      found, p = decode(k, raw)
+      found = decode(raw)
       if not found then
-        return p
+        return unreadable(k, NOT_A_RECORD)
       end
     end
     if found ~= s then

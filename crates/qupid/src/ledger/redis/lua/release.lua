@@ -1,15 +1,14 @@
 -- release: ARGV[2 + i] the token of claim i.
--- Reply per item: 0, 0 (released) | 1, 0 (lease lost) | 2, state.
+-- Reply per item: 0, 0 (released) | 1, 0 (lease lost) | 2, state | found, 0 (unreadable).
 local err = prepare()
 if err then
   return err
 end
 for i = 1, #KEYS - FIXED do
   local k, s, p, t = item(i)
-  if not k then
-    return s
-  end
-  if not s or t ~= ARGV[2 + i] then
+  if s == BAD then
+    push(p, 0)
+  elseif not s or t ~= ARGV[2 + i] then
     push(1, 0)
   elseif not LEASED[s] then
     push(2, CODE[s])

@@ -5,11 +5,10 @@ if err then
   return err
 end
 for i = 1, #KEYS - FIXED do
-  local k, s = item(i)
-  if not k then
-    return s
-  end
-  if not s then
+  local k, s, found = item(i)
+  if s == BAD then
+    return unreadable(k, found)
+  elseif not s then
     push(1, 0)
   elseif s ~= 'd' then
     push(2, CODE[s])

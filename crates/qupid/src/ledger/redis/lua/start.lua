@@ -1,5 +1,6 @@
 -- start: ARGV[3] lease ms, ARGV[3 + i] the token of claim i.
--- Reply per item: 0, attempt, expires_at (started) | 1, 0, 0 (lease lost) | 2, state, 0.
+-- Reply per item: 0, attempt, expires_at (started) | 1, 0, 0 (lease lost) | 2, state, 0 |
+-- found, 0, 0 (unreadable).
 local err = prepare()
 if err then
   return err
@@ -8,10 +9,9 @@ local lease_until = now_ms() + tonumber(ARGV[3])
 local X = int(lease_until)
 for i = 1, #KEYS - FIXED do
   local k, s, p, t, x, a, b, v, n, e = item(i)
-  if not k then
-    return s
-  end
-  if not s or t ~= ARGV[3 + i] then
+  if s == BAD then
+    push(p, 0, 0)
+  elseif not s or t ~= ARGV[3 + i] then
     push(1, 0, 0)
   elseif s ~= 'q' then
     push(2, CODE[s], 0)
