@@ -18,6 +18,7 @@
 //! | `qupid_lease_expired_total` | counter | attempts abandoned before their save because their lease ran out by this process's clock |
 //! | `qupid_poll_errors_total` | counter | polls that returned an error or panicked |
 //! | `qupid_stale_total` | counter | polled entries dropped unoffered, too old to offer (see `Source::max_snapshot_age`) |
+//! | `qupid_unreadable_total` | counter | offers and claims that met a record the ledger cannot read (a foreign value, a damaged record): answered for that key alone |
 //! | `qupid_invalid_total` | counter | entries a source handed over as errors (an invalid key or version): skipped |
 //! | `qupid_ledger_errors_total` | counter | ledger calls that failed (unreachable, restarting); retried |
 //! | `qupid_queued` | gauge | accepted keys this process holds that are not running |
@@ -38,6 +39,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::key::Key;
+use crate::ledger::Unreadable;
 
 /// Metric names, as constants.
 pub mod names {
@@ -66,6 +69,8 @@ pub mod names {
     pub const POLL_ERRORS: &str = "qupid_poll_errors_total";
     /// Polled entries dropped unoffered: too old to offer.
     pub const STALE: &str = "qupid_stale_total";
+    /// Offers and claims that met a record the ledger cannot read.
+    pub const UNREADABLE: &str = "qupid_unreadable_total";
     /// Entries a source handed over as errors, skipped.
     pub const INVALID: &str = "qupid_invalid_total";
     /// Ledger calls that failed.
@@ -145,6 +150,9 @@ pub(crate) struct Counters {
     pub(crate) poll_errors: Count,
     pub(crate) invalid: Count,
     pub(crate) stale: Count,
+    unreadable: Count,
+    /// Keys whose unreadable record was logged: each is logged once.
+    unreadable_logged: LogOnce,
     pub(crate) ledger_errors: Count,
     pub(crate) queued: Level,
     pub(crate) running: Level,
@@ -168,11 +176,55 @@ impl Counters {
             poll_errors: Count::new(POLL_ERRORS, queue),
             invalid: Count::new(INVALID, queue),
             stale: Count::new(STALE, queue),
+            unreadable: Count::new(UNREADABLE, queue),
+            unreadable_logged: LogOnce::default(),
             ledger_errors: Count::new(LEDGER_ERRORS, queue),
             queued: Level::new(QUEUED, queue),
             running: Level::new(RUNNING, queue),
             ledger: Health::default(),
         }
+    }
+}
+
+impl Counters {
+    /// Counts an unreadable record met under `key`, and logs it the first time.
+    pub(crate) fn unreadable(&self, key: &Key, u: &Unreadable) {
+        self.unreadable.add(1);
+        if self.unreadable_logged.first(key.as_str()) {
+            tracing::error!(
+                key = %crate::key::excerpt(key.as_str()),
+                found = u.found(),
+                "the ledger holds a record it cannot read under this key: the key is skipped \
+                 and left untouched (`qupid remove --force KEY` deletes what is there)"
+            );
+        }
+    }
+
+    pub(crate) fn unreadable_count(&self) -> u64 {
+        self.unreadable.get()
+    }
+}
+
+/// Remembers what was logged, so that something met at every poll is logged once. Bounded:
+/// past [`LogOnce::REMEMBERED`] distinct things it starts over (and logs them again).
+#[derive(Debug, Default)]
+pub(crate) struct LogOnce {
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl LogOnce {
+    const REMEMBERED: usize = 4096;
+
+    /// Whether `what` is met for the first time.
+    pub(crate) fn first(&self, what: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(what) {
+            return false;
+        }
+        if seen.len() >= Self::REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(what.to_owned())
     }
 }
 

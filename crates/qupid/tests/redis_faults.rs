@@ -347,3 +347,38 @@ async fn a_server_going_away_is_transient_and_comes_back() {
         }
     }
 }
+
+/// The scenario of a foreign key in a run: 40 records, one of whose record keys holds a
+/// list. The other 39 are processed at once, the foreign one is counted (at every poll) and
+/// left untouched, and the pipeline drains and stops by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_processes_the_rest_of_a_batch_around_a_foreign_key() {
+    use qupid::{Entry, Pipeline, Source};
+    let (url, ns) = (url(), namespace("foreignrun"));
+    let l = connect(&url, &ns).await;
+    let _cleanup = Cleanup::new(&url, &ns);
+    let mut conn = raw(&url).await;
+    let foreign = redis_key(&ns, "r:customer/00030");
+    let _: () = cmd(&mut conn, &[b"RPUSH", foreign.as_bytes(), b"x"]).await;
+    let source = Source::poll(Duration::from_millis(20), || async {
+        Ok::<_, std::io::Error>((0..40).map(|i| Entry::new(format!("customer/{i:05}"), i)))
+    });
+    let run = Pipeline::builder(l.clone())
+        .source(source)
+        .process(|_| async { Ok::<_, std::io::Error>(()) })
+        .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
+        .stop_when_drained()
+        .build()
+        .expect("a pipeline")
+        .run();
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("it stops by itself")
+        .expect("a foreign key does not end the run");
+    assert_eq!(report.completed, 39, "{report}");
+    assert!(report.unreadable >= 1, "{report}");
+    assert_eq!(report.ledger_errors, 0, "{report}");
+    let kind: String = cmd(&mut conn, &[b"TYPE", foreign.as_bytes()]).await;
+    assert_eq!(kind, "list", "the foreign key is left untouched");
+    assert_eq!(l.stats().await.expect("stats").completed, 39);
+}

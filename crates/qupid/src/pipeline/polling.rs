@@ -1,10 +1,9 @@
 //! The source tasks: poll (or read) each source, skip what is invalid, publish the rest, and
 //! tell the stop logic what each poll found.
 
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -18,7 +17,7 @@ use super::worker::panic_message;
 use super::Source;
 use crate::key::Entry;
 use crate::ledger::Ledger;
-use crate::observe::Counters;
+use crate::observe::{Counters, LogOnce};
 use crate::queue::{Published, Queue};
 
 /// What the stop logic needs to know about sources and jobs.
@@ -77,17 +76,14 @@ struct Polled {
 /// second).
 pub(super) struct Invalid {
     counters: Arc<Counters>,
-    seen: Mutex<HashSet<String>>,
+    logged: LogOnce,
 }
 
 impl Invalid {
-    /// Distinct errors remembered; past it, the memory starts over (and logs them again).
-    const REMEMBERED: usize = 4096;
-
     pub(super) fn new(counters: Arc<Counters>) -> Self {
         Invalid {
             counters,
-            seen: Mutex::default(),
+            logged: LogOnce::default(),
         }
     }
 
@@ -99,12 +95,7 @@ impl Invalid {
                 Ok(entry) => entries.push(entry),
                 Err(e) => {
                     self.counters.invalid.add(1);
-                    let message = e.to_string();
-                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                    if seen.len() >= Self::REMEMBERED {
-                        seen.clear();
-                    }
-                    if seen.insert(message) {
+                    if self.logged.first(&e.to_string()) {
                         tracing::warn!(parent: span, error = %e, "skipped an invalid entry");
                     } else {
                         tracing::debug!(parent: span, error = %e, "skipped an invalid entry again");
@@ -247,7 +238,8 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                         match p {
                             Published::Accepted(_) => polled.accepted += 1,
                             Published::Duplicate(s) if s.is_leased() => polled.in_flight += 1,
-                            Published::Duplicate(_) => {}
+                            // Not processable until repaired; counted and logged apart.
+                            Published::Duplicate(_) | Published::Unreadable(_) => {}
                         }
                     }
                     return Some(polled);

@@ -37,6 +37,11 @@ pub struct Report {
     /// process's clock (it was paused, or could not renew): another holder may have the key.
     /// Their keys are released and offered again.
     pub lease_expired: u64,
+    /// Offers (and claims) that met a record the ledger cannot read — a foreign value in
+    /// the namespace, a damaged record: that key is skipped and left untouched, logged once
+    /// as an `ERROR`, and the rest of its batch goes on. `qupid remove --force KEY` repairs
+    /// it.
+    pub unreadable: u64,
     /// Polls that returned an error or panicked.
     pub poll_errors: u64,
     /// Entries a source handed over as errors (an invalid key or version, a row it could
@@ -66,6 +71,7 @@ impl Report {
             released: c.released.get(),
             lease_lost: c.lease_lost.get(),
             lease_expired: c.lease_expired.get(),
+            unreadable: c.unreadable_count(),
             poll_errors: c.poll_errors.get(),
             invalid: c.invalid.get(),
             stale: c.stale.get(),
@@ -110,6 +116,11 @@ impl fmt::Display for Report {
             f,
             "lease exp.  {:>10}  (abandoned before save)",
             self.lease_expired
+        )?;
+        writeln!(
+            f,
+            "unreadable  {:>10}  (records the ledger cannot read)",
+            self.unreadable
         )?;
         writeln!(f, "poll errors {:>10}", self.poll_errors)?;
         writeln!(f, "invalid     {:>10}", self.invalid)?;

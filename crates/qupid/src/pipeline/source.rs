@@ -86,7 +86,7 @@ pub(crate) enum Kind<T> {
 
 /// The default [`Source::max_snapshot_age`] of a source polled `every`.
 fn default_max_age(every: Duration) -> Duration {
-    (every.saturating_mul(2)).max(Duration::from_secs(1))
+    (every.saturating_mul(2)).max(Duration::from_secs(5))
 }
 
 impl<T: Send + 'static> Source<T> {
@@ -135,7 +135,7 @@ impl<T: Send + 'static> Source<T> {
     }
 
     /// How long after a poll began its entries may still be offered (a polled source only;
-    /// by default twice the poll interval, and at least a second).
+    /// by default twice the poll interval, and at least 5 seconds).
     ///
     /// A poll's entries are offered as buffer space frees up, so with a large poll and busy
     /// workers the last ones could be offered long after they were read — after another
@@ -143,6 +143,10 @@ impl<T: Send + 'static> Source<T> {
     /// apart from an older one. Past this age the entries not yet offered are dropped and
     /// counted ([`Report::stale`](crate::Report::stale)); the next poll reads them again,
     /// fresh. A stream's entries are never dropped (a stream does not repeat them).
+    ///
+    /// Shorter is fresher but costs more polls when a poll returns more entries than the
+    /// workers get through in that time. With [ordered versions](crate::Version::ordered) the
+    /// ledger itself refuses an outdated offer, so the bound matters most for opaque ones.
     pub fn max_snapshot_age(mut self, age: Duration) -> Self {
         if let Kind::Poll { max_age, .. } = &mut self.kind {
             *max_age = age;

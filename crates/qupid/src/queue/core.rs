@@ -101,7 +101,7 @@ struct Held {
 pub(crate) struct Registry {
     shards: Box<[Mutex<HashMap<Key, Held>>]>,
     hasher: hashbrown::DefaultHashBuilder,
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Registry {
@@ -479,10 +479,16 @@ pub(crate) async fn ender(exec: Arc<dyn Exec>, mut rx: mpsc::UnboundedReceiver<O
     }
 }
 
-/// A refused job: its lease is gone (or it asked something its state does not allow).
+/// A refused job: its lease is gone, or its record became unreadable (both end its hold on
+/// the key), or it asked something its state does not allow.
 fn lost(registry: &Registry, claim: &Claim, refused: &Refused) {
-    if let Refused::LeaseLost = refused {
-        registry.lose(claim);
+    match refused {
+        Refused::LeaseLost => registry.lose(claim),
+        Refused::Unreadable(u) => {
+            registry.counters.unreadable(&claim.key, u);
+            registry.lose(claim);
+        }
+        Refused::WrongState(_) => {}
     }
 }
 
@@ -550,8 +556,7 @@ pub(crate) async fn renewer<L: Ledger>(
                     for (claim, r) in chunk.iter().zip(out) {
                         match r {
                             Ok(_) => registry.renewed(claim, until),
-                            Err(Refused::LeaseLost) => registry.lose(claim),
-                            Err(_) => {}
+                            Err(refused) => lost(&registry, claim, &refused),
                         }
                     }
                 }

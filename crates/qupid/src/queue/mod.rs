@@ -37,17 +37,21 @@ pub use job::{FailOutcome, Job};
 use self::core::{budget, ender, renewer, Core, Deadline, Registry};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Entry;
-use crate::ledger::{Ledger, Offered, State, Token};
+use crate::ledger::{Ledger, Offered, State, Token, Unreadable};
 use crate::observe::Counters;
 use crate::policy::Policy;
 
 /// The answer to a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
     /// The entry was accepted and is on the buffer, under this token.
     Accepted(Token),
     /// The key is already in this state; the entry was dropped.
     Duplicate(State),
+    /// The ledger holds something under the key that it cannot read (a foreign value, a
+    /// damaged record); the entry was dropped and nothing changed. It stays so until the
+    /// record is repaired (`qupid remove --force KEY` deletes it).
+    Unreadable(Unreadable),
 }
 
 impl Published {
@@ -493,10 +497,8 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                     out.push(Published::Duplicate(state));
                 }
                 Offered::Unreadable(unreadable) => {
-                    tracing::warn!(key = %entry.key, %unreadable, "offer found an unreadable record");
-                    duplicates += 1;
-                    inner.space.add_permits(1);
-                    out.push(Published::Duplicate(State::Dead));
+                    c.unreadable(&entry.key, &unreadable);
+                    out.push(Published::Unreadable(unreadable));
                 }
             }
         }

@@ -144,6 +144,11 @@ async fn worker() -> Result<(), String> {
         report.to_string().replace('\n', "; ")
     );
     println!("{REPORT}{}", report.completed);
+    let line = format!("expired {}\n", report.lease_expired);
+    log.lock()
+        .expect("lock")
+        .write_all(line.as_bytes())
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

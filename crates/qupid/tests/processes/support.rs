@@ -76,6 +76,10 @@ impl Worker<'_> {
 pub(crate) struct Logs {
     pub(crate) starts: HashMap<usize, u32>,
     pub(crate) started_by: HashMap<PathBuf, Vec<(usize, u64)>>,
+    /// Attempts the workers abandoned before their save because their lease ran out by
+    /// their own clock (a renewal late on a loaded machine): each is released and started
+    /// again, so it is one more start than the records need.
+    pub(crate) expired: u64,
 }
 
 impl Logs {
@@ -88,7 +92,12 @@ impl Logs {
             let mine = logs.started_by.entry(p.clone()).or_default();
             for line in text.lines() {
                 let mut w = line.split_whitespace();
-                if w.next() == Some("start") {
+                let first = w.next();
+                if first == Some("expired") {
+                    logs.expired += w.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    continue;
+                }
+                if first == Some("start") {
                     let id: usize = w
                         .next()
                         .and_then(|s| s.parse().ok())
