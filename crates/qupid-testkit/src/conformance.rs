@@ -1483,3 +1483,83 @@ pub async fn a_forced_remove_repairs_an_unreadable_record<L: Ledger>(fx: Fixture
     assert!(again.token > held.token, "tokens keep growing");
     assert_eq!(state(l, "bad/queued").await, Some(State::Queued));
 }
+
+/// The trait's cancel-safety promise: a call dropped mid-flight leaves each item of its batch
+/// either fully applied or not applied at all. Offers of 500 fresh keys, and completions of
+/// 500 running ones, are dropped after a growing delay; afterwards every key is in the state
+/// before or after its transition, with a lease (or an ending) that works, and the counts
+/// agree.
+pub async fn dropped_calls_apply_each_item_whole_or_not_at_all<L: Ledger>(fx: Fixture<L>) {
+    let (l, p) = (&fx.ledger, fx.policy());
+    for (round, micros) in [0u64, 50, 200, 1_000, 5_000].into_iter().enumerate() {
+        let keys: Vec<Offer> = (0..500)
+            .map(|i| offer_of(&format!("drop-{round}/{i:03}"), None))
+            .collect();
+        let wait = std::time::Duration::from_micros(micros);
+        let _ = tokio::time::timeout(wait, l.offer(&p, &keys)).await;
+        // Whatever a ledger finishes in the background (a writer thread) lands meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Offered again: applied items are Queued duplicates, the others are accepted now.
+        let again = l.offer(&p, &keys).await.expect("offer again");
+        let mut claims = Vec::new();
+        for (o, offer) in again.iter().zip(&keys) {
+            match o {
+                Offered::Duplicate(State::Queued) => {}
+                Offered::Accepted(lease) => claims.push(Claim {
+                    key: offer.key.clone(),
+                    token: lease.token,
+                }),
+                other => panic!("{:?} after a dropped offer: {other:?}", offer.key),
+            }
+        }
+        // Every key is Queued now, whichever offer won; the dropped call's leases are whole.
+        for offer in &keys {
+            let r = l.get(&offer.key).await.expect("get").expect("a record");
+            assert_eq!(r.state, State::Queued, "{:?}", offer.key);
+            assert!(r.expires_at.is_some(), "a whole lease: {r:?}");
+        }
+        // The keys this round accepted now: start them, drop their completion mid-flight.
+        if claims.is_empty() {
+            continue;
+        }
+        let started = l.start(&p, &claims).await.expect("start");
+        assert!(started.iter().all(Result::is_ok));
+        let _ = tokio::time::timeout(wait, l.complete(&claims)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let done = l.complete(&claims).await.expect("complete again");
+        for (d, c) in done.iter().zip(&claims) {
+            // Applied by the dropped call (then completed under this very token), or now.
+            assert!(
+                matches!(d, Ok(_) | Err(Refused::WrongState(State::Completed))),
+                "{:?}: {d:?}",
+                c.key
+            );
+            let r = l.get(&c.key).await.expect("get").expect("a record");
+            assert_eq!(
+                (r.state, r.token),
+                (State::Completed, c.token),
+                "{:?}",
+                c.key
+            );
+        }
+    }
+    let stats = l.stats().await.expect("stats");
+    let listed = count_listed(l).await;
+    assert_eq!(stats.total(), listed, "stats agree with list: {stats:?}");
+}
+
+async fn count_listed<L: Ledger>(l: &L) -> u64 {
+    let mut n = 0;
+    for state in State::ALL {
+        let mut q = ListQuery::new(state).limit(1000);
+        loop {
+            let page = l.list(&q).await.expect("list");
+            n += page.records.len() as u64;
+            match page.next {
+                Some(k) => q = q.after(k),
+                None => break,
+            }
+        }
+    }
+    n
+}

@@ -86,6 +86,7 @@ macro_rules! __conformance_names {
             a_forced_remove_repairs_an_unreadable_record,
             batches_answer_in_order,
             a_key_twice_in_a_batch_sees_its_first_outcome,
+            dropped_calls_apply_each_item_whole_or_not_at_all,
             unusual_keys_round_trip,
         }
     };

@@ -286,3 +286,35 @@ async fn a_damaged_namespace_is_corrupt() {
     let err = ledger.now().await.expect_err("no meta row");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
+
+/// `connect`'s cancel safety: "dropping the future closes the connections; a schema
+/// migration is one transaction: applied whole or not at all". Connects to a fresh namespace
+/// are dropped after growing delays, some while the schema is being created; the connect
+/// that finishes finds a whole schema and a working ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connect_leaves_no_half_made_schema() {
+    let (url, ns) = (url(), namespace("dropconnect"));
+    let _cleanup = Cleanup::new(&url, &ns);
+    let mut dropped = 0;
+    for micros in [0u64, 500, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000] {
+        let wait = Duration::from_micros(micros);
+        match tokio::time::timeout(wait, PostgresLedger::connect(&url, &ns)).await {
+            Err(_) => dropped += 1,
+            Ok(r) => {
+                r.expect("a connect that finishes succeeds");
+                break;
+            }
+        }
+    }
+    assert!(dropped > 0, "at least one connect was dropped mid-way");
+    let l = connect(&url, &ns).await;
+    let out = l
+        .offer(&Policy::default(), &offers(&["a", "b"]))
+        .await
+        .expect("offer");
+    assert!(
+        out.iter().all(|o| matches!(o, Offered::Accepted(_))),
+        "{out:?}"
+    );
+    assert_eq!(l.stats().await.expect("stats").queued, 2);
+}

@@ -266,3 +266,42 @@ async fn an_unknown_layout_or_an_unmigrated_namespace_is_refused() {
         Some(State::Queued)
     );
 }
+
+/// `connect`'s cancel safety: "a migration stopped that way has converted whole chunks of
+/// records; the next `connect` goes on with it". Connects to a layout-1 namespace are dropped
+/// after growing delays, some mid-migration; the connect that finishes leaves every record
+/// migrated and whole.
+#[tokio::test]
+async fn a_dropped_connect_leaves_a_migration_to_go_on_with() {
+    let (url, ns) = (url(), namespace("layoutdrop"));
+    let _cleanup = Cleanup::new(&url, &ns);
+    let mut conn = raw(&url).await;
+    let n = 4_500;
+    write_layout_1(&mut conn, &ns, n).await;
+    let mut dropped = 0;
+    for micros in [0u64, 200, 1_000, 2_000, 4_000, 8_000, 16_000] {
+        let wait = std::time::Duration::from_micros(micros);
+        match tokio::time::timeout(wait, qupid::ledger::RedisLedger::connect(&url, &ns)).await {
+            Err(_) => dropped += 1,
+            Ok(r) => {
+                r.expect("a connect that finishes succeeds");
+                break;
+            }
+        }
+    }
+    assert!(dropped > 0, "at least one connect was dropped mid-way");
+    let l = connect(&url, &ns).await;
+    let stats = l.stats().await.expect("stats");
+    assert_eq!(
+        (stats.running, stats.completed, stats.dead),
+        (n as u64 / 2, n as u64 / 2, 1)
+    );
+    for i in [0, 1, 2_001, 4_499] {
+        let r = l
+            .get(&key(&format!("old/{i:05}")))
+            .await
+            .expect("get")
+            .expect("record");
+        assert_eq!(r.token, Token(i as u64 + 1), "{r:?}");
+    }
+}

@@ -560,3 +560,35 @@ async fn rows_damaged_by_hand_are_unreadable_for_their_key_alone() {
     );
     assert_eq!(l.stats().await.expect("stats").total(), 1);
 }
+
+/// `open`'s cancel safety: "dropping the future stops the threads once they have opened the
+/// file; a schema migration already started is either committed whole or not at all". Opens
+/// of a new file are dropped after growing delays; the open that finishes finds a whole
+/// ledger, and so does every open after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_open_leaves_a_file_that_opens() {
+    let (_dir, path) = temp();
+    let mut dropped = 0;
+    for micros in [0u64, 100, 500, 1_000, 2_000, 5_000, 10_000, 50_000] {
+        let wait = Duration::from_micros(micros);
+        match tokio::time::timeout(wait, SqliteLedger::open(&path)).await {
+            Err(_) => dropped += 1,
+            Ok(r) => {
+                r.expect("an open that finishes succeeds");
+                break;
+            }
+        }
+    }
+    assert!(dropped > 0, "at least one open was dropped mid-way");
+    // The dropped opens' threads let go of the file soon after.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let l = SqliteLedger::open(&path).await.expect("the file opens");
+    let p = policy();
+    assert!(matches!(
+        offer1(&l, &p, "k", None).await,
+        Offered::Accepted(_)
+    ));
+    drop(l);
+    let again = SqliteLedger::open(&path).await.expect("and again");
+    assert_eq!(again.stats().await.expect("stats").queued, 1);
+}
