@@ -23,6 +23,10 @@ pub(super) fn classify(e: &tokio_postgres::Error) -> ErrorKind {
     if let Some(db) = e.as_db_error() {
         return classify_db(db);
     }
+    // Retrying does not make a certificate trusted.
+    if tls_failure(e).is_some() {
+        return ErrorKind::Config;
+    }
     let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
     // The driver's connection and timeout errors have no public kind; their messages do.
     let text = e.to_string();
@@ -63,8 +67,43 @@ fn classify_db(db: &DbError) -> ErrorKind {
 }
 
 /// Maps a driver error met while running `what` in `namespace` on the server at `url`.
+/// What went wrong with TLS, if that is what failed: a certificate rustls refused, or a
+/// server that does not speak TLS when `sslmode` requires it.
+fn tls_failure(e: &tokio_postgres::Error) -> Option<String> {
+    if e.to_string().contains("server does not support TLS") {
+        return Some(
+            "the server does not support TLS, which the url's sslmode requires".to_owned(),
+        );
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    "; with sslmode verify-ca or verify-full the server's certificate must \
+                     chain to sslrootcert (or to the system's roots), and with verify-full \
+                     also name the host"
+                }
+                _ => "",
+            };
+            return Some(format!("the TLS handshake failed: {tls}{hint}"));
+        }
+        source = s.source();
+    }
+    None
+}
+
 pub(super) fn map_pg(e: tokio_postgres::Error, what: &str, url: &str, namespace: &str) -> Error {
     let kind = classify(&e);
+    if let Some(tls) = tls_failure(&e) {
+        let message = format!("cannot connect to postgres at {url} during {what}: {tls}");
+        return Error::with_source(kind, message, e);
+    }
     let detail = describe(&e);
     let message = match kind {
         ErrorKind::Unavailable => {

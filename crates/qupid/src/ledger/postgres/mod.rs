@@ -148,8 +148,9 @@
 //! here. `deadpool-postgres` adds a small pool with a per-connection statement cache, so
 //! each statement is parsed and planned once per connection.
 //!
-//! Connections are plain TCP (`NoTls`): a URL with `sslmode=require` is refused when
-//! connecting. Put the server on a private network, or use a TLS-terminating proxy.
+//! Connections use TLS as the URL's `sslmode` says, on rustls (see
+//! [`PostgresLedger::connect`]): `prefer` by default, up to `verify-full` with a
+//! `sslrootcert`, as managed services want.
 //!
 //! # Cancel safety
 //!
@@ -165,6 +166,7 @@ mod errors;
 mod ops;
 mod schema;
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use super::conn::Conn;
 use super::error::{classify, redact};
 use super::keys::{check_namespace, Keys};
 use super::scripts::{prepare, run, SCRIPTS};
+use super::tls;
 use super::{Inner, RedisLedger};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -25,9 +26,14 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_RETRIES: usize = 3;
 
 impl RedisLedger {
-    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// `rediss://` needs a TLS feature of the `redis` crate) and opens `namespace`, creating
-    /// nothing until the first offer.
+    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`)
+    /// and opens `namespace`, creating nothing until the first offer.
+    ///
+    /// `rediss://` connects over TLS (rustls; no OpenSSL library needed). The server's
+    /// certificate must chain to the system's roots, or to the CA certificates of a PEM file
+    /// named by `?tls_ca_file=PATH` (a private CA, as managed services and self-hosted
+    /// servers use); it must name the host. `rediss://host:6380/#insecure` skips the
+    /// checks — for a test server with a self-signed certificate, never in production.
     ///
     /// A namespace written by an older qupid (layout 1, one hash per record) is migrated to the
     /// current layout here, a few thousand records per script (see
@@ -42,8 +48,9 @@ impl RedisLedger {
     /// # Errors
     ///
     /// - [`ErrorKind::Config`] if `namespace` is empty, longer than 256 bytes, or contains
-    ///   braces or control characters; if `url` cannot be parsed; or if the server's
-    ///   `maxmemory-policy` may evict keys (see [Eviction](super#eviction)).
+    ///   braces or control characters; if `url` cannot be parsed; if TLS fails (an unreadable
+    ///   `tls_ca_file`, a server certificate that is not trusted or does not name the host);
+    ///   or if the server's `maxmemory-policy` may evict keys (see [Eviction](super#eviction)).
     /// - [`ErrorKind::Unavailable`] if the server cannot be reached; the message names the
     ///   URL (with any password hidden).
     /// - [`ErrorKind::Corrupt`] if the namespace was written by a newer qupid (an unknown
@@ -56,13 +63,18 @@ impl RedisLedger {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         check_namespace(namespace)?;
         let shown = redact(url);
-        let client = Client::open(url).map_err(|e| {
+        let (url, tls) = tls::split(url)?;
+        let bad_url = |e: ::redis::RedisError| {
             Error::with_source(
                 ErrorKind::Config,
                 format!("expected a redis url like redis://host:6379/0, found {shown:?}: {e}"),
                 e,
             )
-        })?;
+        };
+        let client = match tls.certificates()? {
+            Some(certs) => Client::build_with_tls(url.as_str(), certs).map_err(bad_url)?,
+            None => Client::open(url.as_str()).map_err(bad_url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -106,21 +118,30 @@ impl RedisLedger {
             .map(|n| redact(n))
             .collect::<Vec<_>>()
             .join(",");
-        let client = ClusterClient::builder(nodes.to_vec())
+        let mut urls = Vec::with_capacity(nodes.len());
+        let mut ca = None;
+        for node in nodes {
+            let (url, tls) = tls::split(node)?;
+            urls.push(url);
+            ca = ca.or(tls.certificates()?);
+        }
+        let mut builder = ClusterClient::builder(urls)
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
-            .retries(RECONNECT_RETRIES as u32)
-            .build()
-            .map_err(|e| {
-                Error::with_source(
-                    ErrorKind::Config,
-                    format!(
-                        "expected redis cluster node urls like redis://host:7000, found \
+            .retries(RECONNECT_RETRIES as u32);
+        if let Some(certs) = ca {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "expected redis cluster node urls like redis://host:7000, found \
                          {shown:?}: {e}"
-                    ),
-                    e,
-                )
-            })?;
+                ),
+                e,
+            )
+        })?;
         let conn = client
             .get_async_connection()
             .await
@@ -152,6 +173,14 @@ impl RedisLedger {
 
 /// The error for a connection that could not be made to `shown`.
 fn cannot_connect(e: ::redis::RedisError, shown: &str) -> Error {
+    // A certificate that is not trusted will not become trusted by retrying.
+    if let Some(why) = tls::failure(&e) {
+        return Error::with_source(
+            ErrorKind::Config,
+            format!("cannot connect to redis at {shown}: {why}"),
+            e,
+        );
+    }
     // Wrong credentials or settings will not fix themselves; anything else might.
     let kind = match e.kind() {
         RedisKind::AuthenticationFailed | RedisKind::InvalidClientConfig => ErrorKind::Config,

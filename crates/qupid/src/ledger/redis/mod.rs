@@ -167,6 +167,7 @@ mod error;
 mod keys;
 mod ops;
 mod scripts;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
