@@ -147,6 +147,8 @@ pub enum Out {
     Accepted(u32),
     /// A duplicate of a key in this state.
     Duplicate(State),
+    /// An outdated version offered for a key in this state.
+    Outdated(State),
     /// An unreadable record (the model never has one: a ledger answering it departs).
     Unreadable(String),
     /// Refused.
@@ -492,6 +494,7 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
                         Out::Accepted(lease.attempts)
                     }
                     Offered::Duplicate(st) => Out::Duplicate(st),
+                    Offered::Outdated(st) => Out::Outdated(st),
                     Offered::Unreadable(u) => Out::Unreadable(u.found().to_owned()),
                 };
                 (got, want)

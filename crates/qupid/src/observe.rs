@@ -9,6 +9,7 @@
 //! | `qupid_offered_total` | counter | keys offered to the ledger (every polled entry) |
 //! | `qupid_duplicates_total` | counter | offers answered `Duplicate` |
 //! | `qupid_duplicates_in_flight_total` | counter | of those, offers that found the key leased (in flight here or in another instance) |
+//! | `qupid_outdated_total` | counter | offers refused as outdated: an ordered version older than one the ledger accepted for the key (not counted as duplicates) |
 //! | `qupid_accepted_total` | counter | offers accepted |
 //! | `qupid_completed_total` | counter | keys completed |
 //! | `qupid_failed_total` | counter | failed attempts (including the last one) |
@@ -51,6 +52,8 @@ pub mod names {
     /// Offers answered `Duplicate` because the key is leased (Queued or Running), here or in
     /// another instance: a subset of [`DUPLICATES`].
     pub const DUPLICATES_IN_FLIGHT: &str = "qupid_duplicates_in_flight_total";
+    /// Offers refused as outdated (an ordered version older than one accepted for the key).
+    pub const OUTDATED: &str = "qupid_outdated_total";
     /// Offers accepted.
     pub const ACCEPTED: &str = "qupid_accepted_total";
     /// Keys completed.
@@ -140,6 +143,7 @@ pub(crate) struct Counters {
     pub(crate) offered: Count,
     pub(crate) duplicates: Count,
     pub(crate) in_flight: Count,
+    pub(crate) outdated: Count,
     pub(crate) accepted: Count,
     pub(crate) completed: Count,
     pub(crate) failed: Count,
@@ -166,6 +170,7 @@ impl Counters {
             offered: Count::new(OFFERED, queue),
             duplicates: Count::new(DUPLICATES, queue),
             in_flight: Count::new(DUPLICATES_IN_FLIGHT, queue),
+            outdated: Count::new(OUTDATED, queue),
             accepted: Count::new(ACCEPTED, queue),
             completed: Count::new(COMPLETED, queue),
             failed: Count::new(FAILED, queue),

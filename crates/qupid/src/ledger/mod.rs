@@ -304,8 +304,13 @@ pub async fn offer_then_start<L: Ledger + ?Sized>(
     // Running now, as a one-step ledger answers.
     let keys: std::collections::HashSet<&Key> = claims.iter().map(|c| &c.key).collect();
     for (o, offer) in out.iter_mut().zip(offers) {
-        if *o == Offered::Duplicate(State::Queued) && keys.contains(&offer.key) {
-            *o = Offered::Duplicate(State::Running);
+        if keys.contains(&offer.key) {
+            match o {
+                Offered::Duplicate(s @ State::Queued) | Offered::Outdated(s @ State::Queued) => {
+                    *s = State::Running;
+                }
+                _ => {}
+            }
         }
     }
     for (i, s) in at.into_iter().zip(started) {

@@ -118,6 +118,9 @@ pub enum Offered {
     /// The key is already in this state and blocks the offer. Nothing changed (except that a
     /// newer version may be remembered).
     Duplicate(State),
+    /// The offered version is older than the newest version the ledger has accepted for the
+    /// key; nothing changed. The key is in this state.
+    Outdated(State),
     /// The ledger holds something under the key that it cannot read (a foreign value, a
     /// damaged record): the key is neither accepted nor blocked by a state, and nothing was
     /// changed for it. It stays so until someone repairs it: a forced
@@ -130,7 +133,7 @@ impl Offered {
     pub fn lease(&self) -> Option<Lease> {
         match self {
             Offered::Accepted(l) => Some(*l),
-            Offered::Duplicate(_) | Offered::Unreadable(_) => None,
+            Offered::Duplicate(_) | Offered::Outdated(_) | Offered::Unreadable(_) => None,
         }
     }
 }

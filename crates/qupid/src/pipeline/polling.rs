@@ -238,8 +238,11 @@ impl<L: Ledger, T: Send + Sync + 'static> Polling<L, T> {
                         match p {
                             Published::Accepted(_) => polled.accepted += 1,
                             Published::Duplicate(s) if s.is_leased() => polled.in_flight += 1,
-                            // Not processable until repaired; counted and logged apart.
-                            Published::Duplicate(_) | Published::Unreadable(_) => {}
+                            // Finished, or never processable as offered (an outdated
+                            // version), or not until repaired: nothing to wait for.
+                            Published::Duplicate(_)
+                            | Published::Outdated(_)
+                            | Published::Unreadable(_) => {}
                         }
                     }
                     return Some(polled);

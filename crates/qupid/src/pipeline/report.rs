@@ -21,6 +21,11 @@ pub struct Report {
     /// another instance — or held by a crashed one until its lease expires. The rest
     /// ([`duplicates_finished`](Report::duplicates_finished)) were Completed or Dead.
     pub duplicates_in_flight: u64,
+    /// Offers refused as outdated: the entry's [ordered version](crate::Version::ordered)
+    /// was older than the newest version the ledger had accepted for its key (a stale
+    /// snapshot of a record that changed since). Not processed, and not counted in
+    /// [`duplicates`](Report::duplicates).
+    pub outdated: u64,
     /// Offers accepted.
     pub accepted: u64,
     /// Keys completed (saved).
@@ -64,6 +69,7 @@ impl Report {
             polled: c.offered.get(),
             duplicates: c.duplicates.get(),
             duplicates_in_flight: c.in_flight.get(),
+            outdated: c.outdated.get(),
             accepted: c.accepted.get(),
             completed: c.completed.get(),
             failed_attempts: c.failed.get(),
@@ -105,6 +111,11 @@ impl fmt::Display for Report {
             self.duplicates,
             self.duplicates_finished(),
             self.duplicates_in_flight
+        )?;
+        writeln!(
+            f,
+            "outdated    {:>10}  (older than a version already accepted)",
+            self.outdated
         )?;
         writeln!(f, "accepted    {:>10}", self.accepted)?;
         writeln!(f, "completed   {:>10}", self.completed)?;

@@ -48,6 +48,10 @@ pub enum Published {
     Accepted(Token),
     /// The key is already in this state; the entry was dropped.
     Duplicate(State),
+    /// The entry's [ordered version](crate::Version::ordered) is older than the newest
+    /// version the ledger has accepted for the key, which is in this state; the entry was
+    /// dropped and nothing changed (see [`Offered::Outdated`]).
+    Outdated(State),
     /// The ledger holds something under the key that it cannot read (a foreign value, a
     /// damaged record); the entry was dropped and nothing changed. It stays so until the
     /// record is repaired (`qupid remove --force KEY` deletes it).
@@ -470,7 +474,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             }
         };
         let mut out = Vec::with_capacity(outcomes.len());
-        let (mut accepted, mut duplicates, mut in_flight) = (0, 0, 0);
+        let (mut accepted, mut duplicates, mut in_flight, mut outdated) = (0, 0, 0, 0);
         for (entry, o) in entries.into_iter().zip(outcomes) {
             match o {
                 Offered::Accepted(lease) => {
@@ -496,6 +500,16 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                     }
                     out.push(Published::Duplicate(state));
                 }
+                Offered::Outdated(state) => {
+                    outdated += 1;
+                    tracing::debug!(
+                        key = %entry.key,
+                        version = ?entry.version,
+                        %state,
+                        "an older version than the ledger accepted: dropped"
+                    );
+                    out.push(Published::Outdated(state));
+                }
                 Offered::Unreadable(unreadable) => {
                     c.unreadable(&entry.key, &unreadable);
                     out.push(Published::Unreadable(unreadable));
@@ -505,6 +519,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         c.accepted.add(accepted);
         c.duplicates.add(duplicates);
         c.in_flight.add(in_flight);
+        c.outdated.add(outdated);
         Ok(out)
     }
 
