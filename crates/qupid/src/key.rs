@@ -125,10 +125,13 @@ impl fmt::Debug for Key {
 ///   is processed again; the same version, or none, is a duplicate. Any change counts, since
 ///   an opaque version cannot tell newer from older.
 /// - **Ordered** ([`Version::ordered`]): as opaque, and moreover an offer *older* than the
-///   newest version the ledger has accepted for the key is refused as outdated, whatever
-///   the key's state, so a stale snapshot of a record (read before a newer version was
-///   processed) never replaces newer output. Use it whenever the source has a number that
-///   grows with each change.
+///   newest version the ledger has accepted for the key is refused as
+///   [outdated](crate::ledger::Offered::Outdated), whatever the key's state, so a stale
+///   snapshot of a record (read before a newer version was processed) never replaces newer
+///   output. Use it whenever the source has a number that grows with each change. Older and
+///   newer are told apart only between ordered versions: against an opaque version (or
+///   none), an ordered one is merely different. See
+///   [ordered versions](crate::ledger#ordered-versions).
 ///
 /// Same rules as [`Key`] for an opaque version: non-empty, at most [`MAX_KEY_LEN`] bytes.
 /// Versions starting with U+0001 are reserved: that is how an ordered version is stored (a

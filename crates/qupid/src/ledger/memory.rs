@@ -248,6 +248,10 @@ impl MemoryLedger {
             }
             EntryRef::Occupied(o) => o.into_mut(),
         };
+        let newer = slot.extra.as_ref().and_then(|e| e.newer.as_ref());
+        if is_outdated(offer.version.as_ref(), slot.version(), newer) {
+            return Offered::Outdated(slot.state);
+        }
         // Work on a detached copy of the state so the shard's counters can be updated.
         let mut state = slot.state;
         if state.is_leased() {

@@ -6,11 +6,12 @@
 //! | from | event | to | notes |
 //! |---|---|---|---|
 //! | absent | offer | Queued(lease) | returns [`Offered::Accepted`] |
-//! | Completed(v) / Dead(v) | offer with version w ≠ v | Queued(lease) | content changed: always processed again |
+//! | any, lease valid or expired | offer of an ordered version older than the newest accepted | unchanged | returns [`Offered::Outdated`], whatever the policy; see [ordered versions](#ordered-versions) |
+//! | Completed(v) / Dead(v) | offer with version w ≠ v | Queued(lease) | content changed: processed again (unless outdated) |
 //! | Completed / Dead, blocking | offer otherwise | unchanged | returns [`Offered::Duplicate`] |
 //! | Completed / Dead, not blocking | offer | Queued(lease) | window passed, state not blocking, or superseded |
 //! | Queued / Running, lease valid | offer | unchanged | `Duplicate(state)`; a newer version is remembered |
-//! | Queued / Running, lease expired | offer | Queued(new lease, new token) | old holder fenced out; counts toward the crash cap |
+//! | Queued / Running, lease expired | offer (not outdated) | Queued(new lease, new token) | old holder fenced out; counts toward the crash cap |
 //! | Queued | start(token) | Running(attempt + 1) | |
 //! | as offer | offer-and-start | Running(attempt + 1) where offer would queue | [`Ledger::offer_and_start`]: both steps in one |
 //! | Queued / Running | renew(token) | same, later expiry | |
@@ -27,6 +28,32 @@
 //! [`Refused::LeaseLost`] and changes nothing. An operation with the current token succeeds
 //! even after the lease's expiry time, as long as nobody else has claimed the key since:
 //! expiry lets the *next offer* through, it does not by itself revoke the lease.
+//!
+//! # Ordered versions
+//!
+//! A [`Version`](crate::Version) is opaque or [ordered](crate::Version::ordered). Opaque
+//! versions only compare equal or different. When the offered version and a version the
+//! ledger has accepted for the key are *both* ordered, the ledger also tells older from
+//! newer: an offer older than the key's newest accepted version is refused as
+//! [`Offered::Outdated`] (with the key's current state), and nothing changes, whatever the
+//! state, the lease, the blocking policy or [`NewerVersions`](crate::NewerVersions) say.
+//! The key's accepted versions are its record's version and, while it is in flight, the
+//! newer version remembered for it; the newest is the greatest of those that are ordered.
+//!
+//! | offered version w | answer |
+//! |---|---|
+//! | none, or opaque | the rules above, unchanged |
+//! | ordered, older than the record's version or than the remembered newer version (each counted only if ordered) | `Outdated(state)`: nothing changes — no takeover of an expired lease (no new token, no abandonment counted), no new attempt at a finished key, no version remembered |
+//! | ordered, otherwise | the rules above: the record's own version is the same version (a duplicate while it blocks), any other is a different version (a finished key is processed again, an in-flight one remembers it) |
+//!
+//! So while a key is in flight with a newer version remembered, an offer of any version
+//! older than that one — the running version itself included — is outdated: the remembered
+//! version is what the key is processed at next, and it is never replaced by an older one
+//! (an opaque offer still replaces it, as before). Once the key completes or goes Dead, the
+//! version it finished with is the one it keeps: a newer version remembered meanwhile makes
+//! a completed key superseded (processable again), and is not kept.
+//!
+//! [`Ledger::offer_and_start`] answers exactly as `offer` does.
 //!
 //! # Unreadable records
 //!

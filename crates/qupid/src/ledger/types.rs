@@ -120,6 +120,12 @@ pub enum Offered {
     Duplicate(State),
     /// The offered version is older than the newest version the ledger has accepted for the
     /// key; nothing changed. The key is in this state.
+    ///
+    /// Only an [ordered](crate::Version::ordered) version is ever outdated, and only against
+    /// ordered versions: the record's version, or the newer version remembered while the key
+    /// is in flight (see [the rule](super#ordered-versions)). It is refused whatever the
+    /// state, the lease and the blocking policy say, so a stale snapshot of a record is never
+    /// processed after a newer one.
     Outdated(State),
     /// The ledger holds something under the key that it cannot read (a foreign value, a
     /// damaged record): the key is neither accepted nor blocked by a state, and nothing was
@@ -136,6 +142,25 @@ impl Offered {
             Offered::Duplicate(_) | Offered::Outdated(_) | Offered::Unreadable(_) => None,
         }
     }
+}
+
+/// Whether an offer of `offered` is outdated for a record holding `version` and, while in
+/// flight, the remembered `newer` version: `offered` is ordered and older than one of them
+/// that is ordered. Opaque versions, and an offer without one, are never outdated. See
+/// [ordered versions](super#ordered-versions).
+pub(crate) fn is_outdated(
+    offered: Option<&Version>,
+    version: Option<&Version>,
+    newer: Option<&Version>,
+) -> bool {
+    let Some(w) = offered.and_then(Version::as_ordered) else {
+        return false;
+    };
+    [version, newer]
+        .into_iter()
+        .flatten()
+        .filter_map(Version::as_ordered)
+        .any(|accepted| w < accepted)
 }
 
 /// A record the ledger holds under a key but cannot read: a foreign value in the namespace,
@@ -363,4 +388,41 @@ pub struct Page {
     pub records: Vec<Record>,
     /// The cursor for the next page, or `None` if this was the last.
     pub next: Option<Key>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_ordered_offer_older_than_an_ordered_accepted_version_is_outdated() {
+        let o = |n| Some(Version::ordered(n));
+        let opaque = Some(Version::new("etag").expect("valid"));
+        let cases = [
+            // (offered, version, newer, outdated)
+            (o(1), o(2), None, true),
+            (o(2), o(2), None, false),
+            (o(3), o(2), None, false),
+            (o(0), o(u64::MAX), None, true),
+            (o(9), o(10), None, true),
+            (o(3), o(2), o(5), true),
+            (o(2), o(2), o(5), true),
+            (o(5), o(2), o(5), false),
+            (o(6), o(2), o(5), false),
+            (o(3), opaque.clone(), o(5), true),
+            (o(6), opaque.clone(), o(5), false),
+            (o(1), o(2), opaque.clone(), true),
+            (o(1), opaque.clone(), None, false),
+            (o(1), None, None, false),
+            (opaque.clone(), o(2), o(5), false),
+            (None, o(2), o(5), false),
+        ];
+        for (offered, version, newer, want) in cases {
+            assert_eq!(
+                is_outdated(offered.as_ref(), version.as_ref(), newer.as_ref()),
+                want,
+                "{offered:?} against {version:?}, newer {newer:?}"
+            );
+        }
+    }
 }

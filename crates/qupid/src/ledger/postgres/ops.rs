@@ -326,6 +326,7 @@ impl PostgresLedger {
             |a, _| match (a.m, a.written) {
                 (0, _) => Ok(Some(Offered::Duplicate(a.state(ns)?))),
                 (6, _) => Ok(Some(Offered::Unreadable(a.unreadable(ns)?))),
+                (7, _) => Ok(Some(Offered::Outdated(a.state(ns)?))),
                 (1..=3, true) => Ok(Some(Offered::Accepted(Lease {
                     token: Token(u64::try_from(a.a(ns)?).map_err(|_| a.unexpected(ns))?),
                     expires_at: decode::timestamp(a.b(ns)?, ns)?,

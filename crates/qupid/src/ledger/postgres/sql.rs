@@ -49,6 +49,19 @@ const BAD: &str = "(CASE WHEN r.token < 0 THEN 'a token of ' || r.token
      WHEN r.attempts < 0 THEN 'an attempt count of ' || r.attempts
      WHEN r.abandoned < 0 THEN 'an abandoned count of ' || r.abandoned END)";
 
+/// Whether the offered version `i.w` is outdated for the row `r` (`{outdated}`): `i.w` is
+/// ordered and older than the row's version or its newer version, each counted only if
+/// ordered (`ledger::types::is_outdated`). An ordered version is stored as U+0001, `o` and
+/// 20 digits, and an opaque one never starts with U+0001, so its first two bytes and its
+/// length tell them apart (the prefix is written with `decode`, which no string setting
+/// changes). `bytea` compares byte by byte, so two ordered versions compare as their
+/// numbers, whatever the database's collation.
+const OUTDATED: &str = "(length(i.w) = 22 AND substring(i.w FROM 1 FOR 2) = decode('016f', 'hex')
+       AND ((length(r.version) = 22 AND substring(r.version FROM 1 FOR 2) = decode('016f', 'hex')
+             AND i.w < r.version)
+         OR (length(r.newer) = 22 AND substring(r.newer FROM 1 FOR 2) = decode('016f', 'hex')
+             AND i.w < r.newer)))";
+
 /// The statements of one namespace, with its schema name filled in.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -84,6 +97,7 @@ impl Sql {
             t.replace("{clk}", CLOCK)
                 .replace("{row}", ROW)
                 .replace("{bad}", BAD)
+                .replace("{outdated}", OUTDATED)
                 .replace("{s}", schema)
         };
         Sql {
@@ -170,7 +184,7 @@ const STATS: &str = "WITH {clk} SELECT
 /// `m`: 0 duplicate (nothing to write), 1 absent → insert, 2 expired lease → reclaim,
 /// 3 finished and not blocking (or abandoned too often but not blocking) → fresh lease,
 /// 4 abandoned too often → Dead, 5 leased → remember a newer version, 6 unreadable (nothing
-/// to write).
+/// to write), 7 outdated (nothing to write: checked before any lease or state rule).
 ///
 /// The `rev` guard makes a conflicting insert of an absent key (`rev` 1 against an existing
 /// row's ≥ 1) and a write to a row changed since the snapshot do nothing, so those items are
@@ -185,6 +199,7 @@ p AS MATERIALIZED (
     CASE
       WHEN r.key IS NULL THEN 1
       WHEN {bad} IS NOT NULL THEN 6
+      WHEN {outdated} THEN 7
       WHEN r.state < 2 AND clk.now < r.at_ms THEN
         CASE WHEN $5::boolean AND i.w IS NOT NULL AND r.version IS DISTINCT FROM i.w
                   AND r.newer IS DISTINCT FROM i.w THEN 5 ELSE 0 END
@@ -216,7 +231,7 @@ w AS (
     CASE p.m WHEN 2 THEN p.last_error WHEN 4 THEN 'abandoned'::bytea
              WHEN 5 THEN p.last_error END,
     CASE WHEN p.m IN (2, 4, 5) THEN p.superseded ELSE false END
-  FROM p WHERE p.m NOT IN (0, 6) ORDER BY p.key
+  FROM p WHERE p.m NOT IN (0, 6, 7) ORDER BY p.key
   ON CONFLICT (key) DO UPDATE SET
     rev = excluded.rev, state = excluded.state, token = excluded.token,
     at_ms = excluded.at_ms, attempts = excluded.attempts, abandoned = excluded.abandoned,

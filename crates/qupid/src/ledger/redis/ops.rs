@@ -114,10 +114,11 @@ impl RedisLedger {
 
     /// One item of the offer script's reply that is not unreadable.
     fn offered(&self, c: &[Value], expires_at: Timestamp, what: &str) -> Result<Offered> {
-        match uint(c, 0, what)? {
+        match int(c, 0, what)? {
             0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
-            token => Ok(Offered::Accepted(Lease {
-                token: Token(token),
+            -1 => Ok(Offered::Outdated(state(int(c, 1, what)?, what)?)),
+            _ => Ok(Offered::Accepted(Lease {
+                token: Token(uint(c, 0, what)?),
                 expires_at,
                 attempts: count(c, 1, what)?,
             })),

@@ -307,6 +307,13 @@ fn offer_one(
         Err(Fault::Unreadable(u)) => return Ok(Offered::Unreadable(u)),
         Err(e) => return Err(e),
     };
+    if is_outdated(
+        offer.version.as_ref(),
+        row.version.as_ref(),
+        row.newer.as_ref(),
+    ) {
+        return Ok(Offered::Outdated(row.state));
+    }
     let mut state = row.state;
     let mut changed_row = false;
     if state.is_leased() {

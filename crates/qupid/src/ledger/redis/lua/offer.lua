@@ -4,8 +4,8 @@
 -- Running, attempts + 1, where offer would queue it), ARGV[8 + i] the version of item i
 -- ('' = none; versions are never empty), or no versions at all if no item has one.
 -- Reply: the lease expiry of every accepted key, then per item: token, attempts (accepted; with
--- ARGV[8] '1', the attempt just started) | 0, state (duplicate) | found, 0 (unreadable: what
--- the record key holds, in words).
+-- ARGV[8] '1', the attempt just started) | 0, state (duplicate) | -1, state (outdated) |
+-- found, 0 (unreadable: what the record key holds, in words).
 local err = prepare()
 if err then
   return err
@@ -74,6 +74,9 @@ for i = 1, #KEYS - FIXED do
     push(f, 0)
   elseif not raw then
     fresh(i, k, m, v, nil)
+  elseif v and outdated(v, rv, rn) then
+    -- Older than a version the key has accepted: nothing changes, whatever its state.
+    push(-1, CODE[s])
   else
     local done = false
     -- The index the key is in, if the finished-key rules must move it out of another.

@@ -28,8 +28,8 @@
 -- table), and format each repeated integer once.
 
 local call, rpcall = redis.call, redis.pcall
-local tonumber, format, find, sub, match, min, unpack = tonumber, string.format, string.find,
-    string.sub, string.match, math.min, unpack
+local tonumber, format, find, sub, match, byte, min, unpack = tonumber, string.format,
+    string.find, string.sub, string.match, string.byte, math.min, unpack
 
 local PREFIX = ARGV[1]
 local PLEN = #PREFIX
@@ -163,6 +163,37 @@ local function decode(raw)
     end
   end
   return nil
+end
+
+-- An ordered version (key.rs): U+0001, 'o', then 20 digits. Lua's string comparison goes
+-- through strcoll, which follows the locale Redis takes its collation from, so ordered versions
+-- are not compared as strings: each is read as two numbers of 10 digits (exact in a double),
+-- compared in turn.
+local ORDERED = '^\1o(%d%d%d%d%d%d%d%d%d%d)(%d%d%d%d%d%d%d%d%d%d)$'
+
+-- The two halves of ordered version v, as numbers; nil for an opaque version or none.
+local function ordered(v)
+  if v and byte(v, 1) == 1 then
+    local hi, lo = match(v, ORDERED)
+    if hi then
+      return tonumber(hi), tonumber(lo)
+    end
+  end
+  return nil
+end
+
+-- Whether the ordered version of halves wh, wl is older than v (false if v is not ordered).
+local function older(wh, wl, v)
+  local h, l = ordered(v)
+  return h ~= nil and (wh < h or (wh == h and wl < l))
+end
+
+-- Whether an offer of version w is outdated for a record holding version rv and newer version
+-- rn: w is ordered and older than either of them that is ordered (ledger/types.rs's
+-- is_outdated).
+local function outdated(w, rv, rn)
+  local wh, wl = ordered(w)
+  return wh ~= nil and (older(wh, wl, rv) or older(wh, wl, rn))
 end
 
 -- The corrupt reply of a whole call that met, at record key k, what `found` says.
