@@ -16,6 +16,9 @@ use qupid::{
 
 use crate::{Fixture, Plant};
 
+mod ordered;
+pub use ordered::*;
+
 /// A key from a literal.
 pub fn key(s: &str) -> Key {
     Key::new(s).expect("test keys are valid")

@@ -14,7 +14,16 @@ use qupid::{Blocking, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention
 use crate::Fixture;
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
-const VERSIONS: [Option<&str>; 3] = [None, Some("v1"), Some("v2")];
+/// The version pool, in stored form: none, two opaque versions, three ordered ones
+/// (`Version::ordered(1)` to `(3)`). A case draws from part of it ([`Versions`]).
+const VERSIONS: [Option<&str>; 6] = [
+    None,
+    Some("v1"),
+    Some("v2"),
+    Some("\u{1}o00000000000000000001"),
+    Some("\u{1}o00000000000000000002"),
+    Some("\u{1}o00000000000000000003"),
+];
 /// Every lease in the model test lasts this many ticks.
 const LEASE: u64 = 10;
 
@@ -70,6 +79,28 @@ fn blocking() -> impl Strategy<Value = Blocking> {
     ]
 }
 
+/// Which versions a case offers.
+#[derive(Debug, Clone, Copy)]
+enum Versions {
+    /// None, or opaque ones.
+    Opaque,
+    /// None, or ordered ones.
+    Ordered,
+    /// Any: opaque and ordered versions of one key meet.
+    Mixed,
+}
+
+impl Versions {
+    /// The version an offer's `v` (an index into the whole pool) stands for in this case.
+    fn pick(self, v: usize) -> Option<&'static str> {
+        match self {
+            Versions::Opaque => VERSIONS[v % 3],
+            Versions::Ordered => [VERSIONS[0], VERSIONS[3], VERSIONS[4], VERSIONS[5]][v % 4],
+            Versions::Mixed => VERSIONS[v],
+        }
+    }
+}
+
 /// The random policy of one case, in ticks (windows are scaled to the fixture's tick).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -78,18 +109,33 @@ pub struct Settings {
     completed: Blocking,
     dead: Blocking,
     remember: bool,
+    versions: Versions,
 }
 
 fn settings() -> impl Strategy<Value = Settings> {
-    (1..4u32, 0..4u32, blocking(), blocking(), any::<bool>()).prop_map(
-        |(max_attempts, crash_cap, completed, dead, remember)| Settings {
-            max_attempts,
-            crash_cap,
-            completed,
-            dead,
-            remember,
-        },
+    let versions = prop_oneof![
+        Just(Versions::Opaque),
+        Just(Versions::Ordered),
+        Just(Versions::Mixed)
+    ];
+    (
+        1..4u32,
+        0..4u32,
+        blocking(),
+        blocking(),
+        any::<bool>(),
+        versions,
     )
+        .prop_map(
+            |(max_attempts, crash_cap, completed, dead, remember, versions)| Settings {
+                max_attempts,
+                crash_cap,
+                completed,
+                dead,
+                remember,
+                versions,
+            },
+        )
 }
 
 fn scale(b: Blocking, tick: Duration) -> Blocking {
@@ -173,6 +219,29 @@ pub enum Out {
     Advanced,
 }
 
+/// The number of an ordered version in stored form (U+0001, `o`, 20 digits), restated here
+/// apart from the library's parser; `None` for an opaque version.
+fn ordered(v: &str) -> Option<u64> {
+    let digits = v.strip_prefix("\u{1}o")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The ordered-version rule: an offer of `w` is outdated when it is ordered and older than
+/// the record's version or its remembered newer version, whichever of them are ordered.
+fn outdated(w: Option<&str>, version: Option<&str>, newer: Option<&str>) -> bool {
+    let Some(w) = w.and_then(ordered) else {
+        return false;
+    };
+    [version, newer]
+        .into_iter()
+        .flatten()
+        .filter_map(ordered)
+        .any(|accepted| w < accepted)
+}
+
 impl Model {
     fn token(&mut self) -> u64 {
         self.tokens += 1;
@@ -210,6 +279,10 @@ impl Model {
             self.records.insert(k, rec);
             return (Out::Accepted(0), Some(token));
         };
+        // Whatever the state, the lease and the policy: nothing changes.
+        if outdated(v, r.version, r.newer) {
+            return (Out::Outdated(r.state), None);
+        }
         if r.state.is_leased() {
             if now < r.at {
                 if s.remember && v.is_some() && v != r.version {
@@ -467,7 +540,7 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
         };
         let (got, want) = match *op {
             Op::Offer { k, v, start } => {
-                let version = VERSIONS[v];
+                let version = s.versions.pick(v);
                 let o = Offer {
                     key: key(k),
                     version: version.map(|v| Version::new(v).expect("valid")),
