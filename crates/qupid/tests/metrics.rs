@@ -11,10 +11,18 @@ async fn a_run_records_its_counters_under_the_documented_names() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     // The pipeline takes its metric handles when it is built.
-    let entries: Vec<_> = ["a", "b", "a", "c", "poison"]
+    let mut entries: Vec<_> = ["a", "b", "a", "c", "poison"]
         .into_iter()
         .map(|k| Entry::new(k, k.to_owned()).unwrap())
         .collect();
+    // An ordered version, then an older one of the same key: outdated.
+    for n in [2, 1] {
+        entries.push(
+            Entry::new("v", "v".to_owned())
+                .unwrap()
+                .with_ordered_version(n),
+        );
+    }
     let mut policy = qupid::Policy::default();
     policy.max_attempts = 1;
     let pipeline = metrics::with_local_recorder(&recorder, || {
@@ -61,15 +69,21 @@ async fn a_run_records_its_counters_under_the_documented_names() {
         }
         other => panic!("{name}: {other:?}"),
     };
-    assert_eq!(counter(names::OFFERED), 5);
+    assert_eq!(counter(names::OFFERED), 7);
     assert_eq!(counter(names::DUPLICATES), 1);
-    assert_eq!(counter(names::ACCEPTED), 4);
-    assert_eq!(counter(names::COMPLETED), 3);
+    assert_eq!(counter(names::OUTDATED), 1);
+    assert_eq!(counter(names::ACCEPTED), 5);
+    assert_eq!(counter(names::COMPLETED), 4);
     assert_eq!(counter(names::FAILED), 1);
     assert_eq!(counter(names::DEAD), 1);
     assert_eq!(
-        (report.completed, report.dead, report.duplicates),
-        (3, 1, 1)
+        (
+            report.completed,
+            report.dead,
+            report.duplicates,
+            report.outdated
+        ),
+        (4, 1, 1, 1)
     );
     match values.get(names::RUNNING) {
         Some((_, DebugValue::Gauge(g))) => {

@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use qupid::ledger::{Ledger, State};
-use qupid::{Backoff, Entry, ErrorKind, Keep, Key, MemoryLedger, Pipeline, Policy, Source};
+use qupid::ledger::{Claim, Ledger, State};
+use qupid::{
+    Backoff, Entry, ErrorKind, Keep, Key, MemoryLedger, Offer, Pipeline, Policy, Source, Version,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A datastore whose records stay "unprocessed" until saved, as in the seed's picture.
@@ -507,6 +509,83 @@ async fn retention_purges_on_a_timer_without_unblocking_early() {
         ledger.stats().await.unwrap().completed,
         10,
         "purged down to the newest 10"
+    );
+}
+
+/// The reported case: a record another instance completed at ordered version 2, then polled
+/// from a snapshot still holding version 1. That offer is outdated: not processed, counted in
+/// `Report::outdated` and not as a duplicate, and a pipeline that stops when drained stops.
+/// A poll at version 3 is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_snapshot_is_not_processed_and_a_newer_one_is() {
+    let ledger = MemoryLedger::new();
+    let policy = Policy::default();
+    let key = Key::new("rec/1").unwrap();
+    let done = Offer::new(key.clone()).with_version(Version::ordered(2));
+    let lease = ledger.offer_and_start(&policy, &[done]).await.unwrap()[0]
+        .lease()
+        .expect("accepted");
+    let claim = Claim {
+        key: key.clone(),
+        token: lease.token,
+    };
+    ledger.complete(&[claim]).await.unwrap()[0]
+        .clone()
+        .expect("completed");
+
+    let run = |version: u64| {
+        let processed = Arc::new(Mutex::new(Vec::new()));
+        let seen = processed.clone();
+        let source = Source::poll(Duration::from_millis(5), move || async move {
+            let entry = Entry::new("rec/1", version).map(|e| e.with_ordered_version(version));
+            Ok::<_, std::io::Error>([entry])
+        });
+        let run = Pipeline::builder(ledger.clone())
+            .source(source)
+            .process(move |a| {
+                seen.lock().unwrap().push(*a.payload());
+                async { Ok::<_, std::io::Error>(()) }
+            })
+            .save(|_, ()| async { Ok::<_, std::io::Error>(()) })
+            .policy(policy.clone())
+            .stop_when_drained()
+            .build()
+            .unwrap()
+            .run();
+        async move {
+            let report = tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .expect("a drained pipeline stops by itself")
+                .unwrap();
+            let processed = processed.lock().unwrap().clone();
+            (report, processed)
+        }
+    };
+
+    let (old, processed) = run(1).await;
+    assert!(processed.is_empty(), "version 1 after 2: {processed:?}");
+    assert!(old.outdated >= 1, "{old}");
+    assert_eq!(
+        (old.accepted, old.completed, old.duplicates),
+        (0, 0, 0),
+        "{old}"
+    );
+    assert_eq!(old.polled, old.outdated, "{old}");
+    assert!(old.to_string().contains("outdated"), "{old}");
+    let rec = ledger.get(&key).await.unwrap().expect("a record");
+    assert_eq!(
+        (rec.state, rec.version, rec.token),
+        (State::Completed, Some(Version::ordered(2)), lease.token),
+        "left as it was"
+    );
+
+    let (new, processed) = run(3).await;
+    assert_eq!(processed, vec![3], "version 3 after 2");
+    assert_eq!((new.completed, new.outdated), (1, 0), "{new}");
+    let rec = ledger.get(&key).await.unwrap().expect("a record");
+    assert_eq!(
+        (rec.state, rec.version),
+        (State::Completed, Some(Version::ordered(3)))
     );
 }
 
