@@ -89,8 +89,10 @@
 //! |---|---|
 //! | `sqlite`, `redis`, `postgres` | the ledgers above |
 //! | `full` | every ledger |
-//! | `object-store` | `sink::ObjectSink`: saves to S3 (or any `object_store` backend) that never replace newer output with older — a compare-and-swap on the ETag, the version and fencing token in the object's metadata. Builds `object_store` without backends: enable yours (`aws`, `gcp`, `azure`) in your own dependency on it | The `qupid-testkit` crate holds the conformance suite and the
-//! model-based test that every ledger runs.
+//! | `object-store` | `sink::ObjectSink`: saves to S3 (or any `object_store` backend) that never replace newer output with older — a compare-and-swap on the ETag, the version and fencing token in the object's metadata. Builds `object_store` without backends: enable yours (`aws`, `gcp`, `azure`) in your own dependency on it |
+//!
+//! The `qupid-testkit` crate holds the conformance suite and the model-based test that every
+//! ledger runs.
 //!
 //! # Observability
 //!
