@@ -65,7 +65,9 @@
 //! But a process can crash (or lose its lease) after its `save` succeeded and before the
 //! completion was recorded; the key is then processed again. **Your `save` must be
 //! idempotent** — write to a name derived from the key, or make the write conditional on the
-//! fencing token ([`Attempt::token`]).
+//! fencing token ([`Attempt::token`]). For object storage, `sink::ObjectSink` (feature
+//! `object-store`) is such a write: a compare-and-swap that never replaces newer output with
+//! older, even when a paused holder's write arrives late.
 //!
 //! Nothing is lost: every accepted key ends Completed, Dead, released (and so offered again by
 //! the next poll), or becomes offerable again when its lease expires.
@@ -81,8 +83,16 @@
 //! | [`AnyLedger`] | (always) | whichever of the above a URL names, chosen at run time |
 //!
 //! Each backend is a cargo feature, so a build that wants only memory compiles nothing else;
-//! `full` turns on every ledger. The `qupid-testkit` crate holds the conformance suite and the
-//! model-based test that every ledger runs.
+//! `full` turns on every ledger.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `sqlite`, `redis`, `postgres` | the ledgers above |
+//! | `full` | every ledger |
+//! | `object-store` | `sink::ObjectSink`: saves to S3 (or any `object_store` backend) that never replace newer output with older — a compare-and-swap on the ETag, the version and fencing token in the object's metadata. Builds `object_store` without backends: enable yours (`aws`, `gcp`, `azure`) in your own dependency on it |
+//!
+//! The `qupid-testkit` crate holds the conformance suite and the model-based test that every
+//! ledger runs.
 //!
 //! # Observability
 //!
@@ -100,6 +110,9 @@ pub mod pipeline;
 mod policy;
 pub mod queue;
 mod redact;
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub mod sink;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use key::{Entry, Key, Offer, Version, MAX_KEY_LEN};
