@@ -47,12 +47,13 @@ pub(crate) struct Cli {
     )]
     pub(crate) ledger: Option<String>,
 
-    /// The queue's namespace in a shared Redis or PostgreSQL (ignored by sqlite and memory)
+    /// The queue's namespace in a shared Redis or PostgreSQL (1 to 48 of a-z, 0-9 and _;
+    /// ignored by sqlite and memory)
     #[arg(
         long,
         env = "QUPID_NAMESPACE",
         value_name = "NS",
-        default_value = "default",
+        default_value = qupid::ledger::DEFAULT_NAMESPACE,
         global = true,
         hide_env_values = true,
         help_heading = "Global options"

@@ -36,7 +36,31 @@ on_every_ledger!(
     purge_dry_run_counts_and_changes_nothing,
     purge_removes_old_finished_records_of_the_chosen_states,
     dangerous_commands_ask_first,
+    the_namespace_comes_from_qupid_namespace_and_one_rule_checks_it,
 );
+
+/// `QUPID_NAMESPACE` names the namespace as `--namespace` does (the examples read it too),
+/// and a namespace that breaks the one rule is refused alike on every ledger, before anything
+/// is opened.
+fn the_namespace_comes_from_qupid_namespace_and_one_rule_checks_it(b: &Backend) {
+    b.fill();
+    let by_env = qupid()
+        .args(["--ledger", &b.url, "--json", "stats"])
+        .env("QUPID_NAMESPACE", &b.namespace)
+        .assert()
+        .success();
+    let stats = json(&by_env.get_output().stdout);
+    assert_eq!(stats["total"], json!(FILLED.total()), "{stats}");
+    for bad in ["orders-eu", "Orders", "a b"] {
+        qupid()
+            .args(["--ledger", &b.url, "--namespace", bad, "stats"])
+            .assert()
+            .code(2)
+            .stderr(contains(
+                "expected a namespace of 1 to 48 characters of a-z, 0-9 and _",
+            ));
+    }
+}
 
 /// Stdout of a run that exited with `code`.
 fn stdout_of(cmd: &mut assert_cmd::Command, code: i32) -> Vec<u8> {

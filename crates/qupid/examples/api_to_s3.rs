@@ -21,7 +21,7 @@
 //! AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… AWS_REGION=… \
 //! cargo run --release -p qupid --features object-store,redis --example api_to_s3 -- \
 //!     --api http://127.0.0.1:8080 --bucket my-bucket [--endpoint http://127.0.0.1:5000 --allow-http] \
-//!     [--prefix records/] [--ledger redis://127.0.0.1:6379 | QUPID_LEDGER] [--namespace api_to_s3] \
+//!     [--prefix records/] [--ledger redis://127.0.0.1:6379 | QUPID_LEDGER] [--namespace NS | QUPID_NAMESPACE] \
 //!     [--lease SECS] [--concurrency N] [--poll-ms MS] [--work-ms MS]
 //! ```
 //!
@@ -91,7 +91,9 @@ fn args() -> Result<Args, String> {
         allow_http: false,
         prefix: "records/".to_owned(),
         ledger: std::env::var("QUPID_LEDGER").unwrap_or_else(|_| "memory:".to_owned()),
-        namespace: "api_to_s3".to_owned(),
+        // The CLI's default too, so `qupid stats` sees what this run did.
+        namespace: std::env::var("QUPID_NAMESPACE")
+            .unwrap_or_else(|_| qupid::ledger::DEFAULT_NAMESPACE.to_owned()),
         lease: Duration::from_secs(30),
         concurrency: 16,
         poll: Duration::from_millis(500),

@@ -96,7 +96,9 @@ fn args() -> Result<Args, String> {
         records: 3_000,
         out: PathBuf::from("output"),
         ledger: std::env::var("QUPID_LEDGER").unwrap_or_else(|_| default_ledger()),
-        namespace: "example".to_owned(),
+        // The CLI's default too, so `qupid stats` sees what this run did.
+        namespace: std::env::var("QUPID_NAMESPACE")
+            .unwrap_or_else(|_| qupid::ledger::DEFAULT_NAMESPACE.to_owned()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

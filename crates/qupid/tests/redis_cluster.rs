@@ -134,7 +134,7 @@ async fn the_ledger_works_on_a_redis_cluster() {
     qupid_testkit::conformance_sequence!(cluster.fixture()).await;
 
     // Scripts lost on every node are loaded again where they are needed.
-    let ns = namespace("cluster-flush");
+    let ns = namespace("cluster_flush");
     let l = cluster.connect(&ns).await;
     let p = Policy::default();
     l.offer(&p, &[Offer::new(key("a"))]).await.expect("offer");

@@ -214,7 +214,7 @@ async fn namespaces_are_isolated() {
     let url = url();
     let a_ns = namespace("iso");
     // A namespace whose name extends the other's must not see its keys.
-    let b_ns = format!("{a_ns}-more");
+    let b_ns = format!("{a_ns}_more");
     let (a, b) = (connect(&url, &a_ns).await, connect(&url, &b_ns).await);
     let _cleanup = (Cleanup::new(&url, &a_ns), Cleanup::new(&url, &b_ns));
     let p = Policy::default();

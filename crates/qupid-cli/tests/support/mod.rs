@@ -115,7 +115,7 @@ impl Backend {
         b
     }
 
-    /// A fresh namespace (`cli-<pid>-<n>`) on the Redis server.
+    /// A fresh namespace (`cli_<pid>_<n>`) on the Redis server.
     pub(crate) fn redis() -> Backend {
         let url = redis_url();
         if let Err(e) = redis::Client::open(url.as_str())
@@ -127,7 +127,7 @@ impl Backend {
         Backend {
             kind: Kind::Redis,
             url,
-            namespace: unique('-'),
+            namespace: unique('_'),
             dir: None,
         }
     }

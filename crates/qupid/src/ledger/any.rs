@@ -40,14 +40,20 @@ pub enum AnyLedger {
 
 impl AnyLedger {
     /// Opens the ledger `url` names; `namespace` selects the queue in a shared server
-    /// (ignored by memory and SQLite, whose file is the namespace).
+    /// (memory and SQLite have one queue each, their process or their file).
+    ///
+    /// The namespace is checked first, by one rule for every ledger
+    /// ([`check_namespace`](super::check_namespace): 1 to 48 characters of `a-z`, `0-9`
+    /// and `_`), so a name that works on one ledger works on any, and a bad one is refused
+    /// before anything is opened — for memory and SQLite too.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`] for a URL this build cannot open (an unknown scheme, or a
-    /// ledger whose feature is off), and whatever the ledger's own constructor answers
-    /// (unreachable server, corrupt file).
+    /// [`ErrorKind::Config`] for a namespace that breaks the rule, or a URL this build
+    /// cannot open (an unknown scheme, or a ledger whose feature is off), and whatever the
+    /// ledger's own constructor answers (unreachable server, corrupt file).
     pub async fn open(url: &str, namespace: &str) -> Result<Self> {
+        super::check_namespace(namespace)?;
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())

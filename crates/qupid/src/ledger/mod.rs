@@ -80,6 +80,7 @@
 
 mod any;
 mod memory;
+mod namespace;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -100,6 +101,7 @@ pub use self::postgres::PostgresLedger;
 pub use self::redis::RedisLedger;
 pub use any::AnyLedger;
 pub use memory::MemoryLedger;
+pub use namespace::{check_namespace, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLedger;
 pub use types::{

@@ -32,7 +32,7 @@ pub(crate) fn url() -> String {
 pub(crate) fn namespace(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
-        "test-{tag}-{}-{}-{:08x}",
+        "test_{tag}_{}_{}_{:08x}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed),
         fastrand::u32(..)

@@ -18,8 +18,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// The schema version this build writes and understands.
 pub(super) const LATEST: i32 = 2;
 
-/// The longest namespace accepted: `qupid_` plus it must fit PostgreSQL's 63-byte names.
-pub(super) const MAX_NAMESPACE_LEN: usize = 48;
+// The schema's name is `qupid_` and the namespace: at most 54 bytes, within PostgreSQL's 63.
+const _: () = assert!(crate::ledger::MAX_NAMESPACE_LEN + "qupid_".len() <= 63);
 
 /// Migration `n` (from index `n - 1`) brings a schema from version `n - 1` to `n`. `{s}` is
 /// the quoted schema name. Never edit a released step: add one.
@@ -60,19 +60,7 @@ const STEPS: [&str; LATEST as usize] = [
 
 /// Checks a namespace name: 1 to 48 of `a-z`, `0-9` and `_`.
 pub(super) fn check_namespace(namespace: &str) -> Result<()> {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= MAX_NAMESPACE_LEN
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "a postgres namespace must be 1 to {MAX_NAMESPACE_LEN} characters of a-z, 0-9 and _ \
-             (it names the schema qupid_<namespace>), found {namespace:?}"
-        )))
-    }
+    crate::ledger::check_namespace(namespace)
 }
 
 /// The schema's name, unquoted (`qupid_orders`). The namespace must have been checked.
