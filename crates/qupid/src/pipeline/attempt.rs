@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::key::{Entry, Key, Version};
 use crate::ledger::Token;
-use crate::queue::core::Deadline;
+use crate::queue::core::{Grant, Renewals};
 use crate::queue::Job;
 
 /// One attempt at processing one entry, handed to the pipeline's `process` and `save` steps.
@@ -20,18 +20,21 @@ pub struct Attempt<T> {
     token: Token,
     number: u32,
     lost: CancellationToken,
-    deadline: Arc<Deadline>,
+    renewals: Arc<Renewals>,
+    grant: Grant,
 }
 
 impl<T> Attempt<T> {
     /// The attempt `job` is making now.
     pub(crate) fn of(job: &Job<T>) -> Self {
+        let (renewals, grant) = job.lease_clock();
         Attempt {
             entry: job.shared_entry(),
             token: job.token(),
             number: job.attempt(),
             lost: job.lease_lost().clone(),
-            deadline: job.shared_deadline(),
+            renewals,
+            grant,
         }
     }
 
@@ -74,12 +77,12 @@ impl<T> Attempt<T> {
     /// renew). A `save` that takes long can check it again before its final write; only a
     /// write conditional on the [`token`](Attempt::token) closes the window entirely.
     pub fn deadline(&self) -> tokio::time::Instant {
-        self.deadline.at()
+        self.renewals.deadline(self.grant)
     }
 
     /// Whether the [`deadline`](Attempt::deadline) has passed.
     pub fn is_expired(&self) -> bool {
-        tokio::time::Instant::now() >= self.deadline.at()
+        tokio::time::Instant::now() >= self.deadline()
     }
 
     /// Cancelled if the lease is found lost; the pipeline then abandons this attempt.
@@ -95,7 +98,8 @@ impl<T> Clone for Attempt<T> {
             token: self.token,
             number: self.number,
             lost: self.lost.clone(),
-            deadline: self.deadline.clone(),
+            renewals: self.renewals.clone(),
+            grant: self.grant,
         }
     }
 }

@@ -89,10 +89,11 @@ impl Invalid {
 
     /// The entries of `items`; the errors are counted and logged (under `span`).
     fn skip<T>(&self, items: Vec<Item<T>>, span: &tracing::Span) -> Vec<Entry<T>> {
-        let mut entries = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Ok(entry) => entries.push(entry),
+        // `filter_map` then `collect` reuses the batch's allocation where the layouts allow.
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                Ok(entry) => Some(entry),
                 Err(e) => {
                     self.counters.invalid.add(1);
                     if self.logged.first(&e.to_string()) {
@@ -100,10 +101,10 @@ impl Invalid {
                     } else {
                         tracing::debug!(parent: span, error = %e, "skipped an invalid entry again");
                     }
+                    None
                 }
-            }
-        }
-        entries
+            })
+            .collect()
     }
 }
 

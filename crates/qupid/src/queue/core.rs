@@ -41,44 +41,64 @@ pub(crate) struct Op {
     pub(crate) reply: Option<oneshot::Sender<Result<Answer>>>,
 }
 
-/// A lease's expiry by this process's monotonic clock, less a margin: the time it was asked
-/// for (granted or last renewed) plus nine tenths of the lease. Past it, the ledger may have
-/// given the key to another holder, so a job must not begin a save.
+/// When the leases of this process's claims run out by its own monotonic clock, less a
+/// margin: a claim's lease was asked for when it was granted, or when a renewal round that
+/// covered it was sent; it lasts nine tenths of the lease from then (the rest is a margin
+/// for the time answers took and for clock drift). Past that, the ledger may have given the
+/// key to another holder, so a job must not begin a save.
 ///
-/// Counted from when the call was *sent*, so a slow answer only makes it earlier; by a
+/// Counted from when calls were *sent*, so a slow answer only makes it earlier; by a
 /// monotonic clock, so a process paused (SIGSTOP, a VM freeze) finds it passed on waking.
+/// The renewer renews every claim in rounds, so one time per queue — that of the last round
+/// that renewed every claim held when it began — stands for all of them: no per-job state.
 #[derive(Debug)]
-pub(crate) struct Deadline {
+pub(crate) struct Renewals {
     base: Instant,
-    /// Nanoseconds after `base`; only grows.
-    after: AtomicU64,
+    /// Nanoseconds after `base` of the last full round's start; 0 before the first.
+    last: AtomicU64,
+    budget: Duration,
 }
 
-impl Deadline {
-    pub(crate) fn new(at: Instant) -> Self {
-        Deadline {
-            base: at,
-            after: AtomicU64::new(0),
+impl Renewals {
+    pub(crate) fn new(lease: Duration) -> Self {
+        Renewals {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            budget: lease - lease / 10,
         }
     }
 
-    /// When the lease runs out, by this process's clock.
-    pub(crate) fn at(&self) -> Instant {
-        self.base + Duration::from_nanos(self.after.load(Ordering::Acquire))
+    /// A round that began at `started` renewed every claim held then.
+    fn record(&self, started: Instant) {
+        let after = u64::try_from(started.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.last.fetch_max(after, Ordering::AcqRel);
     }
 
-    /// Moves the deadline to `at`, if that is later.
-    fn extend_to(&self, at: Instant) {
-        let after =
-            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        self.after.fetch_max(after, Ordering::AcqRel);
+    /// The deadline of a claim granted as `grant` says.
+    pub(crate) fn deadline(&self, grant: Grant) -> Instant {
+        let Grant {
+            sent: granted,
+            held,
+        } = grant;
+        let last = self.last.load(Ordering::Acquire);
+        let round = self.base + Duration::from_nanos(last);
+        // A round counts for claims held before it began (and so renewed by it).
+        let asked = if last > 0 && held <= round {
+            granted.max(round)
+        } else {
+            granted
+        };
+        asked + self.budget
     }
 }
 
-/// The part of a lease a holder counts on: nine tenths of it, the rest a margin for the
-/// time the ledger's answer took and for clock drift.
-pub(crate) fn budget(lease: Duration) -> Duration {
-    lease - lease / 10
+/// When a claim's lease was granted: when the offer was sent, and when this process began
+/// holding the claim (its answer arrived).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grant {
+    pub(crate) sent: Instant,
+    pub(crate) held: Instant,
 }
 
 /// A claim this process holds, for the renewer and the gauges.
@@ -87,7 +107,6 @@ struct Held {
     /// Queued or Running, as the ledger last answered.
     state: State,
     lost: CancellationToken,
-    deadline: Arc<Deadline>,
 }
 
 /// Claims held by this process: renewed together, cancelled when lost. Sharded by key, so
@@ -128,20 +147,13 @@ impl Registry {
 
     /// Holds `claim`, in `state` (Queued or Running). A claim on the same key under another
     /// token is lost: the ledger gave the key to this newer lease.
-    pub(crate) fn insert(
-        &self,
-        claim: &Claim,
-        state: State,
-        lost: CancellationToken,
-        deadline: Arc<Deadline>,
-    ) {
+    pub(crate) fn insert(&self, claim: &Claim, state: State, lost: CancellationToken) {
         let old = self.lock(&claim.key).insert(
             claim.key.clone(),
             Held {
                 token: claim.token,
                 state,
                 lost,
-                deadline,
             },
         );
         self.gauge(state, 1);
@@ -164,14 +176,6 @@ impl Registry {
                 self.gauge(was, -1);
                 self.gauge(state, 1);
             }
-        }
-    }
-
-    /// Moves `claim`'s deadline to `at` (a renewal sent then), if the claim is still held.
-    fn renewed(&self, claim: &Claim, at: Instant) {
-        let held = self.lock(&claim.key);
-        if let Some(h) = held.get(&claim.key).filter(|h| h.token == claim.token) {
-            h.deadline.extend_to(at);
         }
     }
 
@@ -232,6 +236,8 @@ pub(crate) struct Core {
     pub(crate) registry: Arc<Registry>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) lease: Duration,
+    /// When the held claims' leases run out, by this process's clock.
+    pub(crate) renewals: Arc<Renewals>,
     /// Set when the ledger groups calls itself: jobs then call it directly, without a hop
     /// through the batching task.
     pub(crate) direct: Option<Arc<dyn Exec>>,
@@ -536,6 +542,7 @@ pub(crate) async fn renewer<L: Ledger>(
     policy: Policy,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
+    renewals: Arc<Renewals>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(policy.lease / 3);
@@ -546,26 +553,29 @@ pub(crate) async fn renewer<L: Ledger>(
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
+        let started = Instant::now();
         let claims = registry.claims();
+        let mut whole = true;
         for chunk in claims.chunks(1000) {
-            let sent = Instant::now();
             match ledger.renew(&policy, chunk).await {
                 Ok(out) => {
                     counters.ledger.ok();
-                    let until = sent + budget(policy.lease);
                     for (claim, r) in chunk.iter().zip(out) {
-                        match r {
-                            Ok(_) => registry.renewed(claim, until),
-                            Err(refused) => lost(&registry, claim, &refused),
+                        if let Err(refused) = r {
+                            lost(&registry, claim, &refused);
                         }
                     }
                 }
                 Err(e) => {
+                    whole = false;
                     counters.ledger_errors.add(1);
                     counters.ledger.failed(&e);
                     tracing::warn!(error = %e, claims = chunk.len(), "renewing leases failed")
                 }
             }
+        }
+        if whole {
+            renewals.record(started);
         }
     }
 }

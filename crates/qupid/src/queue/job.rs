@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::core::{Answer, Ask, Core, Deadline};
+use super::core::{Answer, Ask, Core, Grant, Renewals};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Entry, Key};
 use crate::ledger::{Claim, Done, Failed, Refused, State, Token};
@@ -31,7 +31,8 @@ pub struct Job<T> {
     core: Arc<Core>,
     /// The job's place on the queue's buffer, given back when a subscriber takes it.
     slot: Option<OwnedSemaphorePermit>,
-    deadline: Arc<Deadline>,
+    /// When the lease was granted, for its deadline.
+    grant: Grant,
 }
 
 /// The outcome of [`Job::fail`].
@@ -73,7 +74,7 @@ impl<T> Job<T> {
         running: bool,
         core: Arc<Core>,
         slot: Option<OwnedSemaphorePermit>,
-        deadline: Arc<Deadline>,
+        grant: Grant,
     ) -> Self {
         let claim = Claim {
             key: entry.key.clone(),
@@ -85,8 +86,7 @@ impl<T> Job<T> {
         } else {
             State::Queued
         };
-        core.registry
-            .insert(&claim, state, lost.clone(), deadline.clone());
+        core.registry.insert(&claim, state, lost.clone());
         Job {
             entry: Arc::new(entry),
             claim,
@@ -96,7 +96,7 @@ impl<T> Job<T> {
             lost,
             core,
             slot,
-            deadline,
+            grant,
         }
     }
 
@@ -147,11 +147,13 @@ impl<T> Job<T> {
     /// or could not reach the ledger to renew), so do not begin a write whose result must not
     /// be older than another holder's: release the job instead. Renewals move it later.
     pub fn deadline(&self) -> tokio::time::Instant {
-        self.deadline.at()
+        self.core.renewals.deadline(self.grant)
     }
 
-    pub(crate) fn shared_deadline(&self) -> Arc<Deadline> {
-        self.deadline.clone()
+    /// What an [`Attempt`](crate::Attempt) needs to follow the deadline: the renewals and
+    /// when the lease was granted.
+    pub(crate) fn lease_clock(&self) -> (Arc<Renewals>, Grant) {
+        (self.core.renewals.clone(), self.grant)
     }
 
     /// Cancelled when the lease is found lost; select on `lease_lost().cancelled()` to stop.

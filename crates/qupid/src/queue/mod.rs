@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use job::{FailOutcome, Job};
 
-use self::core::{budget, ender, renewer, Core, Deadline, Registry};
+use self::core::{ender, renewer, Core, Grant, Registry, Renewals};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Entry;
 use crate::ledger::{Ledger, Offered, State, Token, Unreadable};
@@ -211,11 +211,13 @@ impl<L: Ledger> QueueBuilder<L> {
             registry: registry.clone(),
             counters: counters.clone(),
         });
+        let renewals = Arc::new(Renewals::new(self.policy.lease));
         let core = Arc::new(Core {
             ops,
             registry: registry.clone(),
             counters: counters.clone(),
             lease: self.policy.lease,
+            renewals: renewals.clone(),
             direct: ledger.groups_calls().then(|| exec.clone()),
             _renewer: renewer_stop.clone().drop_guard(),
         });
@@ -226,6 +228,7 @@ impl<L: Ledger> QueueBuilder<L> {
             self.policy.clone(),
             registry,
             counters.clone(),
+            renewals,
             renewer_stop,
         ));
         let (tx, jobs) = async_channel::unbounded();
@@ -475,6 +478,8 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         };
         let mut out = Vec::with_capacity(outcomes.len());
         let (mut accepted, mut duplicates, mut in_flight, mut outdated) = (0, 0, 0, 0);
+        // One clock read for the batch: its claims are held from now on.
+        let held = tokio::time::Instant::now();
         for (entry, o) in entries.into_iter().zip(outcomes) {
             match o {
                 Offered::Accepted(lease) => {
@@ -486,7 +491,7 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
                         inner.start_on_publish,
                         inner.core.clone(),
                         space.split(1),
-                        Arc::new(Deadline::new(sent + budget(inner.policy.lease))),
+                        Grant { sent, held },
                     );
                     // Unbounded underneath: `space` is the bound. If the queue closed in the
                     // meantime the job is dropped, which releases its key.
