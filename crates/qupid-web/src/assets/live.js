@@ -47,10 +47,14 @@
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
     svg.setAttribute("data-points", String(rates.length));
     if (rates.length < 2) {
-      svg.appendChild(el("text", { x: 300, y: 85, "text-anchor": "middle", "class": "empty" }, "collecting samples…"));
+      svg.appendChild(el("text", { x: "50%", y: "50%", "text-anchor": "middle", "class": "empty" }, "collecting samples…"));
       return;
     }
-    var W = 600, H = 160, top = 14, bottom = 148;
+    // Draw in the chart's own pixels, so that the labels are not stretched.
+    var W = Math.max(200, Math.round(svg.clientWidth || 600));
+    var H = Math.max(80, Math.round(svg.clientHeight || 160));
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    var top = 14, bottom = H - 12;
     var max = 1;
     rates.forEach(function (r) { max = Math.max(max, r.completed_per_sec, r.dead_per_sec); });
     var t0 = rates[0].at_ms, t1 = rates[rates.length - 1].at_ms, span_ = Math.max(1, t1 - t0);
@@ -65,9 +69,13 @@
       var pts = rates.map(function (r) { return x(r) + "," + y(r[k + "_per_sec"]); }).join(" ");
       svg.appendChild(el("polyline", { points: pts, "class": "line-" + k }));
     });
-    var last = rates[rates.length - 1];
-    setText("rate-completed", fmt(last.completed_per_sec));
-    setText("rate-dead", fmt(last.dead_per_sec));
+    // The legend: the mean of the last few rates, steadier than the last one alone.
+    var recent = rates.slice(-5);
+    function mean(k) {
+      return recent.reduce(function (sum, r) { return sum + r[k + "_per_sec"]; }, 0) / recent.length;
+    }
+    setText("rate-completed", fmt(mean("completed")));
+    setText("rate-dead", fmt(mean("dead")));
   }
 
   function refresh() {

@@ -67,10 +67,10 @@ pub(crate) async fn page<L: Ledger>(
                 " "
                 span.key-dead { "dead/s " span id="rate-dead" { "-" } }
                 " "
-                span.hint { "sampled every " (text::format_duration_ms(s.options.sample_every.as_millis())) " from the ledger's counts" }
+                span.hint { "(the mean of the last 5 samples; sampled every " (text::format_duration_ms(s.options.sample_every.as_millis())) " from the ledger's counts)" }
             }
-            svg id="chart" viewBox="0 0 600 160" preserveAspectRatio="none" role="img" aria-label="records completed and dead per second" {
-                text x="300" y="85" text-anchor="middle" class="empty" { "collecting samples…" }
+            svg id="chart" role="img" aria-label="records completed and dead per second" {
+                text x="50%" y="50%" text-anchor="middle" class="empty" { "collecting samples…" }
             }
         }
         section {
