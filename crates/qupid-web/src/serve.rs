@@ -179,7 +179,7 @@ impl Server {
     /// One line for people: where, read-only or not, and whether a token is needed.
     pub fn describe(&self) -> String {
         format!(
-            "the qupid dashboard is at {} ({}{})",
+            "the dashboard is at {} ({}{})",
             self.url(),
             if self.writes {
                 "writes allowed"
