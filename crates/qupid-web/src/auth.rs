@@ -62,7 +62,8 @@ pub(crate) async fn guard<L: Ledger>(
             // Once: set the cookie, and send the browser to the same page without the token
             // in its address bar and history.
             let rest = strip_token(req.uri().query().unwrap_or_default());
-            let path = format!("{base}{}", req.uri().path());
+            // One leading slash: `//host/…` in a Location header would leave this site.
+            let path = format!("{base}/{}", req.uri().path().trim_start_matches('/'));
             let to = if rest.is_empty() {
                 path
             } else {

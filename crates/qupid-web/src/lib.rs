@@ -1,4 +1,4 @@
-//! A web dashboard for [qupid](qupid) ledgers: see and repair a ledger in a browser, from
+//! A web dashboard for [qupid] ledgers: see and repair a ledger in a browser, from
 //! your own app or from `qupid serve`.
 //!
 //! [`router`] (or [`Dashboard::builder`] for options) gives an [`axum::Router`] over any

@@ -832,6 +832,12 @@ pub async fn a_token_is_checked_on_every_request<L: Ledger>(fx: Fx<L>) {
     let a = get(&app, "/list/dead?limit=5&token=s3cret").await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert_eq!(a.header(header::LOCATION), "/list/dead?limit=5");
+    let a2 = get(&app, "//evil.example/x?token=s3cret").await;
+    assert_eq!(
+        a2.header(header::LOCATION),
+        "/evil.example/x",
+        "never to another site"
+    );
     let cookie = a.header(header::SET_COOKIE).to_owned();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
