@@ -42,7 +42,7 @@ pub(crate) async fn guard<L: Ledger>(
         )
         .into_response();
     }
-    let Some(token) = s.options.token.as_deref() else {
+    let Some(token) = s.options.token() else {
         return next.run(req).await;
     };
     if let Some(given) = bearer(req.headers()) {
@@ -84,7 +84,7 @@ pub(crate) async fn login_form<L: Ledger>(
     State(s): AppState<L>,
     axum::Extension(Base(base)): axum::Extension<Base>,
 ) -> Response {
-    if s.options.token.is_none() {
+    if s.options.token().is_none() {
         return redirect(&home(&base));
     }
     login_page(&base, "", StatusCode::OK)
@@ -96,7 +96,7 @@ pub(crate) async fn login<L: Ledger>(
     axum::Extension(Base(base)): axum::Extension<Base>,
     body: String,
 ) -> Response {
-    let Some(token) = s.options.token.as_deref() else {
+    let Some(token) = s.options.token() else {
         return redirect(&home(&base));
     };
     let given = text::parse_pairs(&body)

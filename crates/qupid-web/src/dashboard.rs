@@ -125,7 +125,7 @@ impl<L: Ledger> Dashboard<L> {
 pub struct DashboardBuilder<L> {
     ledger: L,
     options: Options,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl<L: Ledger> DashboardBuilder<L> {
@@ -140,7 +140,7 @@ impl<L: Ledger> DashboardBuilder<L> {
     /// session cookie that the login form (or `?token=TOKEN` in a URL, once) sets. Visible
     /// ASCII, 1 to 256 characters ([`build`](Self::build) refuses anything else).
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.token = Some(Secret(token.into()));
         self
     }
 
@@ -210,7 +210,7 @@ impl<L: Ledger> DashboardBuilder<L> {
     pub fn build(self) -> Result<Dashboard<L>, Error> {
         let mut options = self.options;
         if let Some(token) = &self.token {
-            check_token(token)?;
+            check_token(&token.0)?;
         }
         options.token = self.token;
         if !(1..=MAX_PAGE_LIMIT).contains(&options.page_limit) {
@@ -265,7 +265,7 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, Error> {
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub(crate) allow_writes: bool,
-    pub(crate) token: Option<String>,
+    pub(crate) token: Option<Secret>,
     pub(crate) local_only: bool,
     pub(crate) ledger_name: String,
     pub(crate) namespace: Option<String>,
@@ -293,13 +293,36 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The token, if one is required.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.0.as_str())
+    }
+}
+
+/// A token: shown as `***` by `Debug`, so that logging a dashboard or its configuration
+/// never prints it.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// Secrets made when the dashboard is built: they last as long as it does.
-#[derive(Debug)]
 pub(crate) struct Secrets {
     /// Every form that writes carries it; a POST without it answers 403.
     pub(crate) csrf: String,
     /// The session cookie's value: having it proves its holder once gave the token.
     pub(crate) session: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { csrf: \"***\", session: \"***\" }")
+    }
 }
 
 /// What every handler shares.

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::Router;
 use qupid::Ledger;
 
-use crate::dashboard::{check_token, Dashboard};
+use crate::dashboard::{check_token, Dashboard, Secret};
 use crate::error::Error;
 
 /// The address a dashboard listens on unless told otherwise: `127.0.0.1:7070`, this machine
@@ -34,7 +34,7 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 pub struct ServeConfig {
     bind: SocketAddr,
     allow_writes: bool,
-    token: Option<String>,
+    token: Option<Secret>,
     ledger_name: Option<String>,
     namespace: Option<String>,
 }
@@ -72,7 +72,7 @@ impl ServeConfig {
     /// The token every request must carry; `None` for none (loopback only). An empty string
     /// counts as none, so an empty `QUPID_TOKEN` cannot open a dashboard to the network.
     pub fn token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty());
+        self.token = token.filter(|t| !t.is_empty()).map(Secret);
         self
     }
 
@@ -92,7 +92,7 @@ impl ServeConfig {
     /// Checks the rules and makes the dashboard.
     fn dashboard<L: Ledger>(&self, ledger: L) -> Result<Dashboard<L>, Error> {
         if let Some(t) = &self.token {
-            check_token(t)?;
+            check_token(&t.0)?;
         } else if !self.bind.ip().is_loopback() {
             return Err(Error::Config(format!(
                 "refusing to serve the dashboard on {}, an address other machines can reach, \
@@ -105,7 +105,7 @@ impl ServeConfig {
             .allow_writes(self.allow_writes)
             .local_only(self.token.is_none());
         if let Some(t) = &self.token {
-            b = b.token(t.clone());
+            b = b.token(t.0.clone());
         }
         if let Some(n) = &self.ledger_name {
             b = b.ledger_name(n);

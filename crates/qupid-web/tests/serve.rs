@@ -40,6 +40,16 @@ fn the_default_address_is_this_machine_only() {
     assert!(DEFAULT_BIND.ip().is_loopback());
 }
 
+#[test]
+fn debug_output_never_shows_the_token() {
+    let config = ServeConfig::new().token(Some("s3cret-t0ken".to_owned()));
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("s3cret-t0ken") && shown.contains("***"),
+        "{shown}"
+    );
+}
+
 #[tokio::test]
 async fn a_reachable_address_needs_a_token() {
     let ledger = Arc::new(MemoryLedger::new());

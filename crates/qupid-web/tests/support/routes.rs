@@ -772,12 +772,12 @@ pub async fn the_json_repairs_answer_in_the_cli_shapes<L: Ledger>(fx: Fx<L>) {
 /// let a client in.
 pub async fn a_token_is_checked_on_every_request<L: Ledger>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
-    let app = Dashboard::builder(fx.ledger.clone())
+    let dashboard = Dashboard::builder(fx.ledger.clone())
         .allow_writes(true)
         .token("s3cret")
         .build()
-        .expect("a dashboard")
-        .router();
+        .expect("a dashboard");
+    let app = dashboard.router();
     let with = |uri: &str, name: &str, value: &str| {
         Request::get(uri)
             .header(name, value)
@@ -868,6 +868,18 @@ pub async fn a_token_is_checked_on_every_request<L: Ledger>(fx: Fx<L>) {
         a.header(header::SET_COOKIE).split(';').next(),
         Some(session.as_str())
     );
+    // Logging the dashboard shows none of its secrets.
+    let csrf = send(&app, with("/api/session", "authorization", "Bearer s3cret"))
+        .await
+        .json()["csrf"]
+        .as_str()
+        .expect("csrf")
+        .to_owned();
+    let shown = format!("{dashboard:?}");
+    let session = session.trim_start_matches("qupid_session=");
+    for secret in ["s3cret", csrf.as_str(), session] {
+        assert!(!shown.contains(secret), "{secret:?} in {shown}");
+    }
     // A token that cannot travel in a header is refused when the dashboard is built.
     for bad in ["", "has space", "naïve", &"x".repeat(257)] {
         let e = Dashboard::builder(fx.ledger.clone())
