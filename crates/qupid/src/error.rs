@@ -31,6 +31,16 @@ pub enum ErrorKind {
     /// The job's lease was taken over by another holder (or the key was removed): the job no
     /// longer owns the key and must stop.
     LeaseLost,
+    /// There is no qupid ledger where a [read-only](crate::ledger#read-only-ledgers) open
+    /// looked: no file, an empty file, or a SQLite database without qupid's tables; no schema
+    /// for the namespace in PostgreSQL; no key of the namespace in Redis. A read-only open
+    /// never creates a ledger, where a read-write one would have.
+    NotFound,
+    /// The ledger was opened [read-only](crate::ledger#read-only-ledgers) and the call would
+    /// write to it: every write method answers this, changing nothing. Also a namespace that
+    /// can only be read after a migration (a Redis namespace of an older layout), which is a
+    /// write too.
+    ReadOnly,
 }
 
 /// The error type of every fallible qupid operation.
@@ -105,6 +115,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
             ErrorKind::LeaseLost => "lease lost",
+            ErrorKind::NotFound => "no ledger found",
+            ErrorKind::ReadOnly => "ledger is read-only",
         };
         f.write_str(s)
     }

@@ -114,6 +114,15 @@ use crate::error::Result;
 use crate::key::{Key, Offer};
 use crate::policy::{Policy, Retention};
 
+/// The error every write method of a read-only ledger answers: `ledger` names the ledger
+/// (its file, URL or namespace), `doing` the refused call.
+pub(crate) fn read_only_error(ledger: &str, doing: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::ReadOnly,
+        format!("{ledger} was opened read-only: {doing} would write to it, so it was refused"),
+    )
+}
+
 /// The store of each key's state, shared by every worker (and every process, for a shared
 /// ledger) of one pipeline.
 ///
