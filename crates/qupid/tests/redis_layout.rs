@@ -380,6 +380,11 @@ async fn a_read_only_open_does_not_migrate_layout_1() {
             .await
             .expect_err("layout 1 is not read read-only"),
     );
+    says_migrate(
+        qupid::AnyLedger::open_read_only(&url, &ns)
+            .await
+            .expect_err("layout 1 is not read read-only"),
+    );
     assert_eq!(
         dump(&mut conn, &ns).await,
         before,

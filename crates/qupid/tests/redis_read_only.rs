@@ -9,7 +9,7 @@
 mod redis_support;
 
 use qupid::ledger::{Claim, RedisLedger, State};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy, Retention};
+use qupid::{AnyLedger, ErrorKind, Key, Ledger, Offer, Policy, Retention};
 use redis_support::{connect, namespace, raw, redis_key, url, Cleanup};
 
 fn key(s: &str) -> Key {
@@ -43,6 +43,10 @@ async fn a_namespace_with_no_keys_is_not_found_and_stays_empty() {
     let msg = err.to_string();
     assert!(msg.starts_with("no qupid ledger here"), "{msg}");
     assert!(msg.contains(&ns), "names the namespace: {msg}");
+    let err = AnyLedger::open_read_only(&url, &ns)
+        .await
+        .expect_err("no keys");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(keys(&url, &ns).await, 0, "no key was created");
 
     // Once something was offered there, it reads.
