@@ -26,7 +26,10 @@ exactly.
 Exit codes:
   0  success
   1  not found, refused (a leased key without --force), or declined at the prompt
-  2  usage error, bad URL, unreachable server, or any other ledger error
+  2  usage error, bad URL, unreachable server, no qupid ledger where a command that only \
+looks (stats, list, show, purge --dry-run) looked, or any other ledger error
+
+Commands that only look open the ledger read-only: they never create, migrate or change it.
 
 --json prints one JSON object per command (one per line with `stats --watch`); the shapes are \
 documented in the qupid-cli README and crate docs, and stay stable.";

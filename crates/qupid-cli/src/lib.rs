@@ -52,7 +52,8 @@ where
         .build();
     let result = match runtime {
         Ok(rt) => rt.block_on(async {
-            let target = Target::open(&url, &cli.namespace).await?;
+            let access = commands::access(&cli.command);
+            let target = Target::open(&url, &cli.namespace, access).await?;
             commands::run(cli.command, &target, cli.json).await
         }),
         Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),

@@ -79,6 +79,10 @@ fn a_missing_sqlite_file_is_not_created() {
     let url = format!("sqlite://{}", path.display());
     fails_with(
         qupid().args(["--ledger", &url, "stats"]),
+        &["no qupid ledger here", &path.display().to_string()],
+    );
+    fails_with(
+        qupid().args(["--ledger", &url, "remove", "k"]),
         &[&url, "never creates a ledger"],
     );
     assert!(!path.exists());
