@@ -127,6 +127,18 @@ fn an_unreachable_postgres_is_exit_2_with_the_password_hidden() {
         .stderr(contains("hunter2").not());
 }
 
+/// A parameter the driver does not know is named, so the user can tell which one to fix
+/// (the pool size is a setting of the library's builder, not of the URL).
+#[test]
+fn an_unknown_postgres_url_parameter_is_named() {
+    let port = closed_port();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/test?pool_size=3");
+    fails_with(
+        qupid().args(["--ledger", &url, "stats"]),
+        &["unknown option `pool_size`", "postgres://postgres:***@"],
+    );
+}
+
 #[test]
 fn bad_namespaces_are_refused_before_connecting() {
     let port = closed_port();

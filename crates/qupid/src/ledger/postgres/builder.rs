@@ -153,16 +153,22 @@ impl Builder {
         check_namespace(&self.namespace)?;
         let shown = redact(&self.url);
         let (url, tls) = tls::split(&self.url)?;
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            Error::with_source(
-                ErrorKind::Config,
-                format!(
-                    "expected a postgres url like postgres://user@host:5432/database, found \
-                     {shown:?}"
-                ),
-                e,
-            )
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                // The driver's cause names what it refused, such as an unknown option.
+                let why = match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                };
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!(
+                        "expected a postgres url like postgres://user@host:5432/database, found \
+                     {shown:?}: {why}"
+                    ),
+                    e,
+                )
+            })?;
         let timeout = match config.get_connect_timeout() {
             Some(t) => *t,
             None => {
