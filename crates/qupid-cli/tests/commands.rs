@@ -490,11 +490,23 @@ fn retry_revives_dead_keys_one_by_one_or_all(b: &Backend) {
     assert_eq!(keys, ["dead/2", "old/dead/1"]);
     assert_eq!(b.stats().dead, 0);
 
+    // Nothing dead: nothing to confirm (no question on stderr, though stdin has no answer),
+    // and not a refusal.
+    let ledger = match b.kind {
+        Kind::Sqlite => b.url.clone(),
+        _ => format!("{} (namespace {:?})", b.url, b.namespace),
+    };
     b.qupid()
-        .args(["retry", "--all-dead", "-y"])
+        .args(["retry", "--all-dead"])
         .assert()
         .success()
-        .stdout("retried 0 dead records: they are processed again at their next offer\n");
+        .stdout(format!("nothing to retry: {ledger} has no dead records\n"))
+        .stderr("");
+    let v = json(&stdout_of(
+        b.qupid().args(["retry", "--all-dead", "--json"]),
+        0,
+    ));
+    assert_eq!(v, json!({"all_dead": true, "retried": 0, "results": []}));
 }
 
 fn purge_dry_run_counts_and_changes_nothing(b: &Backend) {
