@@ -217,6 +217,47 @@ fn commands_need_their_arguments() {
     fails_with(b.qupid().args(["show", ""]), &["must not be empty"]);
 }
 
+/// Usage errors are one line, as every error is: `qupid: `, clap's message with its context
+/// (the values a setting takes), and the `--help` to read; exit 2, nothing on stdout.
+#[test]
+fn usage_errors_are_one_line() {
+    let b = Backend::sqlite();
+    fails_with(
+        b.qupid().args(["list", "--state", "finished"]),
+        &[
+            "invalid value 'finished'",
+            "queued, running, completed, dead",
+            "(see `qupid list --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["stats", "--bogus"]),
+        &[
+            "unexpected argument '--bogus'",
+            "(see `qupid stats --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["purge", "--dead"]),
+        &[
+            "not provided: --older-than <AGE>",
+            "(see `qupid purge --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["retry", "k", "--all-dead"]),
+        &["cannot be used with", "(see `qupid retry --help`)"],
+    );
+    fails_with(
+        &mut qupid(),
+        &["expected a command", "(see `qupid --help`)"],
+    );
+    fails_with(
+        qupid().arg("stats"),
+        &["the ledger's URL is required", "QUPID_LEDGER"],
+    );
+}
+
 #[test]
 fn help_documents_urls_exit_codes_and_json() {
     qupid().arg("--help").assert().success().stdout(
