@@ -19,9 +19,10 @@ Ledger URLs:
   postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
   memory:                           an empty in-process ledger (for trying the tool out)
 
-Times are shown relative to the ledger's own clock (\"in 12s\", \"3m ago\"). Keys are shown with \
-control characters escaped (\\n, \\t, \\u{1b}) and backslashes doubled; --json shows them \
-exactly.
+Times are shown relative to the ledger's own clock (\"in 12s\", \"3m ago\"). Keys are typed as \
+they are. Tables show them with backslashes doubled and control characters escaped (\\n, \\t, \
+\\x1b) as bash's $'...' quoting writes them, so a key shown as a\\nb is typed back as $'a\\nb'; \
+tables cut keys past 64 characters; --json shows them exactly.
 
 Exit codes:
   0  success

@@ -9,7 +9,7 @@ use crate::args::RetryArgs;
 use crate::confirm::confirm;
 use crate::error::{print, refused};
 use crate::output::json::{self, OutcomeJson, RetryJson};
-use crate::output::{escape, Table};
+use crate::output::{key_cell, Table};
 use crate::target::{keys, Target};
 
 /// How many dead records `--all-dead` lists and retries per round trip.
@@ -64,7 +64,7 @@ pub(super) async fn run(args: RetryArgs, target: &Target, json: bool) -> anyhow:
                 Retried::NotFound => "not found".to_owned(),
                 Retried::NotDead(state) => format!("refused: {state}, not dead"),
             };
-            table.row([escape(k.as_str()), outcome]);
+            table.row([key_cell(k.as_str()), outcome]);
         }
         print(&table.render())?;
     }

@@ -226,6 +226,12 @@ impl Backend {
         assert_eq!(self.stats(), FILLED, "the fixture");
     }
 
+    /// Offers `names` through the library: they are Queued, under leases that outlast the
+    /// test.
+    pub(crate) fn queue(&self, names: &[&str]) {
+        block_on(async { queue(&self.open().await, names).await });
+    }
+
     /// Offers `names` (they are Queued) under leases that expired an hour ago: offered by a
     /// clock two leases behind, as by a process that then crashed.
     pub(crate) fn queue_expired(&self, names: &[&str]) {
