@@ -19,14 +19,18 @@ Ledger URLs:
   postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
   memory:                           an empty in-process ledger (for trying the tool out)
 
-Times are shown relative to the ledger's own clock (\"in 12s\", \"3m ago\"). Keys are shown with \
-control characters escaped (\\n, \\t, \\u{1b}) and backslashes doubled; --json shows them \
-exactly.
+Times are shown relative to the ledger's own clock (\"in 12s\", \"3m ago\"). Keys are typed as \
+they are. Tables show them with backslashes doubled and control characters escaped (\\n, \\t, \
+\\x1b) as bash's $'...' quoting writes them, so a key shown as a\\nb is typed back as $'a\\nb'; \
+tables cut keys past 64 characters; --json shows them exactly.
 
 Exit codes:
   0  success
   1  not found, refused (a leased key without --force), or declined at the prompt
-  2  usage error, bad URL, unreachable server, or any other ledger error
+  2  usage error, bad URL, unreachable server, no qupid ledger where a command that only \
+looks (stats, list, show, purge --dry-run) looked, or any other ledger error
+
+Commands that only look open the ledger read-only: they never create, migrate or change it.
 
 --json prints one JSON object per command (one per line with `stats --watch`); the shapes are \
 documented in the qupid-cli README and crate docs, and stay stable.";

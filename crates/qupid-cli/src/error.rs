@@ -60,6 +60,45 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
     out
 }
 
+/// A usage error of clap's as one line: its message and any context lines (the values a
+/// setting takes, a tip), joined with `; `, then the `--help` to read: that of the usage clap
+/// shows, else of `command`, else the tool's. Clap's own rendering spreads them over several
+/// lines, with the usage and a blank line between.
+pub(crate) fn usage_line(e: &clap::Error, command: Option<&str>) -> String {
+    let text = e.to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    let mut help = match command {
+        Some(c) => format!("qupid {c} --help"),
+        None => "qupid --help".to_owned(),
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(usage) = line.strip_prefix("Usage:") {
+            // `Usage: qupid list --state <STATE> …`: the command's own --help says more.
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '<', '[']))
+                .collect();
+            if !words.is_empty() {
+                help = format!("{} --help", words.join(" "));
+            }
+            break;
+        }
+        if !line.is_empty() && !line.starts_with("For more information") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = String::new();
+    for part in parts {
+        if !out.is_empty() {
+            // "…were not provided:" reads on into its list.
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(part);
+    }
+    out.push_str(&format!(" (see `{help}`)"));
+    out
+}
+
 /// Stdout was closed by its reader (`qupid list … | head`): not worth a message, and not a
 /// failure. Exits 0.
 #[derive(Debug)]

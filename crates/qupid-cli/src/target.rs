@@ -20,16 +20,28 @@ pub(crate) struct Target {
     pub(crate) namespace: Option<String>,
 }
 
+/// What a command does to the ledger, so how it opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Looks only (`stats`, `list`, `show`, `purge --dry-run`): opened read-only, so opening
+    /// creates, migrates and changes nothing, and a place with no ledger is an error.
+    Read,
+    /// Changes records (`remove`, `retry`, `purge`): opened read-write, which creates the
+    /// schema of a new namespace and migrates an older one, as a pipeline does.
+    Write,
+}
+
 impl Target {
-    /// Opens the ledger `url` names. A SQLite file must exist already: a mistyped path must
-    /// not quietly create an empty ledger.
-    pub(crate) async fn open(url: &str, namespace: &str) -> anyhow::Result<Target> {
+    /// Opens the ledger `url` names, read-only for [`Access::Read`]. A SQLite file must exist
+    /// already: a mistyped path must not quietly create an empty ledger.
+    pub(crate) async fn open(url: &str, namespace: &str, access: Access) -> anyhow::Result<Target> {
         let shown = redact(url);
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
             .unwrap_or_default();
-        if scheme == "sqlite" {
+        if scheme == "sqlite" && access == Access::Write {
+            // (Read-only, the library says there is no ledger.)
             if let Some(path) = sqlite_path(url) {
                 if !path.exists() {
                     anyhow::bail!(
@@ -40,9 +52,16 @@ impl Target {
                 }
             }
         }
-        let ledger = AnyLedger::open(url, namespace).await.map_err(|e| {
+        let opened = match access {
+            Access::Read => AnyLedger::open_read_only(url, namespace).await,
+            Access::Write => AnyLedger::open(url, namespace).await,
+        };
+        let ledger = opened.map_err(|e| {
             let msg = e.to_string();
-            if msg.contains(&shown) {
+            if e.kind() == qupid::ErrorKind::NotFound {
+                // "no qupid ledger here: …", naming the file or the namespace and server.
+                anyhow!("{msg}")
+            } else if msg.contains(&shown) {
                 anyhow!("cannot open the ledger: {msg}")
             } else {
                 anyhow!("cannot open the ledger at {shown}: {msg}")

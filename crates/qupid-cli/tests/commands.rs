@@ -37,6 +37,7 @@ on_every_ledger!(
     purge_removes_old_finished_records_of_the_chosen_states,
     dangerous_commands_ask_first,
     the_namespace_comes_from_qupid_namespace_and_one_rule_checks_it,
+    long_keys_are_cut_in_tables_and_whole_elsewhere,
 );
 
 /// `QUPID_NAMESPACE` names the namespace as `--namespace` does (the examples read it too),
@@ -77,7 +78,9 @@ fn keys_of(list: &Value) -> Vec<&str> {
 }
 
 fn stats_counts_every_state_and_finds_the_oldest_lease(b: &Backend) {
-    // An empty namespace is pointed out: it is most often a typo.
+    // An empty namespace is pointed out: it is most often a typo. (One that never held a
+    // ledger is "no qupid ledger here": see read_only.rs.)
+    b.touch();
     let empty = b.qupid().arg("stats").assert().success();
     let empty = String::from_utf8_lossy(&empty.get_output().stdout).into_owned();
     assert!(
@@ -228,7 +231,17 @@ fn list_shows_one_page_and_the_cursor_to_the_next(b: &Backend) {
         lines[1].contains("now") || lines[1].contains("s ago"),
         "{text}"
     );
-    assert_eq!(lines[5], "next page: --after \"multi\\nline\"");
+    // The cursor is quoted as bash's $'…' (a newline is in it): pasted into a shell, it is
+    // the key again, and so is a key typed the way a table shows it.
+    assert_eq!(lines[5], "next page: --after $'multi\\nline'");
+    let hint = lines[5].strip_prefix("next page: ").expect("a hint");
+    let pasted = bash(
+        b,
+        &format!("list --state completed --limit 4 --json {hint}"),
+    );
+    assert_eq!(keys_of(&json(&pasted)), sorted[4..]);
+    let shown = bash(b, "--json show $'multi\\nline'");
+    assert_eq!(json(&shown)["key"], "multi\nline");
 
     // Dead records show their last error, escaped and on one line.
     b.qupid()
@@ -246,7 +259,83 @@ fn list_shows_one_page_and_the_cursor_to_the_next(b: &Backend) {
         .args(["list", "--state", "queued", "--after", "queued/1"])
         .assert()
         .success()
-        .stdout("no queued records after \"queued/1\"\n");
+        .stdout("no queued records after 'queued/1'\n");
+}
+
+/// Runs `qupid ARGS` through bash (so that its quoting applies), pointed at `b`, and answers
+/// its stdout; it must succeed.
+fn bash(b: &Backend, args: &str) -> Vec<u8> {
+    let line = format!(
+        "{} --ledger \"$QUPID_TEST_URL\" --namespace \"$QUPID_TEST_NS\" {args}",
+        env!("CARGO_BIN_EXE_qupid")
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &line])
+        .env("QUPID_TEST_URL", &b.url)
+        .env("QUPID_TEST_NS", &b.namespace)
+        .env_remove("QUPID_LEDGER")
+        .env_remove("QUPID_NAMESPACE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "bash -c {line:?}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A key of 1,024 bytes is cut in tables (one long key would widen every row) and whole in
+/// `--json`, in `show` and in the `next page` cursor.
+fn long_keys_are_cut_in_tables_and_whole_elsewhere(b: &Backend) {
+    let long = format!("long/{}", "x".repeat(1_019));
+    assert_eq!(long.len(), 1_024);
+    b.queue(&[&long, "short/1", "short/2"]);
+    let text = String::from_utf8(stdout_of(
+        b.qupid()
+            .args(["list", "--state", "queued", "--limit", "2"]),
+        0,
+    ))
+    .expect("UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let widest = lines[..3]
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        widest < 120,
+        "rows stay narrow ({widest} characters):\n{text}"
+    );
+    let cell = lines[1].split_whitespace().next().expect("a key cell");
+    assert_eq!(cell.chars().count(), 64, "{cell}");
+    assert!(
+        cell.starts_with("long/xxx") && cell.ends_with('…'),
+        "{cell}"
+    );
+    assert!(lines[2].starts_with("short/1 "), "{text}");
+    assert_eq!(lines[3], "next page: --after 'short/1'");
+
+    let v = json(&stdout_of(
+        b.qupid().args(["--json", "list", "--state", "queued"]),
+        0,
+    ));
+    assert_eq!(keys_of(&v)[0], long, "whole in --json");
+    let shown = String::from_utf8(stdout_of(b.qupid().args(["show", &long]), 0)).expect("UTF-8");
+    assert!(shown.contains(&long), "whole in show");
+    // remove's table cuts it too.
+    let removed = String::from_utf8(stdout_of(
+        b.qupid().args(["remove", &long, "--force", "-y"]),
+        0,
+    ))
+    .expect("UTF-8");
+    assert!(
+        removed.lines().all(|l| l.chars().count() < 120),
+        "{removed}"
+    );
 }
 
 fn show_prints_the_whole_record(b: &Backend) {
@@ -488,11 +577,23 @@ fn retry_revives_dead_keys_one_by_one_or_all(b: &Backend) {
     assert_eq!(keys, ["dead/2", "old/dead/1"]);
     assert_eq!(b.stats().dead, 0);
 
+    // Nothing dead: nothing to confirm (no question on stderr, though stdin has no answer),
+    // and not a refusal.
+    let ledger = match b.kind {
+        Kind::Sqlite => b.url.clone(),
+        _ => format!("{} (namespace {:?})", b.url, b.namespace),
+    };
     b.qupid()
-        .args(["retry", "--all-dead", "-y"])
+        .args(["retry", "--all-dead"])
         .assert()
         .success()
-        .stdout("retried 0 dead records: they are processed again at their next offer\n");
+        .stdout(format!("nothing to retry: {ledger} has no dead records\n"))
+        .stderr("");
+    let v = json(&stdout_of(
+        b.qupid().args(["retry", "--all-dead", "--json"]),
+        0,
+    ));
+    assert_eq!(v, json!({"all_dead": true, "retried": 0, "results": []}));
 }
 
 fn purge_dry_run_counts_and_changes_nothing(b: &Backend) {

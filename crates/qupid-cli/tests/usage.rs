@@ -79,6 +79,10 @@ fn a_missing_sqlite_file_is_not_created() {
     let url = format!("sqlite://{}", path.display());
     fails_with(
         qupid().args(["--ledger", &url, "stats"]),
+        &["no qupid ledger here", &path.display().to_string()],
+    );
+    fails_with(
+        qupid().args(["--ledger", &url, "remove", "k"]),
         &[&url, "never creates a ledger"],
     );
     assert!(!path.exists());
@@ -121,6 +125,18 @@ fn an_unreachable_postgres_is_exit_2_with_the_password_hidden() {
         .assert()
         .code(2)
         .stderr(contains("hunter2").not());
+}
+
+/// A parameter the driver does not know is named, so the user can tell which one to fix
+/// (the pool size is a setting of the library's builder, not of the URL).
+#[test]
+fn an_unknown_postgres_url_parameter_is_named() {
+    let port = closed_port();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/test?pool_size=3");
+    fails_with(
+        qupid().args(["--ledger", &url, "stats"]),
+        &["unknown option `pool_size`", "postgres://postgres:***@"],
+    );
 }
 
 #[test]
@@ -199,6 +215,47 @@ fn commands_need_their_arguments() {
     b.qupid().arg("list").assert().code(2);
     // An empty key can never be in a ledger.
     fails_with(b.qupid().args(["show", ""]), &["must not be empty"]);
+}
+
+/// Usage errors are one line, as every error is: `qupid: `, clap's message with its context
+/// (the values a setting takes), and the `--help` to read; exit 2, nothing on stdout.
+#[test]
+fn usage_errors_are_one_line() {
+    let b = Backend::sqlite();
+    fails_with(
+        b.qupid().args(["list", "--state", "finished"]),
+        &[
+            "invalid value 'finished'",
+            "queued, running, completed, dead",
+            "(see `qupid list --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["stats", "--bogus"]),
+        &[
+            "unexpected argument '--bogus'",
+            "(see `qupid stats --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["purge", "--dead"]),
+        &[
+            "not provided: --older-than <AGE>",
+            "(see `qupid purge --help`)",
+        ],
+    );
+    fails_with(
+        b.qupid().args(["retry", "k", "--all-dead"]),
+        &["cannot be used with", "(see `qupid retry --help`)"],
+    );
+    fails_with(
+        &mut qupid(),
+        &["expected a command", "(see `qupid --help`)"],
+    );
+    fails_with(
+        qupid().arg("stats"),
+        &["the ledger's URL is required", "QUPID_LEDGER"],
+    );
 }
 
 #[test]

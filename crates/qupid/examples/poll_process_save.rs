@@ -15,12 +15,13 @@
 //!     [--records N] [--out DIR] [--ledger URL | --memory] [--namespace NS]
 //! ```
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use qupid::{AnyLedger, Backoff, Entry, Pipeline, Source};
 
 /// One record of the datastore.
@@ -91,7 +92,25 @@ fn default_ledger() -> String {
     }
 }
 
-fn args() -> Result<Args, String> {
+const USAGE: &str = "usage: poll_process_save [--records N] [--out DIR] [--ledger URL | --memory] \
+                     [--namespace NS]
+
+  --records N      how many records the datastore holds (default 3000)
+  --out DIR        the folder the output files go to (default ./output)
+  --ledger URL     the ledger: sqlite://FILE (default sqlite://qupid-example.db), redis://HOST,
+                   postgres://USER@HOST/DB, or memory: (also QUPID_LEDGER)
+  --memory         the in-memory ledger (a second run processes everything again)
+  --namespace NS   the queue's namespace in a shared ledger (default `default`; also
+                   QUPID_NAMESPACE)
+";
+
+/// What the command line asks for.
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+fn args() -> Result<Parsed, String> {
     let mut a = Args {
         records: 3_000,
         out: PathBuf::from("output"),
@@ -113,13 +132,75 @@ fn args() -> Result<Args, String> {
             "--ledger" => a.ledger = it.next().ok_or("--ledger needs a URL")?,
             "--memory" => a.ledger = "memory:".to_owned(),
             "--namespace" => a.namespace = it.next().ok_or("--namespace needs a name")?,
-            "-h" | "--help" => {
-                return Err("usage: poll_process_save [--records N] [--out DIR] [--ledger URL | --memory] [--namespace NS]".into())
-            }
+            "-h" | "--help" => return Ok(Parsed::Help),
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
-    Ok(a)
+    Ok(Parsed::Run(a))
+}
+
+/// Stdout, which may be closed early (`| head -1`): the run goes on and finishes its work,
+/// printing nothing more, instead of panicking as `println!` does.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line to stdout, unless its reader has gone.
+fn say(line: impl std::fmt::Display) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// Makes `dir` if need be and checks that files can be written in it, so an unusable
+/// `--out` is one clear error naming it, not a failure per record.
+async fn output_folder(dir: &Path) -> Result<(), String> {
+    let cannot =
+        |e: std::io::Error| format!("cannot use {} as the output folder: {e}", dir.display());
+    tokio::fs::create_dir_all(dir).await.map_err(cannot)?;
+    let probe = dir.join(format!(".poll_process_save-{}.tmp", std::process::id()));
+    tokio::fs::write(&probe, b"").await.map_err(cannot)?;
+    tokio::fs::remove_file(&probe).await.map_err(cannot)
+}
+
+/// A rate for people: whole numbers with thousands separators (`6,920/s`), one decimal
+/// below 10 (`4.5/s`).
+fn rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec < 0.0 {
+        return "-/s".to_owned();
+    }
+    if per_sec < 10.0 {
+        return format!("{per_sec:.1}/s");
+    }
+    let digits = format!("{per_sec:.0}");
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 2);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out.push_str("/s");
+    out
+}
+
+/// The progress bar: `{rate}` is [`rate`] of indicatif's estimate (its own `{per_sec}` shows
+/// ten decimals when given a width).
+fn progress_style() -> Result<ProgressStyle, indicatif::style::TemplateError> {
+    Ok(ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {pos:>6}/{len:6} saved  {rate:>10}  {msg}",
+    )?
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&rate(state.per_sec()));
+        },
+    ))
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename: a crash never leaves a
@@ -149,25 +230,30 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = match args() {
-        Ok(a) => a,
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help) => {
+            // Help goes to stdout and succeeds; a closed stdout is not worth a panic.
+            let _ = std::io::stdout().write_all(USAGE.as_bytes());
+            return Ok(());
+        }
         Err(msg) => {
             eprintln!("{msg}");
             std::process::exit(2);
         }
     };
-    tokio::fs::create_dir_all(&args.out).await?;
+    output_folder(&args.out).await?;
     let store = Arc::new(Datastore::new(args.records, args.out.clone()));
     let shown = qupid::redact_url(&args.ledger);
     let ledger = AnyLedger::open(&args.ledger, &args.namespace)
         .await
         .map_err(|e| format!("cannot open the ledger {shown}: {e}"))?;
     let done_before = qupid::Ledger::stats(&ledger).await?.completed;
-    println!(
+    say(format_args!(
         "datastore: {} records; ledger: {shown} ({done_before} keys completed before this run); \
          output folder: {}",
         args.records,
         args.out.display()
-    );
+    ));
 
     // Poll every record every 100 ms: what is in flight or done comes back as a duplicate.
     let polled = store.clone();
@@ -229,9 +315,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let bar = ProgressBar::new(u64::from(args.records));
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:40.cyan/blue} {pos:>6}/{len:6} saved  {per_sec:>10}  {msg}",
-    )?);
+    bar.set_style(progress_style()?);
     let progress = pipeline.progress();
     let ticker = {
         let bar = bar.clone();
@@ -265,23 +349,41 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|n| n.load(Ordering::Relaxed) > 1)
         .count();
-    println!();
-    println!("{report}");
-    println!();
-    println!(
-        "{} records processed and saved to {} in {:.2?} ({:.0}/s); {} polled entries were \
+    say("");
+    say(format_args!("{report}"));
+    say("");
+    say(format_args!(
+        "{} records processed and saved to {} in {:.2?} ({}); {} polled entries were \
          duplicates of work in flight or already done.",
         report.completed,
         args.out.display(),
         report.elapsed,
-        report.completed_per_sec(),
+        rate(report.completed_per_sec()),
         report.duplicates
-    );
-    println!("records saved more than once: {twice}");
+    ));
+    say(format_args!("records saved more than once: {twice}"));
     if left == 0 {
-        println!("every record is saved. Run again: the ledger remembers what is done.");
+        say("every record is saved. Run again: the ledger remembers what is done.");
     } else {
-        println!("{left} records have no output yet (stopped early, or dead: run again).");
+        say(format_args!(
+            "{left} records have no output yet (stopped early, or dead: run again)."
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_are_rounded_for_people() {
+        assert_eq!(rate(6_919.834_849_004_3), "6,920/s");
+        assert_eq!(rate(1_234_567.5), "1,234,568/s");
+        assert_eq!(rate(999.4), "999/s");
+        assert_eq!(rate(12.0), "12/s");
+        assert_eq!(rate(4.54), "4.5/s");
+        assert_eq!(rate(0.0), "0.0/s");
+        assert_eq!(rate(f64::NAN), "-/s");
+    }
 }

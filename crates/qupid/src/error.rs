@@ -31,6 +31,16 @@ pub enum ErrorKind {
     /// The job's lease was taken over by another holder (or the key was removed): the job no
     /// longer owns the key and must stop.
     LeaseLost,
+    /// There is no qupid ledger where a [read-only](crate::ledger#read-only-ledgers) open
+    /// looked: no file, an empty file, or a SQLite database without qupid's tables; no schema
+    /// for the namespace in PostgreSQL; no key of the namespace in Redis. A read-only open
+    /// never creates a ledger, where a read-write one would have.
+    NotFound,
+    /// The ledger was opened [read-only](crate::ledger#read-only-ledgers) and the call would
+    /// write to it: every write method answers this, changing nothing. Also a namespace that
+    /// can only be read after a migration (a Redis namespace of an older layout), which is a
+    /// write too.
+    ReadOnly,
 }
 
 /// The error type of every fallible qupid operation.
@@ -38,8 +48,25 @@ pub enum ErrorKind {
 /// Use [`Error::kind`] to tell errors apart and [`Error::is_transient`] to know whether
 /// retrying may help. A driver's own error, when there is one, is the [`source`].
 ///
+/// `Display` is the message; `Debug` (what `main` prints for an error it returns, and what
+/// `unwrap` shows) is the kind, the message and the chain of causes, the way `anyhow` prints
+/// one:
+///
+/// ```text
+/// invalid configuration: lease must be at least 10ms, found 1ms
+/// ```
+///
+/// ```text
+/// ledger unavailable: postgres at postgres://db/app is unavailable during connect: …
+///
+/// Caused by:
+///     error connecting to server: Connection refused (os error 111)
+/// ```
+///
+/// The alternate form (`{:#?}`) is the struct, field by field.
+///
 /// [`source`]: std::error::Error::source
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
     kind: ErrorKind,
@@ -92,6 +119,44 @@ impl Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return f
+                .debug_struct("Error")
+                .field("kind", &self.kind)
+                .field("message", &self.message)
+                .field("source", &self.source)
+                .finish();
+        }
+        write!(f, "{}: {}", self.kind, self.message)?;
+        // Causes whose words the message already holds (many messages quote their driver's
+        // error) are not said again.
+        let mut said = self.message.clone();
+        let mut causes = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                said.push_str(&text);
+                causes.push(text);
+            }
+            next = cause.source();
+        }
+        match causes.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, "\n\nCaused by:\n    {one}"),
+            many => {
+                f.write_str("\n\nCaused by:")?;
+                for (i, cause) in many.iter().enumerate() {
+                    write!(f, "\n    {i}: {cause}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
@@ -105,6 +170,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
             ErrorKind::LeaseLost => "lease lost",
+            ErrorKind::NotFound => "no ledger found",
+            ErrorKind::ReadOnly => "ledger is read-only",
         };
         f.write_str(s)
     }
@@ -112,3 +179,64 @@ impl fmt::Display for ErrorKind {
 
 /// A `Result` whose error is qupid's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Cause(&'static str, Option<Box<Cause>>);
+
+    impl fmt::Display for Cause {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Cause {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    #[test]
+    fn debug_reads_like_display_with_its_causes() {
+        let e = Error::new(ErrorKind::Config, "lease must be at least 10ms, found 1ms");
+        assert_eq!(
+            format!("{e:?}"),
+            "invalid configuration: lease must be at least 10ms, found 1ms"
+        );
+        let e = Error::with_source(
+            ErrorKind::Unavailable,
+            "redis at redis://h/ stopped answering",
+            Cause("connection reset", None),
+        );
+        assert_eq!(
+            format!("{e:?}"),
+            "ledger unavailable: redis at redis://h/ stopped answering\n\nCaused by:\n    \
+             connection reset"
+        );
+        let chain = Cause("pool timed out", Some(Box::new(Cause("dns failed", None))));
+        let e = Error::with_source(ErrorKind::Timeout, "connect", chain);
+        assert_eq!(
+            format!("{e:?}"),
+            "timed out: connect\n\nCaused by:\n    0: pool timed out\n    1: dns failed"
+        );
+        // A cause the message already quotes is not said twice.
+        let e = Error::with_source(
+            ErrorKind::Config,
+            "bad url: unknown option `x`",
+            Cause("unknown option `x`", None),
+        );
+        assert_eq!(
+            format!("{e:?}"),
+            "invalid configuration: bad url: unknown option `x`"
+        );
+        // The alternate form is the struct.
+        let alt = format!("{e:#?}");
+        assert!(
+            alt.starts_with("Error {") && alt.contains("kind: Config"),
+            "{alt}"
+        );
+    }
+}

@@ -28,14 +28,27 @@ use crate::error::{Error, Result};
 /// | `retention` | keep everything | nothing is purged automatically |
 /// | `purge_every` | 60 s | how often the pipeline purges by `retention` |
 ///
+/// The struct is `#[non_exhaustive]` (new settings may come), so it is built from
+/// [`Policy::default`] with the setters, one per field, each taking and returning the policy;
+/// the fields stay public to read and to assign:
+///
 /// ```
 /// use std::time::Duration;
-/// use qupid::{Blocking, Policy};
+/// use qupid::{Blocking, Keep, Policy, Retention};
 ///
-/// let mut policy = Policy::default();
-/// policy.completed = Blocking::For(Duration::from_secs(300)); // a five-minute de-dup window
-/// policy.retention.completed.max_age = Some(Duration::from_secs(7 * 24 * 3600));
+/// let policy = Policy::default()
+///     .lease(Duration::from_secs(60))
+///     .max_attempts(3)
+///     .completed(Blocking::For(Duration::from_secs(300))) // a five-minute de-dup window
+///     .retention(Retention {
+///         completed: Keep::younger_than(Duration::from_secs(7 * 24 * 3600)),
+///         dead: Keep::FOREVER,
+///     });
 /// policy.validate()?;
+/// assert_eq!(policy.max_attempts, 3);
+///
+/// let mut tweaked = policy.clone();
+/// tweaked.crash_cap = 0; // fields can be assigned too
 /// # Ok::<(), qupid::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +86,73 @@ impl Default for Policy {
             retention: Retention::default(),
             purge_every: Duration::from_secs(60),
         }
+    }
+}
+
+/// Setters, one per field: `Policy::default().lease(…).max_attempts(…)`. A method and a field
+/// may share a name in Rust: `policy.lease` reads the field, `policy.lease(d)` calls the
+/// setter. None of them checks anything; [`Policy::validate`] (which the queue and the
+/// pipeline call) does.
+impl Policy {
+    /// Sets [`lease`](Policy::lease): how long a claim lasts without renewal (at least
+    /// 10 ms).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`max_attempts`](Policy::max_attempts): failed attempts before a key goes Dead
+    /// (at least 1).
+    #[must_use]
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets [`crash_cap`](Policy::crash_cap): lease expiries before a key goes Dead as
+    /// abandoned; 0 turns the cap off.
+    #[must_use]
+    pub fn crash_cap(mut self, crash_cap: u32) -> Self {
+        self.crash_cap = crash_cap;
+        self
+    }
+
+    /// Sets [`completed`](Policy::completed): how long a Completed key blocks a duplicate.
+    #[must_use]
+    pub fn completed(mut self, blocking: Blocking) -> Self {
+        self.completed = blocking;
+        self
+    }
+
+    /// Sets [`dead`](Policy::dead): how long a Dead key blocks a duplicate.
+    #[must_use]
+    pub fn dead(mut self, blocking: Blocking) -> Self {
+        self.dead = blocking;
+        self
+    }
+
+    /// Sets [`newer_versions`](Policy::newer_versions): what a newer version offered while
+    /// the key is in flight does.
+    #[must_use]
+    pub fn newer_versions(mut self, newer_versions: NewerVersions) -> Self {
+        self.newer_versions = newer_versions;
+        self
+    }
+
+    /// Sets [`retention`](Policy::retention): how long finished records are kept.
+    #[must_use]
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets [`purge_every`](Policy::purge_every): how often a running pipeline purges (not
+    /// zero).
+    #[must_use]
+    pub fn purge_every(mut self, purge_every: Duration) -> Self {
+        self.purge_every = purge_every;
+        self
     }
 }
 
@@ -213,6 +293,41 @@ mod tests {
             prop_assert!(Blocking::Forever.blocks(Timestamp(at), now));
             prop_assert!(!Blocking::Never.blocks(Timestamp(at), now));
         }
+    }
+
+    #[test]
+    fn setters_set_their_field_and_nothing_else() {
+        let d = Policy::default();
+        let all = Policy::default()
+            .lease(Duration::from_secs(7))
+            .max_attempts(9)
+            .crash_cap(0)
+            .completed(Blocking::Never)
+            .dead(Blocking::For(Duration::from_secs(5)))
+            .newer_versions(NewerVersions::Ignore)
+            .retention(Retention {
+                completed: Keep::newest(10),
+                dead: Keep::younger_than(Duration::from_secs(60)),
+            })
+            .purge_every(Duration::from_secs(2));
+        assert_eq!(all.lease, Duration::from_secs(7));
+        assert_eq!(all.max_attempts, 9);
+        assert_eq!(all.crash_cap, 0);
+        assert_eq!(all.completed, Blocking::Never);
+        assert_eq!(all.dead, Blocking::For(Duration::from_secs(5)));
+        assert_eq!(all.newer_versions, NewerVersions::Ignore);
+        assert_eq!(all.retention.completed, Keep::newest(10));
+        assert_eq!(all.retention.dead.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(all.purge_every, Duration::from_secs(2));
+        // Each setter alone leaves the other fields at their defaults.
+        let one = Policy::default().max_attempts(2);
+        assert_eq!(
+            Policy {
+                max_attempts: 5,
+                ..one
+            },
+            d
+        );
     }
 
     #[test]

@@ -305,3 +305,104 @@ async fn a_dropped_connect_leaves_a_migration_to_go_on_with() {
         assert_eq!(r.token, Token(i as u64 + 1), "{r:?}");
     }
 }
+
+/// Every key of the namespace with its type and value (hashes as sorted field lists), to
+/// compare before and after.
+async fn dump(conn: &mut MultiplexedConnection, ns: &str) -> Vec<(String, String)> {
+    let pattern = format!("{}*", redis_key(ns, ""));
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(conn)
+        .await
+        .expect("keys");
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(conn)
+            .await
+            .expect("type");
+        let value = match kind.as_str() {
+            "hash" => {
+                let mut f: Vec<(String, String)> = redis::cmd("HGETALL")
+                    .arg(&k)
+                    .query_async(conn)
+                    .await
+                    .expect("hgetall");
+                f.sort();
+                format!("{f:?}")
+            }
+            "zset" => {
+                let m: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .expect("zrange");
+                format!("{m:?}")
+            }
+            _ => {
+                let v: Option<String> = redis::cmd("GET")
+                    .arg(&k)
+                    .query_async(conn)
+                    .await
+                    .expect("get");
+                format!("{v:?}")
+            }
+        };
+        out.push((k, format!("{kind}: {value}")));
+    }
+    out
+}
+
+/// A read-only open of a layout-1 namespace migrates nothing: it says the namespace needs a
+/// read-write open to be migrated, and every key stays as it was. A read-write open then
+/// migrates it, as before.
+#[tokio::test]
+async fn a_read_only_open_does_not_migrate_layout_1() {
+    let (url, ns) = (url(), namespace("layout1ro"));
+    let _cleanup = Cleanup::new(&url, &ns);
+    let mut conn = raw(&url).await;
+    write_layout_1(&mut conn, &ns, 10).await;
+    let before = dump(&mut conn, &ns).await;
+    let says_migrate = |err: qupid::Error| {
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("layout 1") && msg.contains("migrate"), "{msg}");
+    };
+    says_migrate(
+        qupid::ledger::RedisLedger::builder(&url, &ns)
+            .read_only(true)
+            .connect()
+            .await
+            .expect_err("layout 1 is not read read-only"),
+    );
+    says_migrate(
+        qupid::AnyLedger::open_read_only(&url, &ns)
+            .await
+            .expect_err("layout 1 is not read read-only"),
+    );
+    assert_eq!(
+        dump(&mut conn, &ns).await,
+        before,
+        "not migrated, not touched"
+    );
+
+    let l = connect(&url, &ns).await;
+    assert_eq!(l.stats().await.expect("stats").total(), 11);
+    let marker: Option<String> = redis::cmd("GET")
+        .arg(redis_key(&ns, "layout"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(marker.as_deref(), Some("2"), "a read-write open migrates");
+    let ro = qupid::ledger::RedisLedger::builder(&url, &ns)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("a migrated namespace reads");
+    assert_eq!(ro.stats().await.expect("stats").total(), 11);
+}

@@ -6,7 +6,7 @@ use qupid::State;
 use crate::args::ListArgs;
 use crate::error::print;
 use crate::output::json::{self, ListJson, RecordJson};
-use crate::output::{escape, escape_short, time, Align, Table};
+use crate::output::{escape, escape_short, key_cell, shell_quote, time, Align, Table};
 use crate::target::{key, Target};
 
 /// How much of a last error a table shows; `show` prints it whole.
@@ -28,7 +28,7 @@ pub(super) async fn run(args: ListArgs, target: &Target, json: bool) -> anyhow::
     }
     if page.records.is_empty() {
         let text = match &args.after {
-            Some(after) => format!("no {state} records after {after:?}\n"),
+            Some(after) => format!("no {state} records after {}\n", shell_quote(after)),
             None => format!("no {state} records\n"),
         };
         return print(&text);
@@ -36,7 +36,11 @@ pub(super) async fn run(args: ListArgs, target: &Target, json: bool) -> anyhow::
     let now = target.now().await?;
     let mut text = table(state, &page.records, now).render();
     if let Some(next) = &page.next {
-        text.push_str(&format!("next page: --after {:?}\n", next.as_str()));
+        // Quoted so that the shell reads it back as the key, whatever it holds.
+        text.push_str(&format!(
+            "next page: --after {}\n",
+            shell_quote(next.as_str())
+        ));
     }
     print(&text)
 }
@@ -64,7 +68,7 @@ fn table(state: State, records: &[Record], now: qupid::clock::Timestamp) -> Tabl
             r.finished_at
         };
         let mut row = vec![
-            escape(r.key.as_str()),
+            key_cell(r.key.as_str()),
             r.version
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |v| escape(v.as_str())),

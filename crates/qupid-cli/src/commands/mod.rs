@@ -9,7 +9,17 @@ mod show;
 mod stats;
 
 use crate::args::Command;
-use crate::target::Target;
+use crate::target::{Access, Target};
+
+/// Whether `command` only looks at the ledger or changes it: the commands that look open it
+/// read-only, so they never create, migrate or change anything.
+pub(crate) fn access(command: &Command) -> Access {
+    match command {
+        Command::Stats(_) | Command::List(_) | Command::Show(_) => Access::Read,
+        Command::Purge(args) if args.dry_run => Access::Read,
+        Command::Remove(_) | Command::Retry(_) | Command::Purge(_) => Access::Write,
+    }
+}
 
 /// Runs `command` against `target`.
 pub(crate) async fn run(command: Command, target: &Target, json: bool) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use crate::args::RemoveArgs;
 use crate::confirm::confirm;
 use crate::error::{print, refused};
 use crate::output::json::{self, OutcomeJson, RemoveJson};
-use crate::output::{escape, Table};
+use crate::output::{key_cell, Table};
 use crate::target::{keys, Target};
 
 pub(super) async fn run(args: RemoveArgs, target: &Target, json: bool) -> anyhow::Result<()> {
@@ -57,7 +57,7 @@ pub(super) async fn run(args: RemoveArgs, target: &Target, json: bool) -> anyhow
                 Removed::NotFound => "not found".to_owned(),
                 Removed::Leased(state) => format!("refused: {state} (leased)"),
             };
-            table.row([escape(k.as_str()), outcome]);
+            table.row([key_cell(k.as_str()), outcome]);
         }
         print(&table.render())?;
     }

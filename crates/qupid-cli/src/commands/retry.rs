@@ -9,7 +9,7 @@ use crate::args::RetryArgs;
 use crate::confirm::confirm;
 use crate::error::{print, refused};
 use crate::output::json::{self, OutcomeJson, RetryJson};
-use crate::output::{escape, Table};
+use crate::output::{key_cell, Table};
 use crate::target::{keys, Target};
 
 /// How many dead records `--all-dead` lists and retries per round trip.
@@ -17,7 +17,21 @@ const PAGE: usize = 1_000;
 
 pub(super) async fn run(args: RetryArgs, target: &Target, json: bool) -> anyhow::Result<()> {
     let (keys, outcomes) = if args.all_dead {
-        all_dead(target, args.yes).await?
+        let Some(retried) = all_dead(target, args.yes).await? else {
+            // Nothing to confirm, nothing to do: not a refusal.
+            if json {
+                return print(&json::line(&RetryJson {
+                    all_dead: true,
+                    retried: 0,
+                    results: Vec::new(),
+                })?);
+            }
+            return print(&format!(
+                "nothing to retry: {} has no dead records\n",
+                ledger_name(target)
+            ));
+        };
+        retried
     } else {
         let keys = keys(&args.keys)?;
         let outcomes = target.retry(&keys).await?;
@@ -50,7 +64,7 @@ pub(super) async fn run(args: RetryArgs, target: &Target, json: bool) -> anyhow:
                 Retried::NotFound => "not found".to_owned(),
                 Retried::NotDead(state) => format!("refused: {state}, not dead"),
             };
-            table.row([escape(k.as_str()), outcome]);
+            table.row([key_cell(k.as_str()), outcome]);
         }
         print(&table.render())?;
     }
@@ -76,9 +90,13 @@ pub(super) async fn run(args: RetryArgs, target: &Target, json: bool) -> anyhow:
 }
 
 /// Asks, then retries every Dead record a page at a time. Keys that stopped being Dead in
-/// between (offered again with a new version, removed) are answered as such.
-async fn all_dead(target: &Target, yes: bool) -> anyhow::Result<(Vec<Key>, Vec<Retried>)> {
+/// between (offered again with a new version, removed) are answered as such. `None`, without
+/// asking, when there is no Dead record.
+async fn all_dead(target: &Target, yes: bool) -> anyhow::Result<Option<(Vec<Key>, Vec<Retried>)>> {
     let dead = target.stats().await?.dead;
+    if dead == 0 {
+        return Ok(None);
+    }
     confirm(
         &format!(
             "about to retry every dead record in {} ({} now): each is removed, and its key is \
@@ -101,7 +119,7 @@ async fn all_dead(target: &Target, yes: bool) -> anyhow::Result<(Vec<Key>, Vec<R
         // are gone now.
         match page.next {
             Some(next) => query.after = Some(next),
-            None => return Ok((keys, outcomes)),
+            None => return Ok(Some((keys, outcomes))),
         }
     }
 }

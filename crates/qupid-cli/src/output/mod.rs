@@ -4,4 +4,4 @@ pub(crate) mod json;
 pub(crate) mod table;
 pub(crate) mod time;
 
-pub(crate) use table::{escape, escape_short, Align, Table};
+pub(crate) use table::{escape, escape_short, key_cell, shell_quote, Align, Table};

@@ -81,19 +81,41 @@ impl Table {
     }
 }
 
-/// `s` with control characters, invisible formatting characters and backslashes escaped
-/// the way Rust writes them (`\n`, `\t`, `\u{1b}`, `\\`), so that a key or an error message
-/// stays on one line and cannot move the cursor or reorder text. Quotes are left alone.
+/// `s` with backslashes, control characters and invisible formatting characters escaped, so
+/// that a key or an error message stays on one line and cannot move the cursor or reorder
+/// text: `\\` for a backslash, `\n`, `\t`, `\r`, `\xHH` for the other ASCII controls and
+/// `\uHHHH` for the rest. These are the escapes of bash's and zsh's `$'…'` quoting, so a key
+/// shown escaped is typed back inside `$'…'` ([`shell_quote`] writes it so). Quotes are left
+/// alone.
 pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() || is_invisible(c) => out.extend(c.escape_default()),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() || is_invisible(c) => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// `s` as one shell word that bash, zsh and ksh read back as exactly `s`: `'s'` when it needs
+/// no escape, else `$'…'` with [`escape`]'s escapes (and `\'` for a quote). For the command
+/// lines the tool suggests (`next page: --after …`).
+pub(crate) fn shell_quote(s: &str) -> String {
+    let escaped = escape(s);
+    if escaped == s && !s.contains('\'') {
+        return format!("'{s}'");
+    }
+    format!("$'{}'", escaped.replace('\'', "\\'"))
 }
 
 /// Characters that change how text around them shows without showing themselves:
@@ -106,6 +128,15 @@ fn is_invisible(c: char) -> bool {
             | '\u{2060}'..='\u{2069}'
             | '\u{FEFF}'
     )
+}
+
+/// How much of a key a table shows: a key may be 1,024 bytes, and one long key would widen
+/// every row. `show`, `--json` and the `next page:` cursor give keys whole.
+pub(crate) const KEY_WIDTH: usize = 64;
+
+/// A key as a table cell: escaped, and cut past [`KEY_WIDTH`] characters with `…`.
+pub(crate) fn key_cell(key: &str) -> String {
+    escape_short(key, KEY_WIDTH)
 }
 
 /// `s` escaped and cut to at most `max` characters, with `…` marking the cut.
@@ -138,11 +169,20 @@ mod tests {
     #[test]
     fn escaping_keeps_one_line_and_is_unambiguous() {
         assert_eq!(escape("a\nb\tc\r"), "a\\nb\\tc\\r");
-        assert_eq!(escape("x\u{1b}[2Jy"), "x\\u{1b}[2Jy");
+        assert_eq!(escape("x\u{1b}[2Jy\u{7f}"), "x\\x1b[2Jy\\x7f");
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("say \"hi\" é/ü"), "say \"hi\" é/ü");
-        assert_eq!(escape("rtl\u{202E}txt"), "rtl\\u{202e}txt");
+        assert_eq!(escape("rtl\u{202E}txt\u{85}"), "rtl\\u202etxt\\u0085");
         assert_eq!(escape_short("abcdef", 4), "abc…");
         assert_eq!(escape_short("a\nb", 10), "a\\nb");
+    }
+
+    #[test]
+    fn shell_quoting_reads_back() {
+        assert_eq!(shell_quote("orders/1001"), "'orders/1001'");
+        assert_eq!(shell_quote("a b;c"), "'a b;c'");
+        assert_eq!(shell_quote("multi\nline"), "$'multi\\nline'");
+        assert_eq!(shell_quote("it's"), "$'it\\'s'");
+        assert_eq!(shell_quote("back\\slash"), "$'back\\\\slash'");
     }
 }

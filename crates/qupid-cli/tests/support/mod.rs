@@ -173,6 +173,20 @@ impl Backend {
             .unwrap_or_else(|e| panic!("cannot open {}: {e}\n{HOW_TO_START}", self.url))
     }
 
+    /// Makes the ledger exist without records, as a pipeline that ran and whose records are
+    /// gone leaves it: a key offered and removed through the library (a Redis namespace
+    /// exists once it has drawn a token; a PostgreSQL one once it has its schema).
+    pub(crate) fn touch(&self) {
+        block_on(async {
+            let l = self.open().await;
+            let k = Key::new("touched").expect("a key");
+            l.offer(&policy(), &[Offer::new(k.clone())])
+                .await
+                .expect("offer");
+            l.remove(&[k], true).await.expect("remove");
+        });
+    }
+
     /// Counts per state, read through the library.
     pub(crate) fn stats(&self) -> Stats {
         block_on(async { self.open().await.stats().await.expect("stats") })
@@ -210,6 +224,12 @@ impl Backend {
             fill_fresh(&self.open().await).await;
         });
         assert_eq!(self.stats(), FILLED, "the fixture");
+    }
+
+    /// Offers `names` through the library: they are Queued, under leases that outlast the
+    /// test.
+    pub(crate) fn queue(&self, names: &[&str]) {
+        block_on(async { queue(&self.open().await, names).await });
     }
 
     /// Offers `names` (they are Queued) under leases that expired an hour ago: offered by a
@@ -495,4 +515,60 @@ async fn fill_fresh(l: &impl Ledger) {
         .with_version(Version::new("v2").expect("a version"));
     let offered = l.offer(&policy(), &[newer]).await.expect("offer");
     assert!(offered[0].lease().is_none(), "a duplicate");
+}
+
+/// Makes a path read-only for this process, root included, until dropped: the permission
+/// bits (`chmod a-w`), and for root, whom those do not stop, the immutable attribute
+/// (`chattr +i`, which needs root and a file system that has it, such as ext4).
+#[derive(Debug)]
+pub(crate) struct Locked {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl Locked {
+    pub(crate) fn new(path: &std::path::Path) -> Locked {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if path.is_dir() { 0o555 } else { 0o444 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let immutable = is_root();
+        if immutable {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .expect("run chattr (e2fsprogs): as root, permission bits do not stop writes");
+            assert!(status.success(), "chattr +i {}", path.display());
+        }
+        Locked {
+            path: path.to_owned(),
+            immutable,
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        }
+        let mode = if self.path.is_dir() { 0o755 } else { 0o644 };
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Whether this process runs as root (effective user id 0).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }

@@ -38,6 +38,21 @@ pub enum AnyLedger {
     Postgres(super::PostgresLedger),
 }
 
+/// Calls `$call` on whichever ledger `$self` holds.
+macro_rules! dispatch {
+    ($self:ident, $l:ident => $call:expr) => {
+        match $self {
+            AnyLedger::Memory($l) => $call,
+            #[cfg(feature = "sqlite")]
+            AnyLedger::Sqlite($l) => $call,
+            #[cfg(feature = "redis")]
+            AnyLedger::Redis($l) => $call,
+            #[cfg(feature = "postgres")]
+            AnyLedger::Postgres($l) => $call,
+        }
+    };
+}
+
 impl AnyLedger {
     /// Opens the ledger `url` names; `namespace` selects the queue in a shared server
     /// (memory and SQLite have one queue each, their process or their file).
@@ -53,17 +68,50 @@ impl AnyLedger {
     /// cannot open (an unknown scheme, or a ledger whose feature is off), and whatever the
     /// ledger's own constructor answers (unreachable server, corrupt file).
     pub async fn open(url: &str, namespace: &str) -> Result<Self> {
+        Self::open_with(url, namespace, false).await
+    }
+
+    /// Opens the ledger `url` names, read-only: to look, never to write. Nothing is created,
+    /// migrated or changed — not a SQLite file, its schema or its journal mode; not a
+    /// PostgreSQL schema; not a Redis key — and the ledger's write methods answer
+    /// [`ErrorKind::ReadOnly`] (see [Read-only ledgers](super#read-only-ledgers)). What the
+    /// CLI's `stats`, `list` and `show` open.
+    ///
+    /// `memory:` is a new, empty ledger that refuses writes
+    /// ([`MemoryLedger::read_only`]): the URL names a ledger of its own, so there is always
+    /// one, with nothing in it.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](AnyLedger::open), and [`ErrorKind::NotFound`] where there is no ledger to
+    /// read: no SQLite file, an empty one or another program's database; no schema for the
+    /// namespace in PostgreSQL; no key of the namespace in Redis. A file that is not SQLite
+    /// at all is [`ErrorKind::Corrupt`], as for `open`. A Redis namespace of an older layout,
+    /// which is read only once migrated, is [`ErrorKind::ReadOnly`].
+    pub async fn open_read_only(url: &str, namespace: &str) -> Result<Self> {
+        Self::open_with(url, namespace, true).await
+    }
+
+    /// Whether this ledger was opened [read-only](AnyLedger::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        dispatch!(self, l => l.is_read_only())
+    }
+
+    async fn open_with(url: &str, namespace: &str, read_only: bool) -> Result<Self> {
         super::check_namespace(namespace)?;
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
             .unwrap_or_default();
         match scheme.as_str() {
+            "memory" if read_only => Ok(AnyLedger::Memory(MemoryLedger::new().read_only())),
             "memory" => Ok(AnyLedger::Memory(MemoryLedger::new())),
-            "sqlite" => open_sqlite(url).await,
-            "redis" | "rediss" => open_redis(url, namespace).await,
-            "redis+cluster" | "rediss+cluster" => open_redis_cluster(url, namespace).await,
-            "postgres" | "postgresql" => open_postgres(url, namespace).await,
+            "sqlite" => open_sqlite(url, read_only).await,
+            "redis" | "rediss" => open_redis(url, namespace, read_only).await,
+            "redis+cluster" | "rediss+cluster" => {
+                open_redis_cluster(url, namespace, read_only).await
+            }
+            "postgres" | "postgresql" => open_postgres(url, namespace, read_only).await,
             _ => Err(Error::new(
                 ErrorKind::Config,
                 format!(
@@ -87,38 +135,37 @@ fn not_built(feature: &str) -> Error {
 }
 
 #[cfg(feature = "sqlite")]
-async fn open_sqlite(url: &str) -> Result<AnyLedger> {
-    Ok(AnyLedger::Sqlite(super::SqliteLedger::open_url(url).await?))
+async fn open_sqlite(url: &str, read_only: bool) -> Result<AnyLedger> {
+    let builder = super::sqlite::Builder::from_url(url)?.read_only(read_only);
+    Ok(AnyLedger::Sqlite(builder.build().await?))
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn open_sqlite(_url: &str) -> Result<AnyLedger> {
+async fn open_sqlite(_url: &str, _read_only: bool) -> Result<AnyLedger> {
     Err(not_built("sqlite"))
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str, namespace: &str) -> Result<AnyLedger> {
-    Ok(AnyLedger::Redis(
-        super::RedisLedger::connect(url, namespace).await?,
-    ))
+async fn open_redis(url: &str, namespace: &str, read_only: bool) -> Result<AnyLedger> {
+    let builder = super::RedisLedger::builder(url, namespace).read_only(read_only);
+    Ok(AnyLedger::Redis(builder.connect().await?))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+async fn open_redis(_url: &str, _namespace: &str, _read_only: bool) -> Result<AnyLedger> {
     Err(not_built("redis"))
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis_cluster(url: &str, namespace: &str) -> Result<AnyLedger> {
+async fn open_redis_cluster(url: &str, namespace: &str, read_only: bool) -> Result<AnyLedger> {
     let nodes = cluster_nodes(url);
     let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    Ok(AnyLedger::Redis(
-        super::RedisLedger::connect_cluster(&nodes, namespace).await?,
-    ))
+    let builder = super::RedisLedger::cluster_builder(&nodes, namespace).read_only(read_only);
+    Ok(AnyLedger::Redis(builder.connect().await?))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis_cluster(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+async fn open_redis_cluster(_url: &str, _namespace: &str, _read_only: bool) -> Result<AnyLedger> {
     Err(not_built("redis"))
 }
 
@@ -145,30 +192,14 @@ fn cluster_nodes(url: &str) -> Vec<String> {
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str, namespace: &str) -> Result<AnyLedger> {
-    Ok(AnyLedger::Postgres(
-        super::PostgresLedger::connect(url, namespace).await?,
-    ))
+async fn open_postgres(url: &str, namespace: &str, read_only: bool) -> Result<AnyLedger> {
+    let builder = super::PostgresLedger::builder(url, namespace).read_only(read_only);
+    Ok(AnyLedger::Postgres(builder.connect().await?))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_url: &str, _namespace: &str) -> Result<AnyLedger> {
+async fn open_postgres(_url: &str, _namespace: &str, _read_only: bool) -> Result<AnyLedger> {
     Err(not_built("postgres"))
-}
-
-/// Calls `$call` on whichever ledger `$self` holds.
-macro_rules! dispatch {
-    ($self:ident, $l:ident => $call:expr) => {
-        match $self {
-            AnyLedger::Memory($l) => $call,
-            #[cfg(feature = "sqlite")]
-            AnyLedger::Sqlite($l) => $call,
-            #[cfg(feature = "redis")]
-            AnyLedger::Redis($l) => $call,
-            #[cfg(feature = "postgres")]
-            AnyLedger::Postgres($l) => $call,
-        }
-    };
 }
 
 impl Ledger for AnyLedger {
@@ -248,6 +279,23 @@ mod tests {
         assert!(err.to_string().contains("mysql://localhost/db"), "{err}");
         let err = AnyLedger::open("no scheme", "q").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_memory_ledger_is_empty_and_refuses_writes() {
+        use crate::{Key, Offer};
+        let l = AnyLedger::open_read_only("memory:", "q").await.unwrap();
+        assert!(l.is_read_only());
+        assert_eq!(l.stats().await.unwrap().total(), 0);
+        let offers = [Offer::new(Key::new("k").unwrap())];
+        let err = l.offer(&Policy::default(), &offers).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        let err = l.purge(&Retention::default()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        assert!(!AnyLedger::open("memory:", "q")
+            .await
+            .unwrap()
+            .is_read_only());
     }
 
     #[test]

@@ -36,10 +36,12 @@ const ABANDONED: &str = "abandoned";
 /// (about 15 ms for a million keys, measured on a shared 2-core machine). Indexing leases by
 /// expiry would cost every transition instead.
 ///
-/// Cloning is cheap: clones share the same data.
+/// Cloning is cheap: clones share the same data. [`read_only`](MemoryLedger::read_only)
+/// makes a clone that refuses writes.
 #[derive(Clone)]
 pub struct MemoryLedger {
     inner: Arc<Inner>,
+    read_only: bool,
 }
 
 struct Inner {
@@ -169,7 +171,49 @@ impl MemoryLedger {
                 tokens: AtomicU64::new(0),
                 clock: Arc::new(clock),
             }),
+            read_only: false,
         }
+    }
+
+    /// A handle on the same records that refuses every write: its `offer`, `start`, `renew`,
+    /// `complete`, `fail`, `release`, `remove`, `retry` and `purge` answer
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) and change nothing, while `get`,
+    /// `list`, `stats` and `now` read what the other handles write. For code that should only
+    /// look (a status page, an exporter); see [Read-only ledgers](super#read-only-ledgers).
+    ///
+    /// ```
+    /// use qupid::{ErrorKind, Key, Ledger, MemoryLedger, Offer, Policy};
+    ///
+    /// # fn main() -> qupid::Result<()> {
+    /// # tokio::runtime::Builder::new_current_thread().build().expect("rt").block_on(async {
+    /// let ledger = MemoryLedger::new();
+    /// let view = ledger.read_only();
+    /// let offers = [Offer::new(Key::new("orders/1")?)];
+    /// let err = view.offer(&Policy::default(), &offers).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    /// ledger.offer(&Policy::default(), &offers).await?;
+    /// assert_eq!(view.stats().await?.queued, 1);
+    /// # Ok::<(), qupid::Error>(()) })
+    /// # }
+    /// ```
+    pub fn read_only(&self) -> MemoryLedger {
+        MemoryLedger {
+            inner: Arc::clone(&self.inner),
+            read_only: true,
+        }
+    }
+
+    /// Whether this handle refuses writes (made by [`read_only`](MemoryLedger::read_only)).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// `Ok` unless this handle is read-only; `doing` names the refused call.
+    fn writable(&self, doing: &str) -> Result<()> {
+        if self.read_only {
+            return Err(super::read_only_error("the memory ledger", doing));
+        }
+        Ok(())
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -343,12 +387,14 @@ impl fmt::Debug for MemoryLedger {
         f.debug_struct("MemoryLedger")
             .field("shards", &self.inner.shards.len())
             .field("clock", &self.inner.clock)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
 }
 
 impl Ledger for MemoryLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer")?;
         let now = self.now_ms();
         Ok(self.each(
             offers,
@@ -358,6 +404,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer_and_start")?;
         let now = self.now_ms();
         Ok(self.each(
             offers,
@@ -383,6 +430,7 @@ impl Ledger for MemoryLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Started, Refused>>> {
+        self.writable("start")?;
         let now = Timestamp(self.now_ms());
         Ok(self.each(
             claims,
@@ -410,6 +458,7 @@ impl Ledger for MemoryLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        self.writable("renew")?;
         let now = Timestamp(self.now_ms());
         Ok(self.each(
             claims,
@@ -426,6 +475,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        self.writable("complete")?;
         let now = self.now_ms();
         Ok(self.each(
             claims,
@@ -451,6 +501,7 @@ impl Ledger for MemoryLedger {
         policy: &Policy,
         failures: &[Failure],
     ) -> Result<Vec<Result<Failed, Refused>>> {
+        self.writable("fail")?;
         let now = Timestamp(self.now_ms());
         Ok(self.each(
             failures,
@@ -478,6 +529,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        self.writable("release")?;
         Ok(self.each(
             claims,
             |c| c.key.as_str(),
@@ -495,6 +547,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        self.writable("remove")?;
         Ok(self.each(
             keys,
             |k| k.as_str(),
@@ -514,6 +567,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        self.writable("retry")?;
         Ok(self.each(
             keys,
             |k| k.as_str(),
@@ -532,6 +586,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        self.writable("purge")?;
         let now = Timestamp(self.now_ms());
         let mut purged = Purged::default();
         for (state, keep, n) in [

@@ -71,6 +71,35 @@
 //! or layout of a newer qupid) fails every call with `Corrupt`. The memory ledger cannot
 //! hold an unreadable record.
 //!
+//! # Read-only ledgers
+//!
+//! Looking at a ledger must not change it: a tool pointed at the wrong file or namespace
+//! should say so, not make a ledger there. Every ledger opens read-only —
+//! [`AnyLedger::open_read_only`], `SqliteLedger::builder(path).read_only(true)`,
+//! `PostgresLedger::builder(url, ns).read_only(true)`,
+//! `RedisLedger::builder(url, ns).read_only(true)`, [`MemoryLedger::read_only`] — and then:
+//!
+//! - **opening writes nothing**: no SQLite file, schema, migration or journal-mode switch; no
+//!   PostgreSQL schema or upgrade (and the server refuses writes on its connections); no Redis
+//!   key or layout migration;
+//! - **where there is no ledger** (no file, an empty file or another program's SQLite
+//!   database; no schema for the namespace; no key of the namespace), opening fails with
+//!   [`ErrorKind::NotFound`](crate::ErrorKind::NotFound), where a read-write open would have
+//!   made one. A file that is not SQLite at all is still
+//!   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt);
+//! - **an older layout is read as it is** where it can be (SQLite and PostgreSQL schemas of
+//!   older versions differ only in their indexes); a Redis namespace of layout 1, whose
+//!   records are only readable once migrated, fails with
+//!   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly);
+//! - **every write method** (`offer`, `offer_and_start`, `start`, `renew`, `complete`,
+//!   `fail`, `release`, `remove`, `retry`, `purge`) answers
+//!   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) and changes nothing, empty batches
+//!   included; `get`, `list`, `stats` and `now` work as usual and see what writers commit.
+//!
+//! `ReadOnly` is its own kind, not [`Config`](crate::ErrorKind::Config): the settings are
+//! fine, the call is not one this handle makes, and a caller (a pipeline given a read-only
+//! ledger by mistake) can tell that apart; like `Config`, it is not transient.
+//!
 //! # Generic, not object-safe
 //!
 //! [`Ledger`]'s methods return `impl Future + Send`, so the trait is used through generics
@@ -114,6 +143,15 @@ use crate::error::Result;
 use crate::key::{Key, Offer};
 use crate::policy::{Policy, Retention};
 
+/// The error every write method of a read-only ledger answers: `ledger` names the ledger
+/// (its file, URL or namespace), `doing` the refused call.
+pub(crate) fn read_only_error(ledger: &str, doing: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::ReadOnly,
+        format!("{ledger} was opened read-only: {doing} would write to it, so it was refused"),
+    )
+}
+
 /// The store of each key's state, shared by every worker (and every process, for a shared
 /// ledger) of one pipeline.
 ///
@@ -135,6 +173,9 @@ use crate::policy::{Policy, Retention};
 /// - **Time**: leases expire by the ledger's own clock ([`now`](Ledger::now)).
 /// - **Policy**: decisions that depend on policy take it as an argument, so a ledger holds no
 ///   configuration beyond where its data lives, and tools like the CLI can open any ledger.
+/// - **Read-only**: a ledger opened [read-only](self#read-only-ledgers) answers
+///   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from every method that writes
+///   (`offer` to `purge`), changing nothing, and reads as usual.
 ///
 /// # Cancel safety
 ///
@@ -146,6 +187,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails (unreachable, corrupt).
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn offer(
         &self,
         policy: &Policy,
@@ -157,6 +200,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn start(
         &self,
         policy: &Policy,
@@ -182,6 +227,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// Only when the ledger itself fails. With the default implementation, a failure between
     /// the two steps leaves the accepted keys Queued under leases nobody holds: they are
     /// offered again once those expire.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn offer_and_start(
         &self,
         policy: &Policy,
@@ -195,6 +242,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn renew(
         &self,
         policy: &Policy,
@@ -206,6 +255,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn complete(
         &self,
         claims: &[Claim],
@@ -216,6 +267,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn fail(
         &self,
         policy: &Policy,
@@ -228,6 +281,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn release(
         &self,
         claims: &[Claim],
@@ -239,6 +294,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn remove(
         &self,
         keys: &[Key],
@@ -250,6 +307,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn retry(&self, keys: &[Key]) -> impl Future<Output = Result<Vec<Retried>>> + Send;
 
     /// Removes finished records that `retention` no longer keeps.
@@ -257,6 +316,8 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     ///
     /// Only when the ledger itself fails.
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) from a
+    /// [read-only](self#read-only-ledgers) ledger.
     fn purge(&self, retention: &Retention) -> impl Future<Output = Result<Purged>> + Send;
 
     /// The record of `key`, if it has one.

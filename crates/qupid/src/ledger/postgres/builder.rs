@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// |---|---|---|
 /// | [`pool_size`](Builder::pool_size) | 16 | connections at most, shared by every clone of the ledger |
 /// | [`connect_timeout`](Builder::connect_timeout) | 5 s | how long opening one connection may take (unless the URL sets `connect_timeout`) |
+/// | [`read_only`](Builder::read_only) | `false` | opens read-write: creates the namespace's schema, or upgrades an older one |
 ///
 /// The connections' `application_name` is `qupid:<namespace>` unless the URL sets one, so an
 /// administrator can tell them apart in `pg_stat_activity`.
@@ -44,6 +45,7 @@ pub struct Builder {
     namespace: String,
     pool_size: usize,
     connect_timeout: Duration,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Builder {
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -98,6 +101,7 @@ impl PostgresLedger {
             namespace: namespace.to_owned(),
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            read_only: false,
         }
     }
 }
@@ -117,11 +121,30 @@ impl Builder {
         self
     }
 
+    /// Opens the namespace read-only, to look and never write: connecting creates nothing
+    /// (no schema, however the namespace is spelled) and upgrades nothing, and every
+    /// connection runs with `default_transaction_read_only = on`, so the server itself
+    /// refuses a write. See [Read-only ledgers](crate::ledger#read-only-ledgers).
+    ///
+    /// [`connect`](Builder::connect) then fails with [`ErrorKind::NotFound`] if the
+    /// namespace has no schema (or an empty one), and with [`ErrorKind::Corrupt`] as a
+    /// read-write connect does. A schema of an older qupid is read as it is (the versions
+    /// differ in their indexes only). The ledger's write methods (`offer`, `start`, `renew`,
+    /// `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
+    /// [`ErrorKind::ReadOnly`] without a round trip; `get`, `list`, `stats` and `now` read as
+    /// usual. The role needs only `USAGE` on the schema and `SELECT` on its tables, and a
+    /// hot standby (a read replica) serves it.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Connects and opens the namespace; see [`PostgresLedger::connect`].
     ///
     /// # Errors
     ///
-    /// As [`PostgresLedger::connect`].
+    /// As [`PostgresLedger::connect`]; read-only, also [`ErrorKind::NotFound`] for a
+    /// namespace with no schema (see [`read_only`](Builder::read_only)).
     ///
     /// # Cancel safety
     ///
@@ -130,16 +153,22 @@ impl Builder {
         check_namespace(&self.namespace)?;
         let shown = redact(&self.url);
         let (url, tls) = tls::split(&self.url)?;
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            Error::with_source(
-                ErrorKind::Config,
-                format!(
-                    "expected a postgres url like postgres://user@host:5432/database, found \
-                     {shown:?}"
-                ),
-                e,
-            )
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                // The driver's cause names what it refused, such as an unknown option.
+                let why = match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                };
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!(
+                        "expected a postgres url like postgres://user@host:5432/database, found \
+                     {shown:?}: {why}"
+                    ),
+                    e,
+                )
+            })?;
         let timeout = match config.get_connect_timeout() {
             Some(t) => *t,
             None => {
@@ -153,7 +182,10 @@ impl Builder {
         // The ledger's statements are prepared once per connection. A generic plan, chosen
         // while a table is small, can keep scanning the whole table once it is large;
         // planning each execution for its arguments keeps every lookup on the key index.
-        let options = with_custom_plans(config.get_options());
+        let mut options = with_custom_plans(config.get_options());
+        if self.read_only {
+            options.push_str(" -c default_transaction_read_only=on");
+        }
         config.options(&options);
         config.ssl_mode(tls.pg_mode());
         let recycling = ManagerConfig {
@@ -181,13 +213,31 @@ impl Builder {
             .await
             .map_err(|e| map_pool(e, "connect", &shown, &self.namespace))?;
         let pg: &mut tokio_postgres::Client = &mut client;
-        schema::migrate(pg, &self.namespace)
-            .await
-            .map_err(|e| match e {
-                Inspect::Pg(e) => map_pg(e, "schema migration", &shown, &self.namespace),
-                Inspect::Foreign(message) => schema::foreign(message),
-            })?;
+        let inspected = if self.read_only {
+            schema::readable(&*pg, &self.namespace).await
+        } else {
+            schema::migrate(pg, &self.namespace).await.map(|()| true)
+        };
+        let doing = if self.read_only {
+            "reading the schema"
+        } else {
+            "schema migration"
+        };
+        let exists = inspected.map_err(|e| match e {
+            Inspect::Pg(e) => map_pg(e, doing, &shown, &self.namespace),
+            Inspect::Foreign(message) => schema::foreign(message),
+        })?;
         drop(client);
+        if !exists {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no qupid ledger here: namespace {:?} has no schema {} in postgres at                      {shown} (a read-only open creates none); nothing was changed",
+                    self.namespace,
+                    schema::schema_name(&self.namespace)
+                ),
+            ));
+        }
         let quoted = format!("\"{}\"", schema::schema_name(&self.namespace));
         Ok(PostgresLedger {
             inner: Arc::new(Inner {
@@ -195,6 +245,7 @@ impl Builder {
                 sql: Sql::new(&quoted),
                 namespace: self.namespace,
                 url: shown,
+                read_only: self.read_only,
             }),
         })
     }

@@ -26,7 +26,8 @@
 //!
 //! A namespace (1 to 48 of `a-z`, `0-9`, `_`) is one schema, `qupid_<namespace>`, created on
 //! first connect (the role needs `CREATE` on the database, or an administrator creates the
-//! empty schema and grants it). Dropping the schema (`DROP SCHEMA qupid_orders CASCADE`)
+//! empty schema and grants it); a [read-only](Builder::read_only) connect creates nothing,
+//! and says there is no ledger where there is no schema. Dropping the schema (`DROP SCHEMA qupid_orders CASCADE`)
 //! forgets the namespace.
 //!
 //! | object | holds |
@@ -192,6 +193,8 @@ struct Inner {
     namespace: String,
     /// The URL with any password hidden, for messages.
     url: String,
+    /// Opened with [`Builder::read_only`]: every write method refuses.
+    read_only: bool,
 }
 
 impl PostgresLedger {
@@ -204,6 +207,12 @@ impl PostgresLedger {
     pub fn schema(&self) -> String {
         schema::schema_name(&self.inner.namespace)
     }
+
+    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// answer [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -212,6 +221,7 @@ impl fmt::Debug for PostgresLedger {
             .field("url", &self.inner.url)
             .field("namespace", &self.inner.namespace)
             .field("pool_size", &self.inner.pool.status().max_size)
+            .field("read_only", &self.inner.read_only)
             .finish_non_exhaustive()
     }
 }

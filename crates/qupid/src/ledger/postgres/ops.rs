@@ -61,6 +61,20 @@ fn rounds<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
 }
 
 impl PostgresLedger {
+    /// `Ok` unless the ledger was opened read-only; `doing` names the refused call.
+    fn writable(&self, doing: &str) -> Result<()> {
+        if self.inner.read_only {
+            return Err(crate::ledger::read_only_error(
+                &format!(
+                    "postgres namespace {:?} at {}",
+                    self.inner.namespace, self.inner.url
+                ),
+                doing,
+            ));
+        }
+        Ok(())
+    }
+
     fn ns(&self) -> &str {
         &self.inner.namespace
     }
@@ -344,11 +358,13 @@ impl PostgresLedger {
 
 impl Ledger for PostgresLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer")?;
         self.offers("offer", &self.inner.sql.offer, policy, offers)
             .await
     }
 
     async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer_and_start")?;
         self.offers(
             "offer_and_start",
             &self.inner.sql.offer_and_start,
@@ -363,6 +379,7 @@ impl Ledger for PostgresLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Started, Refused>>> {
+        self.writable("start")?;
         let ns = self.ns();
         let lease = floor_ms(policy.lease);
         self.claims("start", &self.inner.sql.start, claims, Some(lease), |a| {
@@ -379,6 +396,7 @@ impl Ledger for PostgresLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        self.writable("renew")?;
         let ns = self.ns();
         let lease = floor_ms(policy.lease);
         self.claims("renew", &self.inner.sql.renew, claims, Some(lease), |a| {
@@ -388,6 +406,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        self.writable("complete")?;
         let ns = self.ns();
         self.claims("complete", &self.inner.sql.complete, claims, None, |a| {
             Ok(Done {
@@ -402,6 +421,7 @@ impl Ledger for PostgresLedger {
         policy: &Policy,
         failures: &[Failure],
     ) -> Result<Vec<Result<Failed, Refused>>> {
+        self.writable("fail")?;
         let ns = self.ns();
         let lease = floor_ms(policy.lease);
         let max = count_cap(policy.max_attempts);
@@ -436,11 +456,13 @@ impl Ledger for PostgresLedger {
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        self.writable("release")?;
         self.claims("release", &self.inner.sql.release, claims, None, |_| Ok(()))
             .await
     }
 
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        self.writable("remove")?;
         let ns = self.ns();
         self.transition(
             "remove",
@@ -465,6 +487,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        self.writable("retry")?;
         let ns = self.ns();
         self.transition(
             "retry",
@@ -489,6 +512,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        self.writable("purge")?;
         let mut purged = Purged::default();
         if retention.is_forever() {
             return Ok(purged);

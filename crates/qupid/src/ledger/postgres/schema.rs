@@ -179,6 +179,29 @@ pub(super) async fn migrate(client: &mut Client, namespace: &str) -> Result<(), 
     Ok(())
 }
 
+/// Checks, with reads only, whether `namespace` holds a schema this build reads as it is:
+/// `true` for one, `false` where there is none (no schema, or an empty one). Every version up
+/// to [`LATEST`] is read as it is: the versions differ in their indexes only, never in the
+/// columns the statements read (a future step that changes them must change this).
+///
+/// # Errors
+///
+/// [`Inspect::Foreign`] as [`migrate`]; [`Inspect::Pg`] if the server fails.
+pub(super) async fn readable(
+    client: &(impl GenericClient + Sync),
+    namespace: &str,
+) -> Result<bool, Inspect> {
+    let schema = schema_name(namespace);
+    let quoted = format!("\"{schema}\"");
+    match inspect(client, &schema, &quoted).await? {
+        Found::Nothing => Ok(false),
+        Found::Version(0) => Err(Inspect::Foreign(format!(
+            "schema {schema} has schema_version 0, which no qupid leaves"
+        ))),
+        Found::Version(v) => check_not_newer(&schema, v).map(|()| true),
+    }
+}
+
 fn check_not_newer(schema: &str, version: i32) -> Result<(), Inspect> {
     if version > LATEST {
         return Err(Inspect::Foreign(format!(

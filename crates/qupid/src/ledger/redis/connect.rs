@@ -25,9 +25,62 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnection attempts before a call fails (with exponential backoff from 100 ms).
 const RECONNECT_RETRIES: usize = 3;
 
+/// Settings for opening a [`RedisLedger`]; made by [`RedisLedger::builder`] (one server) or
+/// [`RedisLedger::cluster_builder`] (a Redis Cluster).
+///
+/// ## Defaults
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`read_only`](Builder::read_only) | `false` | opens read-write: migrates a namespace of an older layout |
+///
+/// ```no_run
+/// use qupid::ledger::RedisLedger;
+/// use qupid::Ledger;
+///
+/// # async fn example() -> qupid::Result<()> {
+/// let ledger = RedisLedger::builder("redis://127.0.0.1:6379/0", "orders")
+///     .read_only(true)
+///     .connect()
+///     .await?;
+/// println!("{:?}", ledger.stats().await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Builder {
+    nodes: Nodes,
+    namespace: String,
+    read_only: bool,
+}
+
+/// Where a [`Builder`] connects.
+#[derive(Clone)]
+enum Nodes {
+    /// One server, by URL.
+    One(String),
+    /// Any nodes of a Redis Cluster, by URL.
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = match &self.nodes {
+            Nodes::One(url) => vec![redact(url)],
+            Nodes::Cluster(urls) => urls.iter().map(|u| redact(u)).collect(),
+        };
+        f.debug_struct("Builder")
+            .field("nodes", &nodes)
+            .field("cluster", &matches!(self.nodes, Nodes::Cluster(_)))
+            .field("namespace", &self.namespace)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
 impl RedisLedger {
     /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`)
-    /// and opens `namespace`, creating nothing until the first offer.
+    /// and opens `namespace`, creating nothing until the first offer. The same as
+    /// `RedisLedger::builder(url, namespace).connect()`.
     ///
     /// `rediss://` connects over TLS (rustls; no OpenSSL library needed). The server's
     /// certificate must chain to the system's roots, or to the CA certificates of a PEM file
@@ -61,34 +114,13 @@ impl RedisLedger {
     /// Dropping the future before it completes closes the connection. A migration stopped
     /// that way has converted whole chunks of records; the next `connect` goes on with it.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        check_namespace(namespace)?;
-        let shown = redact(url);
-        let (url, tls) = tls::split(url)?;
-        let bad_url = |e: ::redis::RedisError| {
-            Error::with_source(
-                ErrorKind::Config,
-                format!("expected a redis url like redis://host:6379/0, found {shown:?}: {e}"),
-                e,
-            )
-        };
-        let client = match tls.certificates()? {
-            Some(certs) => Client::build_with_tls(url.as_str(), certs).map_err(bad_url)?,
-            None => Client::open(url.as_str()).map_err(bad_url)?,
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| cannot_connect(e, &shown))?;
-        Self::open(Conn::Node(conn), shown, namespace).await
+        Self::builder(url, namespace).connect().await
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
     /// client learns the others and the slot map from them) and opens `namespace`, creating
-    /// nothing until the first offer.
+    /// nothing until the first offer. The same as
+    /// `RedisLedger::cluster_builder(nodes, namespace).connect()`.
     ///
     /// Every key of a namespace shares one hash tag, so a namespace lives in one slot: each
     /// script goes to the node owning it, and the ledger works as against one server. The
@@ -107,67 +139,171 @@ impl RedisLedger {
     ///
     /// As [`connect`](RedisLedger::connect).
     pub async fn connect_cluster(nodes: &[&str], namespace: &str) -> Result<Self> {
-        check_namespace(namespace)?;
-        if nodes.is_empty() {
-            return Err(Error::config(
-                "expected at least one redis cluster node url, found none",
-            ));
-        }
-        let shown = nodes
-            .iter()
-            .map(|n| redact(n))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut urls = Vec::with_capacity(nodes.len());
-        let mut ca = None;
-        for node in nodes {
-            let (url, tls) = tls::split(node)?;
-            urls.push(url);
-            ca = ca.or(tls.certificates()?);
-        }
-        let mut builder = ClusterClient::builder(urls)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
-            .retries(RECONNECT_RETRIES as u32);
-        if let Some(certs) = ca {
-            builder = builder.certs(certs);
-        }
-        let client = builder.build().map_err(|e| {
-            Error::with_source(
-                ErrorKind::Config,
-                format!(
-                    "expected redis cluster node urls like redis://host:7000, found \
-                         {shown:?}: {e}"
-                ),
-                e,
-            )
-        })?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .map_err(|e| cannot_connect(e, &shown))?;
-        Self::open(Conn::Cluster(conn), shown, namespace).await
+        Self::cluster_builder(nodes, namespace).connect().await
     }
 
-    /// Checks the server's eviction policy, migrates the namespace if need be, and answers
-    /// the ledger.
-    async fn open(conn: Conn, shown: String, namespace: &str) -> Result<Self> {
+    /// Settings for opening `namespace` on the Redis server at `url`; see [`Builder`] and
+    /// [`connect`](RedisLedger::connect).
+    pub fn builder(url: &str, namespace: &str) -> Builder {
+        Builder {
+            nodes: Nodes::One(url.to_owned()),
+            namespace: namespace.to_owned(),
+            read_only: false,
+        }
+    }
+
+    /// Settings for opening `namespace` on the Redis Cluster that `nodes` belong to; see
+    /// [`Builder`] and [`connect_cluster`](RedisLedger::connect_cluster).
+    pub fn cluster_builder(nodes: &[&str], namespace: &str) -> Builder {
+        Builder {
+            nodes: Nodes::Cluster(nodes.iter().map(|n| (*n).to_owned()).collect()),
+            namespace: namespace.to_owned(),
+            read_only: false,
+        }
+    }
+
+    /// The namespace this ledger works in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// answer [`ErrorKind::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+}
+
+impl Builder {
+    /// Opens the namespace read-only, to look and never write: connecting migrates nothing
+    /// and creates nothing, and the ledger's write methods (`offer`, `start`, `renew`,
+    /// `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
+    /// [`ErrorKind::ReadOnly`] without a round trip; `get`, `list`, `stats` and `now` read as
+    /// usual. See [Read-only ledgers](crate::ledger#read-only-ledgers).
+    ///
+    /// [`connect`](Builder::connect) then fails with [`ErrorKind::NotFound`] if the namespace
+    /// holds none of its keys (no token counter, no index, no layout marker: nothing was ever
+    /// offered in it), and with [`ErrorKind::ReadOnly`] for a namespace of layout 1, written
+    /// by an older qupid: its records are read only once migrated, and a migration is a
+    /// write (connect read-write once to migrate it; see [Layout
+    /// versions](super#layout-versions)). The eviction policy is checked as for a read-write
+    /// connect.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Connects and opens the namespace; see [`RedisLedger::connect`] and
+    /// [`RedisLedger::connect_cluster`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisLedger::connect`] (and, for a cluster, `Config` for no nodes); read-only,
+    /// also [`ErrorKind::NotFound`] and [`ErrorKind::ReadOnly`] as
+    /// [`read_only`](Builder::read_only) says.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RedisLedger::connect`].
+    pub async fn connect(self) -> Result<RedisLedger> {
+        check_namespace(&self.namespace)?;
+        let (conn, shown) = match &self.nodes {
+            Nodes::One(url) => connect_node(url).await?,
+            Nodes::Cluster(nodes) => connect_nodes(nodes).await?,
+        };
+        RedisLedger::open(conn, shown, &self.namespace, self.read_only).await
+    }
+}
+
+/// A connection to the server at `url`, and the URL to show.
+async fn connect_node(url: &str) -> Result<(Conn, String)> {
+    let shown = redact(url);
+    let (url, tls) = tls::split(url)?;
+    let bad_url = |e: ::redis::RedisError| {
+        Error::with_source(
+            ErrorKind::Config,
+            format!("expected a redis url like redis://host:6379/0, found {shown:?}: {e}"),
+            e,
+        )
+    };
+    let client = match tls.certificates()? {
+        Some(certs) => Client::build_with_tls(url.as_str(), certs).map_err(bad_url)?,
+        None => Client::open(url.as_str()).map_err(bad_url)?,
+    };
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| cannot_connect(e, &shown))?;
+    Ok((Conn::Node(conn), shown))
+}
+
+/// A connection to the Redis Cluster that `nodes` belong to, and the nodes to show.
+async fn connect_nodes(nodes: &[String]) -> Result<(Conn, String)> {
+    if nodes.is_empty() {
+        return Err(Error::config(
+            "expected at least one redis cluster node url, found none",
+        ));
+    }
+    let shown = nodes
+        .iter()
+        .map(|n| redact(n))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut urls = Vec::with_capacity(nodes.len());
+    let mut ca = None;
+    for node in nodes {
+        let (url, tls) = tls::split(node)?;
+        urls.push(url);
+        ca = ca.or(tls.certificates()?);
+    }
+    let mut builder = ClusterClient::builder(urls)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(RECONNECT_RETRIES as u32);
+    if let Some(certs) = ca {
+        builder = builder.certs(certs);
+    }
+    let client = builder.build().map_err(|e| {
+        Error::with_source(
+            ErrorKind::Config,
+            format!(
+                "expected redis cluster node urls like redis://host:7000, found \
+                     {shown:?}: {e}"
+            ),
+            e,
+        )
+    })?;
+    let conn = client
+        .get_async_connection()
+        .await
+        .map_err(|e| cannot_connect(e, &shown))?;
+    Ok((Conn::Cluster(conn), shown))
+}
+
+impl RedisLedger {
+    /// Checks the server's eviction policy, migrates the namespace if need be (or, read-only,
+    /// checks that it holds a ledger this build reads), and answers the ledger.
+    async fn open(conn: Conn, shown: String, namespace: &str, read_only: bool) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
         let keys = Keys::new(namespace);
-        migrate(&conn, &keys, namespace).await?;
+        if read_only {
+            probe(&conn, &keys, namespace, &shown).await?;
+        } else {
+            migrate(&conn, &keys, namespace).await?;
+        }
         Ok(RedisLedger {
             inner: Arc::new(Inner {
                 conn,
                 keys,
                 namespace: namespace.to_owned(),
                 url: shown,
+                read_only,
             }),
         })
-    }
-
-    /// The namespace this ledger works in.
-    pub fn namespace(&self) -> &str {
-        &self.inner.namespace
     }
 }
 
@@ -221,6 +357,46 @@ async fn migrate(conn: &Conn, keys: &Keys, namespace: &str) -> Result<()> {
         }
         (state, after) = (s.clone(), m.clone());
     }
+}
+
+/// For a read-only open: `Ok` if the namespace holds a ledger of the current layout;
+/// [`ErrorKind::NotFound`] if it holds none of its keys; [`ErrorKind::ReadOnly`] if it holds
+/// records of layout 1, which only a migration (a write) makes readable. Writes nothing.
+async fn probe(conn: &Conn, keys: &Keys, namespace: &str, shown: &str) -> Result<()> {
+    let inv = prepare(&SCRIPTS.probe, keys);
+    let values = run(&inv, conn, "probe", namespace).await?;
+    let (existing, layout, tokens) = match values.as_slice() {
+        [Value::Int(n), Value::BulkString(layout), Value::BulkString(tokens)] => {
+            (*n, layout.as_slice(), tokens.as_slice())
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Ledger,
+                format!("the redis probe script answered an unexpected reply: {values:?}"),
+            ))
+        }
+    };
+    if existing == 0 {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no qupid ledger here: namespace {namespace:?} holds no keys in redis at \
+                 {shown} (nothing was ever offered in it; a read-only open creates nothing)"
+            ),
+        ));
+    }
+    if layout.is_empty() && tokens == b"1" {
+        return Err(Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "redis namespace {namespace:?} at {shown} holds records of layout 1, written by \
+                 an older qupid: they can be read once migrated, and a read-only open does not \
+                 migrate (a write); open it read-write once to migrate it (stop the older \
+                 instances first); nothing was changed"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a server whose `maxmemory-policy` may evict qupid's keys.

@@ -74,7 +74,9 @@
 //! migrates such a namespace: it converts the records 2,000 per script (walking the state
 //! indexes, so a stopped migration goes on where it stopped) and then writes the marker.
 //! Until then, and for a marker of an unknown (newer) layout, every script fails with
-//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), changing nothing. A new namespace gets
+//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), changing nothing. A
+//! [read-only](Builder::read_only) connect migrates nothing: it refuses a namespace of
+//! layout 1 with [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly). A new namespace gets
 //! its marker with its first token, so `connect` alone still writes nothing.
 //!
 //! # Cost
@@ -172,12 +174,15 @@ mod tls;
 use std::fmt;
 use std::sync::Arc;
 
+pub use self::connect::Builder;
+
 use self::conn::Conn;
 use self::keys::Keys;
 
 /// A [`Ledger`](super::Ledger) kept in Redis, for pipelines spread over many machines.
 ///
-/// Open one with [`RedisLedger::connect`]. Cloning is cheap: clones share one multiplexed
+/// Open one with [`RedisLedger::connect`], [`RedisLedger::connect_cluster`] or
+/// [`RedisLedger::builder`]. Cloning is cheap: clones share one multiplexed
 /// connection. See the [module docs](self) for the data layout, the clock and the eviction
 /// policy it requires.
 #[derive(Clone)]
@@ -191,6 +196,8 @@ struct Inner {
     namespace: String,
     /// The URL with any password hidden, for messages.
     url: String,
+    /// Opened with [`Builder::read_only`]: every write method refuses.
+    read_only: bool,
 }
 
 impl fmt::Debug for RedisLedger {
@@ -198,6 +205,7 @@ impl fmt::Debug for RedisLedger {
         f.debug_struct("RedisLedger")
             .field("url", &self.inner.url)
             .field("namespace", &self.inner.namespace)
+            .field("read_only", &self.inner.read_only)
             .finish_non_exhaustive()
     }
 }

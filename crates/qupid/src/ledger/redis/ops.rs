@@ -46,6 +46,20 @@ fn limit(n: Option<u64>) -> i64 {
 }
 
 impl RedisLedger {
+    /// `Ok` unless the ledger was opened read-only; `doing` names the refused call.
+    fn writable(&self, doing: &str) -> Result<()> {
+        if self.inner.read_only {
+            return Err(crate::ledger::read_only_error(
+                &format!(
+                    "redis namespace {:?} at {}",
+                    self.inner.namespace, self.inner.url
+                ),
+                doing,
+            ));
+        }
+        Ok(())
+    }
+
     async fn call(&self, inv: &ScriptInvocation<'_>, what: &str) -> Result<Vec<Value>> {
         run(inv, &self.inner.conn, what, &self.inner.namespace).await
     }
@@ -159,10 +173,12 @@ fn tokens<'c>(claims: impl Iterator<Item = &'c Claim>) -> Vec<u64> {
 
 impl Ledger for RedisLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer")?;
         self.offer_script(policy, offers, false).await
     }
 
     async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
+        self.writable("offer_and_start")?;
         self.offer_script(policy, offers, true).await
     }
 
@@ -171,6 +187,7 @@ impl Ledger for RedisLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Started, Refused>>> {
+        self.writable("start")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -190,6 +207,7 @@ impl Ledger for RedisLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        self.writable("renew")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -202,6 +220,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        self.writable("complete")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -232,6 +251,7 @@ impl Ledger for RedisLedger {
         policy: &Policy,
         failures: &[Failure],
     ) -> Result<Vec<Result<Failed, Refused>>> {
+        self.writable("fail")?;
         if failures.is_empty() {
             return Ok(Vec::new());
         }
@@ -252,6 +272,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        self.writable("release")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -262,6 +283,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        self.writable("remove")?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -281,6 +303,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        self.writable("retry")?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -299,6 +322,7 @@ impl Ledger for RedisLedger {
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        self.writable("purge")?;
         let mut purged = Purged::default();
         if retention.is_forever() {
             return Ok(purged);

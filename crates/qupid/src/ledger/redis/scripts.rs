@@ -31,6 +31,7 @@ pub(super) struct Scripts {
     pub(super) stats: Script,
     pub(super) now: Script,
     pub(super) migrate: Script,
+    pub(super) probe: Script,
 }
 
 macro_rules! script {
@@ -58,6 +59,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: script!("stats.lua"),
     now: script!("now.lua"),
     migrate: script!("migrate.lua"),
+    probe: script!("probe.lua"),
 });
 
 /// Starts an invocation of `script` with the namespace-wide keys and the record prefix, the

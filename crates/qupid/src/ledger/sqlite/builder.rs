@@ -1,6 +1,7 @@
 //! Opening a ledger file: the builder, `sqlite://` URLs and the connections' settings.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::errors::File;
 use super::writer::Worker;
-use super::{schema, SqliteLedger};
+use super::{read_only, schema, SqliteLedger};
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -61,6 +62,7 @@ impl Synchronous {
 /// | [`clock`](Builder::clock) | [`MonotonicClock`] | leases expire by wall-clock time, so they expire across restarts too |
 /// | [`commit_window`](Builder::commit_window) | 0 | a group holds what is waiting when the previous commit ends; no added latency |
 /// | [`busy_timeout`](Builder::busy_timeout) | 5 s | how long to wait for another process's write lock before [`ErrorKind::Unavailable`] |
+/// | [`read_only`](Builder::read_only) | `false` | opens read-write: creates the file and its schema, migrates an older one |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -81,6 +83,7 @@ pub struct Builder {
     clock: Option<Arc<dyn Clock>>,
     commit_window: Duration,
     busy_timeout: Duration,
+    read_only: bool,
 }
 
 impl Builder {
@@ -91,6 +94,7 @@ impl Builder {
             clock: None,
             commit_window: Duration::ZERO,
             busy_timeout: Duration::from_secs(5),
+            read_only: false,
         }
     }
 
@@ -209,7 +213,44 @@ impl Builder {
         self
     }
 
-    /// Opens (or creates) the file and starts the ledger's writer and reader threads.
+    /// Opens the file read-only, to look and never write: no writer thread, no write
+    /// connection, and nothing in the file changes — it is not created, its schema is not
+    /// created or migrated, and its journal mode stays as it is (see
+    /// [Read-only ledgers](crate::ledger#read-only-ledgers)).
+    ///
+    /// [`build`](Builder::build) then fails with [`ErrorKind::NotFound`] where there is no
+    /// ledger (no file, an empty file, another program's SQLite database), and with
+    /// [`ErrorKind::Corrupt`] for a file that is not SQLite at all or holds a ledger of a newer
+    /// qupid. A ledger of an older schema is read as it is, without a migration (the schema
+    /// versions differ in their indexes only). The ledger's write methods (`offer`, `start`,
+    /// `renew`, `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
+    /// [`ErrorKind::ReadOnly`] and change nothing; `get`, `list`, `stats` and `now` read,
+    /// seeing what writers (in this process or others) commit.
+    ///
+    /// A read-only file, or one in a read-only directory, can be read: a file in WAL mode is
+    /// read through its `-wal` and `-shm` files, read-only ones included. When those are
+    /// missing and the directory is read-only, the file is read alone (SQLite's
+    /// `immutable=1`), since no writer can be running; if a `-wal` with commits is there
+    /// without its `-shm`, `build` fails with [`ErrorKind::Ledger`] rather than read stale
+    /// data. Settings for writes ([`synchronous`](Builder::synchronous),
+    /// [`commit_window`](Builder::commit_window)) are ignored.
+    ///
+    /// ```no_run
+    /// use qupid::ledger::sqlite::SqliteLedger;
+    /// use qupid::Ledger;
+    ///
+    /// # async fn example() -> qupid::Result<()> {
+    /// let ledger = SqliteLedger::builder("state/ledger.db").read_only(true).build().await?;
+    /// println!("{:?}", ledger.stats().await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Opens (or creates) the file and starts the ledger's writer and reader threads; only
+    /// the reader thread if [`read_only`](Builder::read_only).
     ///
     /// A new file gets the current schema; an older one is migrated; the file is switched to
     /// WAL mode. The work happens on the ledger's own threads, so it does not block the
@@ -225,6 +266,10 @@ impl Builder {
     ///   qupid (its schema version is newer than this build reads).
     /// - [`ErrorKind::Unavailable`] (transient): another connection kept the file locked past
     ///   the busy timeout.
+    /// - Read-only: [`ErrorKind::NotFound`] where there is no ledger (no file, an empty file,
+    ///   a SQLite database without qupid's tables), [`ErrorKind::Corrupt`] as above, and
+    ///   [`ErrorKind::Ledger`] for a file this process cannot read (see
+    ///   [`read_only`](Builder::read_only)).
     ///
     /// # Cancel safety
     ///
@@ -249,6 +294,13 @@ impl Builder {
                 self.commit_window
             )));
         }
+        if self.read_only {
+            if let Err(e) = std::fs::metadata(&self.path) {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    return Err(read_only::missing(&self.path));
+                }
+            }
+        }
         let file = Arc::new(File {
             path: self.path,
             busy_timeout: self.busy_timeout,
@@ -256,6 +308,23 @@ impl Builder {
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+        if self.read_only {
+            let version = Arc::new(AtomicI64::new(0));
+            let found = Arc::clone(&version);
+            let (reader, ready) = Worker::reader(file.clone(), clock.clone(), move |f| {
+                read_only::open(f, &found)
+            })?;
+            reader.ready(ready).await?;
+            return Ok(SqliteLedger::new(
+                file,
+                clock,
+                None,
+                reader,
+                self.synchronous,
+                self.commit_window,
+                version.load(Ordering::Relaxed),
+            ));
+        }
         let synchronous = self.synchronous;
         let (writer, ready) =
             Worker::writer(file.clone(), clock.clone(), self.commit_window, move |f| {
@@ -268,10 +337,11 @@ impl Builder {
         Ok(SqliteLedger::new(
             file,
             clock,
-            writer,
+            Some(writer),
             reader,
             synchronous,
             self.commit_window,
+            schema::VERSION,
         ))
     }
 }

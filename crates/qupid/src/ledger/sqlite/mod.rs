@@ -33,6 +33,15 @@
 //! `invoices.db`). The tables are prefixed `qupid_`, so the file may also hold tables of your
 //! own, but it is switched to WAL mode.
 //!
+//! # Read-only
+//!
+//! [`Builder::read_only`] opens a file only to read it, with one read-only connection and no
+//! writer thread: nothing in the file changes (no schema, no migration, no switch to WAL
+//! mode), a file that holds no ledger is [`ErrorKind::NotFound`], every write method answers
+//! [`ErrorKind::ReadOnly`], and a file or folder this process may not write can still be read
+//! (see [`Builder::read_only`] for WAL files there). See also [Read-only
+//! ledgers](super#read-only-ledgers).
+//!
 //! # The writer thread and group commit
 //!
 //! One thread owns the only write connection. Every write (`offer`, `start`, `complete`, …)
@@ -96,7 +105,8 @@
 //! the expired leases by reading each leased row's expiry through the leased index (about
 //! 0.5 ms per thousand keys in flight). Schema version 3; versions 1 and 2 also
 //! indexed every row by `(state, key)`, which cost a second index write per completed key.
-//! Opening a file written by an older qupid migrates it; opening one written by a
+//! Opening a file written by an older qupid migrates it (opening it read-only reads it as it
+//! is: the versions differ only in their indexes); opening one written by a
 //! newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
 //! N, this build reads up to M") and leaves it untouched.
 //!
@@ -125,6 +135,7 @@
 
 mod builder;
 mod errors;
+mod read_only;
 mod schema;
 mod transitions;
 mod writer;
@@ -165,8 +176,12 @@ struct Inner {
     clock: Arc<dyn Clock>,
     synchronous: Synchronous,
     commit_window: Duration,
+    /// The file's schema version when it was opened: [`schema::VERSION`] once a writer has
+    /// opened it; an older one may be read as it is by a read-only ledger.
+    schema: i64,
     // Dropped in this order: the writer finishes its requests before the reader goes.
-    writer: Worker,
+    /// `None` for a read-only ledger.
+    writer: Option<Worker>,
     reader: Worker,
 }
 
@@ -174,10 +189,11 @@ impl SqliteLedger {
     fn new(
         file: Arc<File>,
         clock: Arc<dyn Clock>,
-        writer: Worker,
+        writer: Option<Worker>,
         reader: Worker,
         synchronous: Synchronous,
         commit_window: Duration,
+        schema: i64,
     ) -> Self {
         SqliteLedger {
             inner: Arc::new(Inner {
@@ -185,6 +201,7 @@ impl SqliteLedger {
                 clock,
                 synchronous,
                 commit_window,
+                schema,
                 writer,
                 reader,
             }),
@@ -193,6 +210,22 @@ impl SqliteLedger {
 
     fn file(&self) -> &File {
         &self.inner.file
+    }
+
+    /// The writer thread, or the read-only error for `doing`.
+    fn writer(&self, doing: &str) -> Result<&Worker> {
+        self.inner.writer.as_ref().ok_or_else(|| {
+            super::read_only_error(
+                &format!("the sqlite ledger {}", self.path().display()),
+                doing,
+            )
+        })
+    }
+
+    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// answer [`ErrorKind::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
     }
 
     /// A builder for the ledger in the file at `path`, to choose its settings (see
@@ -245,6 +278,7 @@ impl fmt::Debug for SqliteLedger {
             .field("synchronous", &self.inner.synchronous)
             .field("commit_window", &self.inner.commit_window)
             .field("clock", &self.inner.clock)
+            .field("read_only", &self.is_read_only())
             .finish_non_exhaustive()
     }
 }
@@ -252,21 +286,20 @@ impl fmt::Debug for SqliteLedger {
 impl SqliteLedger {
     /// `offer`, or with `start` `offer_and_start`: one job on the writer thread.
     async fn offers(&self, policy: &Policy, offers: &[Offer], start: bool) -> Result<Vec<Offered>> {
-        if offers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (policy, offers) = (policy.clone(), offers.to_vec());
         let doing = if start {
             "offering and starting keys"
         } else {
             "offering keys"
         };
-        self.inner
-            .writer
-            .run(doing, move |cx| {
-                transitions::offer(cx, &policy, &offers, start)
-            })
-            .await
+        let w = self.writer(doing)?;
+        if offers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (policy, offers) = (policy.clone(), offers.to_vec());
+        w.run(doing, move |cx| {
+            transitions::offer(cx, &policy, &offers, start)
+        })
+        .await
     }
 }
 
@@ -284,11 +317,11 @@ impl Ledger for SqliteLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Started, Refused>>> {
+        let w = self.writer("starting keys")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let (policy, claims) = (policy.clone(), claims.to_vec());
-        let w = &self.inner.writer;
         w.run("starting keys", move |cx| {
             transitions::start(cx, &policy, &claims)
         })
@@ -300,11 +333,11 @@ impl Ledger for SqliteLedger {
         policy: &Policy,
         claims: &[Claim],
     ) -> Result<Vec<Result<Timestamp, Refused>>> {
+        let w = self.writer("renewing leases")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let (policy, claims) = (policy.clone(), claims.to_vec());
-        let w = &self.inner.writer;
         w.run("renewing leases", move |cx| {
             transitions::renew(cx, &policy, &claims)
         })
@@ -312,11 +345,11 @@ impl Ledger for SqliteLedger {
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
+        let w = self.writer("completing keys")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let claims = claims.to_vec();
-        let w = &self.inner.writer;
         w.run("completing keys", move |cx| {
             transitions::complete(cx, &claims)
         })
@@ -328,11 +361,11 @@ impl Ledger for SqliteLedger {
         policy: &Policy,
         failures: &[Failure],
     ) -> Result<Vec<Result<Failed, Refused>>> {
+        let w = self.writer("failing keys")?;
         if failures.is_empty() {
             return Ok(Vec::new());
         }
         let (policy, failures) = (policy.clone(), failures.to_vec());
-        let w = &self.inner.writer;
         w.run("failing keys", move |cx| {
             transitions::fail(cx, &policy, &failures)
         })
@@ -340,11 +373,11 @@ impl Ledger for SqliteLedger {
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
+        let w = self.writer("releasing keys")?;
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let claims = claims.to_vec();
-        let w = &self.inner.writer;
         w.run("releasing keys", move |cx| {
             transitions::release(cx, &claims)
         })
@@ -352,11 +385,11 @@ impl Ledger for SqliteLedger {
     }
 
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
+        let w = self.writer("removing keys")?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        let w = &self.inner.writer;
         w.run("removing keys", move |cx| {
             transitions::remove(cx, &keys, force)
         })
@@ -364,21 +397,21 @@ impl Ledger for SqliteLedger {
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
+        let w = self.writer("retrying keys")?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        let w = &self.inner.writer;
         w.run("retrying keys", move |cx| transitions::retry(cx, &keys))
             .await
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
+        let w = self.writer("purging")?;
         if retention.is_forever() {
             return Ok(Purged::default());
         }
         let retention = *retention;
-        let w = &self.inner.writer;
         w.run("purging", move |cx| transitions::purge(cx, &retention))
             .await
     }
@@ -401,8 +434,9 @@ impl Ledger for SqliteLedger {
 
     async fn stats(&self) -> Result<Stats> {
         let r = &self.inner.reader;
+        let indexed = self.inner.schema >= 3;
         r.run("counting keys", move |cx| {
-            transitions::stats(cx.conn, cx.now())
+            transitions::stats(cx.conn, cx.now(), indexed)
         })
         .await
     }

@@ -99,6 +99,13 @@ fn prepare_in_transaction(conn: &Connection, migrations: &[&str]) -> Res<()> {
         conn.execute_batch(CREATE)?;
         return upgrade(conn, 1, migrations);
     }
+    let found = checked_version(conn, newest)?;
+    upgrade(conn, found, migrations)
+}
+
+/// The schema version of a file that has the meta table, checked: from 1 to `newest`, with a
+/// token counter.
+fn checked_version(conn: &Connection, newest: i64) -> Res<i64> {
     let found = meta(conn, "schema_version")?;
     if found > newest {
         return Err(corrupt(format!(
@@ -111,7 +118,41 @@ fn prepare_in_transaction(conn: &Connection, migrations: &[&str]) -> Res<()> {
         )));
     }
     meta(conn, "last_token")?;
-    upgrade(conn, found, migrations)
+    Ok(found)
+}
+
+/// What a file holds, as a read-only open finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Nothing at all: an empty file, or a SQLite database without tables.
+    Nothing,
+    /// Tables, indexes or views, but not qupid's: another program's database.
+    Foreign,
+    /// A ledger of this schema version, which this build reads as it is.
+    Ledger(i64),
+}
+
+/// Finds out, with reads only, what the file holds: nothing, another program's tables, or a
+/// ledger this build reads. Every schema version up to [`VERSION`] is read as it is: the
+/// versions differ in their indexes only, never in the columns of `qupid_entries`, so reading
+/// an older file needs no migration (a future version that changes the columns must change
+/// this).
+pub(super) fn inspect(conn: &Connection) -> Res<Found> {
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    match (
+        table_exists(conn, "qupid_meta")?,
+        table_exists(conn, "qupid_entries")?,
+    ) {
+        (false, false) if objects == 0 => Ok(Found::Nothing),
+        (false, false) => Ok(Found::Foreign),
+        (false, true) => Err(corrupt(
+            "found a qupid_entries table without its qupid_meta table: expected both or neither",
+        )),
+        (true, false) => Err(corrupt(
+            "found a qupid_meta table without its qupid_entries table: expected both or neither",
+        )),
+        (true, true) => checked_version(conn, VERSION).map(Found::Ledger),
+    }
 }
 
 /// Runs the migrations past version `from`.
