@@ -88,6 +88,29 @@ pub(crate) enum Command {
     Retry(RetryArgs),
     /// Delete completed and/or dead records that finished long enough ago
     Purge(PurgeArgs),
+    /// Serve a web dashboard of the ledger (read-only unless --allow-writes)
+    Serve(ServeArgs),
+}
+
+/// `qupid serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on; any address but loopback needs a token
+    #[arg(long, value_name = "ADDR", default_value_t = qupid_web::DEFAULT_BIND)]
+    pub(crate) bind: std::net::SocketAddr,
+
+    /// Allow retry, remove and purge from the browser (each confirmed first)
+    #[arg(long)]
+    pub(crate) allow_writes: bool,
+
+    /// A token every request must carry (a bearer header, or log in once in the browser)
+    #[arg(
+        long,
+        env = "QUPID_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 /// `qupid stats`.

@@ -1,6 +1,7 @@
 //! The ledger a command works on: opened from its URL, with errors that name the URL.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::anyhow;
 use qupid::clock::Timestamp;
@@ -13,7 +14,7 @@ const SCAN_PAGE: usize = 1_000;
 /// An open ledger and how to talk about it.
 #[derive(Debug)]
 pub(crate) struct Target {
-    ledger: AnyLedger,
+    ledger: Arc<AnyLedger>,
     /// The URL with any password hidden: safe to print.
     pub(crate) url: String,
     /// The namespace, for the ledgers that have one (Redis, PostgreSQL).
@@ -73,10 +74,15 @@ impl Target {
         )
         .then(|| namespace.to_owned());
         Ok(Target {
-            ledger,
+            ledger: Arc::new(ledger),
             url: shown,
             namespace,
         })
+    }
+
+    /// The ledger itself, shared: for the dashboard.
+    pub(crate) fn ledger(&self) -> Arc<AnyLedger> {
+        self.ledger.clone()
     }
 
     /// A ledger error, naming the URL unless the message does already.

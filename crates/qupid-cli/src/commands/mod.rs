@@ -5,6 +5,7 @@ mod list;
 mod purge;
 mod remove;
 mod retry;
+mod serve;
 mod show;
 mod stats;
 
@@ -17,7 +18,10 @@ pub(crate) fn access(command: &Command) -> Access {
     match command {
         Command::Stats(_) | Command::List(_) | Command::Show(_) => Access::Read,
         Command::Purge(args) if args.dry_run => Access::Read,
-        Command::Remove(_) | Command::Retry(_) | Command::Purge(_) => Access::Write,
+        Command::Serve(args) if !args.allow_writes => Access::Read,
+        Command::Remove(_) | Command::Retry(_) | Command::Purge(_) | Command::Serve(_) => {
+            Access::Write
+        }
     }
 }
 
@@ -30,6 +34,7 @@ pub(crate) async fn run(command: Command, target: &Target, json: bool) -> anyhow
         Command::Remove(args) => remove::run(args, target, json).await,
         Command::Retry(args) => retry::run(args, target, json).await,
         Command::Purge(args) => purge::run(args, target, json).await,
+        Command::Serve(args) => serve::run(args, target).await,
     }
 }
 
