@@ -37,14 +37,18 @@ fn serve(b: &Backend, extra: &[&str]) -> (Child, String) {
         .and_then(|rest| rest.split(['/', ' ']).next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
-    assert!(line.contains("read-only") == !extra.contains(&"--allow-writes"), "{line}");
+    assert!(
+        line.contains("read-only") != extra.contains(&"--allow-writes"),
+        "{line}"
+    );
     (child, addr)
 }
 
 /// One HTTP/1.1 request; answers the status and the body.
 fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -63,7 +67,10 @@ fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
 
 fn stop(mut child: Child) {
     let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
     assert!(sent.success());
     let status = child.wait().expect("wait");
     assert!(status.success(), "qupid serve exits 0 on SIGINT: {status}");
@@ -88,7 +95,10 @@ fn serves_the_ledgers_counts_read_only_by_default(b: &Backend) {
     assert_eq!(stats["total"], serde_json::json!(FILLED.total()), "{stats}");
     let (status, page) = request(&addr, "GET", "/");
     assert_eq!(status, 200);
-    assert!(page.contains(&FILLED.completed.to_string()), "the overview shows the counts");
+    assert!(
+        page.contains(&FILLED.completed.to_string()),
+        "the overview shows the counts"
+    );
     let (status, _) = request(&addr, "POST", "/retry");
     assert_eq!(status, 403, "read-only refuses writes");
     stop(child);
