@@ -371,19 +371,3 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::rate;
-
-    #[test]
-    fn rates_are_rounded_for_people() {
-        assert_eq!(rate(6_919.834_849_004_3), "6,920/s");
-        assert_eq!(rate(1_234_567.5), "1,234,568/s");
-        assert_eq!(rate(999.4), "999/s");
-        assert_eq!(rate(12.0), "12/s");
-        assert_eq!(rate(4.54), "4.5/s");
-        assert_eq!(rate(0.0), "0.0/s");
-        assert_eq!(rate(f64::NAN), "-/s");
-    }
-}

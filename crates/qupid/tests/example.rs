@@ -129,3 +129,39 @@ fn a_closed_stdout_does_not_panic() {
         .count();
     assert_eq!(saved, 2000, "the run finished its work");
 }
+
+/// The summary's rate is for people: whole numbers with thousands separators (`6,920/s`),
+/// or one decimal below 10 (`4.5/s`), never the float's full digits.
+#[test]
+fn the_summary_rate_is_rounded() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let out = example()
+        .args(["--memory", "--records", "500", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("run the example");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("500 records processed and saved to"))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    let rate = line
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(rate, _)| rate)
+        .unwrap_or_else(|| panic!("no rate in {line:?}"));
+    let number = rate
+        .strip_suffix("/s")
+        .unwrap_or_else(|| panic!("{rate:?} does not end in /s"));
+    let whole = number.split(',').enumerate().all(|(i, group)| {
+        !group.is_empty()
+            && group.len() <= 3
+            && (i == 0 || group.len() == 3)
+            && group.bytes().all(|b| b.is_ascii_digit())
+    });
+    let small = number
+        .split_once('.')
+        .is_some_and(|(int, dec)| int.len() == 1 && dec.len() == 1);
+    assert!(whole || small, "{rate:?} in {line:?}");
+}
