@@ -9,14 +9,13 @@ use std::time::Duration;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{DefaultHashBuilder, HashMap};
 
+use super::rules::{decide, Answer, Event, Facts, Write, MAX_COUNT};
 use super::types::*;
 use super::Ledger;
 use crate::clock::{Clock, MonotonicClock, Timestamp};
 use crate::error::Result;
 use crate::key::{Key, Offer, Version};
-use crate::policy::{Keep, NewerVersions, Policy, Retention};
-
-const ABANDONED: &str = "abandoned";
+use crate::policy::{Keep, Policy, Retention};
 
 /// The default ledger: a sharded concurrent map in this process's memory.
 ///
@@ -78,49 +77,64 @@ struct Extra {
 }
 
 impl Slot {
-    fn version(&self) -> Option<&Version> {
-        self.extra.as_ref().and_then(|e| e.version.as_ref())
-    }
-
-    fn extra(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(Default::default)
-    }
-
-    fn set_version(&mut self, version: Option<&Version>) {
-        match version {
-            Some(v) => self.extra().version = Some(v.clone()),
-            None => {
-                if let Some(e) = self.extra.as_mut() {
-                    e.version = None;
-                }
-            }
+    /// The record as the rules see it, borrowed.
+    fn facts(&self) -> Facts<'_> {
+        let extra = self.extra.as_deref();
+        Facts {
+            state: self.state,
+            superseded: self.superseded,
+            attempts: u32::from(self.attempts),
+            abandoned: u32::from(self.abandoned),
+            token: Token(self.token),
+            at: Timestamp(self.at),
+            version: extra.and_then(|e| e.version.as_ref()),
+            newer: extra.and_then(|e| e.newer.as_ref()),
+            error: extra.and_then(|e| e.error.as_deref()),
         }
-        self.tidy();
     }
 
-    fn set_error(&mut self, error: Option<&str>) {
-        match error {
-            Some(e) => self.extra().error = Some(e.to_owned()),
-            None => {
-                if let Some(x) = self.extra.as_mut() {
-                    x.error = None;
-                }
-            }
+    /// A slot holding `record` under `token`.
+    fn new(record: &Facts<'_>, token: u64) -> Slot {
+        let mut slot = Slot {
+            state: record.state,
+            superseded: record.superseded,
+            attempts: small(record.attempts),
+            abandoned: small(record.abandoned),
+            token,
+            at: record.at.0,
+            extra: None,
+        };
+        if record.version.is_some() || record.newer.is_some() || record.error.is_some() {
+            slot.extra = Some(Box::new(Extra {
+                version: record.version.cloned(),
+                newer: record.newer.cloned(),
+                error: record.error.map(str::to_owned),
+            }));
         }
-        self.tidy();
+        slot
     }
 
-    fn take_newer(&mut self) -> Option<Version> {
-        let newer = self.extra.as_mut().and_then(|e| e.newer.take());
-        self.tidy();
-        newer
-    }
-
-    fn tidy(&mut self) {
-        if let Some(e) = &self.extra {
-            if e.version.is_none() && e.newer.is_none() && e.error.is_none() {
-                self.extra = None;
-            }
+    /// Writes `record` over this slot: the plain fields, and the rare ones only where
+    /// `change` says they changed.
+    fn apply(&mut self, record: &Plain, change: Option<Change>, token: Option<u64>) {
+        self.state = record.state;
+        self.superseded = record.superseded;
+        self.attempts = small(record.attempts);
+        self.abandoned = small(record.abandoned);
+        self.at = record.at.0;
+        if let Some(token) = token {
+            self.token = token;
+        }
+        if let Some(change) = change {
+            self.extra =
+                (change.version.is_some() || change.newer.is_some() || change.error.is_some())
+                    .then(|| {
+                        Box::new(Extra {
+                            version: change.version,
+                            newer: change.newer,
+                            error: change.error,
+                        })
+                    });
         }
     }
 
@@ -270,110 +284,172 @@ impl MemoryLedger {
         out.into_iter().flatten().collect()
     }
 
-    fn offer_one(&self, shard: &mut Shard, policy: &Policy, offer: &Offer, now: u64) -> Offered {
-        let lease_until = Timestamp(now).plus(policy.lease).0;
-        let key = offer.key.as_str();
-        let slot = match shard.map.entry_ref(key) {
-            EntryRef::Vacant(v) => {
-                let token = self.next_token();
-                let mut slot = Slot {
-                    state: State::Queued,
-                    superseded: false,
-                    attempts: 0,
-                    abandoned: 0,
-                    token,
-                    at: lease_until,
-                    extra: None,
+    fn offers(&self, policy: &Policy, offers: &[Offer], start: bool) -> Vec<Offered> {
+        let now = Timestamp(self.now_ms());
+        self.each(
+            offers,
+            |o| o.key.as_str(),
+            |shard, o| {
+                let event = Event::Offer {
+                    version: o.version.as_ref(),
+                    start,
                 };
-                slot.set_version(offer.version.as_ref());
-                v.insert(slot);
-                shard.counts.queued += 1;
-                return accepted(token, lease_until, 0);
+                let (answer, token) = self.apply(shard, o.key.as_str(), &event, policy, now);
+                answer.into_offered(token)
+            },
+        )
+    }
+
+    /// Applies the claim event `event` makes of each claim's token, answering by `answer`.
+    fn claims<T>(
+        &self,
+        policy: &Policy,
+        claims: &[Claim],
+        event: impl Fn(Token) -> Event<'static>,
+        answer: impl Fn(Answer) -> Result<T, Refused>,
+    ) -> Vec<Result<T, Refused>> {
+        let now = Timestamp(self.now_ms());
+        self.each(
+            claims,
+            |c| c.key.as_str(),
+            |shard, c| {
+                answer(
+                    self.apply(shard, c.key.as_str(), &event(c.token), policy, now)
+                        .0,
+                )
+            },
+        )
+    }
+
+    /// Applies the administration `event` to each key, answering by `answer`.
+    fn keys<T>(&self, keys: &[Key], event: &Event<'_>, answer: impl Fn(Answer) -> T) -> Vec<T> {
+        let now = Timestamp(self.now_ms());
+        let policy = Policy::default();
+        self.each(
+            keys,
+            |k| k.as_str(),
+            |shard, k| answer(self.apply(shard, k.as_str(), event, &policy, now).0),
+        )
+    }
+
+    /// Applies `event` to `key`'s record in its locked shard, by [`decide`]: answers what
+    /// the rules answer, with the token of the new lease if the event made one.
+    fn apply(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        event: &Event<'_>,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> (Answer, Token) {
+        match shard.map.entry_ref(key) {
+            EntryRef::Vacant(v) => {
+                let d = decide(None, event, policy, now);
+                let mut token = Token(0);
+                if let Write::Put { record, new_token } = d.write {
+                    token = Token(if new_token { self.next_token() } else { 0 });
+                    v.insert(Slot::new(&record, token.0));
+                    *shard.counts.count_mut(record.state) += 1;
+                }
+                (d.answer, token)
             }
-            EntryRef::Occupied(o) => o.into_mut(),
-        };
-        let newer = slot.extra.as_ref().and_then(|e| e.newer.as_ref());
-        if is_outdated(offer.version.as_ref(), slot.version(), newer) {
-            return Offered::Outdated(slot.state);
-        }
-        // Work on a detached copy of the state so the shard's counters can be updated.
-        let mut state = slot.state;
-        if state.is_leased() {
-            if now < slot.at {
-                if policy.newer_versions == NewerVersions::Remember {
-                    if let Some(w) = &offer.version {
-                        if slot.version() != Some(w) {
-                            slot.extra().newer = Some(w.clone());
+            EntryRef::Occupied(mut o) => {
+                let slot = o.get_mut();
+                let from = slot.state;
+                let mut token = Token(slot.token);
+                // Read what changes while the slot is borrowed by the rules' view of it.
+                let (answer, write) = {
+                    let facts = slot.facts();
+                    let d = decide(Some(&facts), event, policy, now);
+                    let write = match d.write {
+                        Write::Keep => None,
+                        Write::Delete => Some(None),
+                        Write::Put { record, new_token } => Some(Some((
+                            Plain::of(&record),
+                            Change::of(&facts, &record),
+                            new_token,
+                        ))),
+                    };
+                    (d.answer, write)
+                };
+                match write {
+                    None => {}
+                    Some(None) => {
+                        o.remove();
+                        *shard.counts.count_mut(from) -= 1;
+                    }
+                    Some(Some((record, change, new_token))) => {
+                        let issued = new_token.then(|| self.next_token());
+                        slot.apply(&record, change, issued);
+                        if let Some(t) = issued {
+                            token = Token(t);
+                        }
+                        if from != record.state {
+                            shift(&mut shard.counts, from, record.state);
                         }
                     }
                 }
-                return Offered::Duplicate(state);
-            }
-            // The holder's lease expired without an ending: it is abandoned.
-            slot.abandoned = slot.abandoned.saturating_add(1);
-            if policy.crash_cap > 0 && u32::from(slot.abandoned) >= policy.crash_cap {
-                slot.at = now;
-                slot.set_error(Some(ABANDONED));
-                slot.take_newer();
-                slot.state = State::Dead;
-                shift(&mut shard.counts, state, State::Dead);
-                state = State::Dead;
-                // Falls through to the finished-key rules below.
-            } else {
-                let token = self.next_token();
-                slot.token = token;
-                slot.at = lease_until;
-                slot.set_version(offer.version.as_ref());
-                slot.take_newer();
-                let attempts = u32::from(slot.attempts);
-                if state == State::Running {
-                    slot.state = State::Queued;
-                    shift(&mut shard.counts, State::Running, State::Queued);
-                }
-                return accepted(token, lease_until, attempts);
+                (answer, token)
             }
         }
-        // Completed or Dead.
-        let changed = match &offer.version {
-            Some(w) => slot.version() != Some(w),
-            None => false,
-        };
-        let blocks = policy
-            .blocking(state)
-            .blocks(Timestamp(slot.at), Timestamp(now));
-        if !changed && !slot.superseded && blocks {
-            return Offered::Duplicate(state);
-        }
-        let token = self.next_token();
-        *slot = Slot {
-            state: State::Queued,
-            superseded: false,
-            attempts: 0,
-            abandoned: 0,
-            token,
-            at: lease_until,
-            extra: None,
-        };
-        slot.set_version(offer.version.as_ref());
-        shift(&mut shard.counts, state, State::Queued);
-        accepted(token, lease_until, 0)
     }
 }
 
-fn accepted(token: u64, at: u64, attempts: u32) -> Offered {
-    Offered::Accepted(Lease {
-        token: Token(token),
-        expires_at: Timestamp(at),
-        attempts,
-    })
+/// The fixed-size fields of a record to write.
+struct Plain {
+    state: State,
+    superseded: bool,
+    attempts: u32,
+    abandoned: u32,
+    at: Timestamp,
 }
 
-/// Finds the slot held under `claim`, or says why not.
-fn held<'a>(map: &'a mut HashMap<Box<str>, Slot>, claim: &Claim) -> Result<&'a mut Slot, Refused> {
-    match map.get_mut(claim.key.as_str()) {
-        Some(slot) if slot.token == claim.token.0 => Ok(slot),
-        _ => Err(Refused::LeaseLost),
+impl Plain {
+    fn of(record: &Facts<'_>) -> Plain {
+        Plain {
+            state: record.state,
+            superseded: record.superseded,
+            attempts: record.attempts,
+            abandoned: record.abandoned,
+            at: record.at,
+        }
     }
+}
+
+/// The rare fields of a record to write, owned.
+struct Change {
+    version: Option<Version>,
+    newer: Option<Version>,
+    error: Option<String>,
+}
+
+impl Change {
+    /// The rare fields of `after`, if any differs from `before` (a field the rules left as
+    /// it was is the same reference, so nothing is compared by value).
+    fn of(before: &Facts<'_>, after: &Facts<'_>) -> Option<Change> {
+        let same = same(before.version, after.version)
+            && same(before.newer, after.newer)
+            && same(before.error, after.error);
+        (!same).then(|| Change {
+            version: after.version.cloned(),
+            newer: after.newer.cloned(),
+            error: after.error.map(str::to_owned),
+        })
+    }
+}
+
+/// Whether two optional references are the same place (or both absent).
+fn same<T: ?Sized>(a: Option<&T>, b: Option<&T>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
+}
+
+/// A count as a slot stores it (the rules keep counts at most [`MAX_COUNT`], which fits).
+fn small(n: u32) -> u16 {
+    u16::try_from(n.min(MAX_COUNT)).unwrap_or(u16::MAX)
 }
 
 impl Default for MemoryLedger {
@@ -395,34 +471,12 @@ impl fmt::Debug for MemoryLedger {
 impl Ledger for MemoryLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
         self.writable("offer")?;
-        let now = self.now_ms();
-        Ok(self.each(
-            offers,
-            |o| o.key.as_str(),
-            |shard, o| self.offer_one(shard, policy, o, now),
-        ))
+        Ok(self.offers(policy, offers, false))
     }
 
     async fn offer_and_start(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
         self.writable("offer_and_start")?;
-        let now = self.now_ms();
-        Ok(self.each(
-            offers,
-            |o| o.key.as_str(),
-            |shard, o| match self.offer_one(shard, policy, o, now) {
-                Offered::Accepted(mut lease) => {
-                    // offer_one left the key Queued under this lease, in this locked shard.
-                    if let Some(slot) = shard.map.get_mut(o.key.as_str()) {
-                        slot.attempts = slot.attempts.saturating_add(1);
-                        slot.state = State::Running;
-                        lease.attempts = u32::from(slot.attempts);
-                        shift(&mut shard.counts, State::Queued, State::Running);
-                    }
-                    Offered::Accepted(lease)
-                }
-                duplicate => duplicate,
-            },
-        ))
+        Ok(self.offers(policy, offers, true))
     }
 
     async fn start(
@@ -431,25 +485,11 @@ impl Ledger for MemoryLedger {
         claims: &[Claim],
     ) -> Result<Vec<Result<Started, Refused>>> {
         self.writable("start")?;
-        let now = Timestamp(self.now_ms());
-        Ok(self.each(
+        Ok(self.claims(
+            policy,
             claims,
-            |c| c.key.as_str(),
-            |shard, c| {
-                let slot = held(&mut shard.map, c)?;
-                if slot.state != State::Queued {
-                    return Err(Refused::WrongState(slot.state));
-                }
-                slot.attempts = slot.attempts.saturating_add(1);
-                slot.at = now.plus(policy.lease).0;
-                slot.state = State::Running;
-                let started = Started {
-                    attempt: u32::from(slot.attempts),
-                    expires_at: Timestamp(slot.at),
-                };
-                shift(&mut shard.counts, State::Queued, State::Running);
-                Ok(started)
-            },
+            |token| Event::Start { token },
+            Answer::into_started,
         ))
     }
 
@@ -459,40 +499,22 @@ impl Ledger for MemoryLedger {
         claims: &[Claim],
     ) -> Result<Vec<Result<Timestamp, Refused>>> {
         self.writable("renew")?;
-        let now = Timestamp(self.now_ms());
-        Ok(self.each(
+        Ok(self.claims(
+            policy,
             claims,
-            |c| c.key.as_str(),
-            |shard, c| {
-                let slot = held(&mut shard.map, c)?;
-                if !slot.state.is_leased() {
-                    return Err(Refused::WrongState(slot.state));
-                }
-                slot.at = now.plus(policy.lease).0;
-                Ok(Timestamp(slot.at))
-            },
+            |token| Event::Renew { token },
+            Answer::into_renewed,
         ))
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
         self.writable("complete")?;
-        let now = self.now_ms();
-        Ok(self.each(
+        let policy = Policy::default();
+        Ok(self.claims(
+            &policy,
             claims,
-            |c| c.key.as_str(),
-            |shard, c| {
-                let slot = held(&mut shard.map, c)?;
-                if slot.state != State::Running {
-                    return Err(Refused::WrongState(slot.state));
-                }
-                let newer = slot.take_newer();
-                let superseded = newer.is_some_and(|n| slot.version() != Some(&n));
-                slot.superseded = superseded;
-                slot.at = now;
-                slot.state = State::Completed;
-                shift(&mut shard.counts, State::Running, State::Completed);
-                Ok(Done { superseded })
-            },
+            |token| Event::Complete { token },
+            Answer::into_done,
         ))
     }
 
@@ -507,82 +529,35 @@ impl Ledger for MemoryLedger {
             failures,
             |f| f.claim.key.as_str(),
             |shard, f| {
-                let slot = held(&mut shard.map, &f.claim)?;
-                if slot.state != State::Running {
-                    return Err(Refused::WrongState(slot.state));
-                }
-                slot.set_error(Some(&f.error));
-                let attempts = u32::from(slot.attempts);
-                let (to, out) = if attempts >= policy.max_attempts.min(u32::from(u16::MAX)) {
-                    slot.at = now.0;
-                    slot.take_newer();
-                    (State::Dead, Failed::Dead { attempts })
-                } else {
-                    slot.at = now.plus(policy.lease).0;
-                    (State::Queued, Failed::Retry { attempts })
+                let event = Event::Fail {
+                    token: f.claim.token,
+                    error: &f.error,
                 };
-                slot.state = to;
-                shift(&mut shard.counts, State::Running, to);
-                Ok(out)
+                let key = f.claim.key.as_str();
+                self.apply(shard, key, &event, policy, now).0.into_failed()
             },
         ))
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
         self.writable("release")?;
-        Ok(self.each(
+        let policy = Policy::default();
+        Ok(self.claims(
+            &policy,
             claims,
-            |c| c.key.as_str(),
-            |shard, c| {
-                let slot = held(&mut shard.map, c)?;
-                if !slot.state.is_leased() {
-                    return Err(Refused::WrongState(slot.state));
-                }
-                let state = slot.state;
-                shard.map.remove(c.key.as_str());
-                *shard.counts.count_mut(state) -= 1;
-                Ok(())
-            },
+            |token| Event::Release { token },
+            Answer::into_released,
         ))
     }
 
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         self.writable("remove")?;
-        Ok(self.each(
-            keys,
-            |k| k.as_str(),
-            |shard, k| {
-                let Some(slot) = shard.map.get(k.as_str()) else {
-                    return Removed::NotFound;
-                };
-                let state = slot.state;
-                if state.is_leased() && !force {
-                    return Removed::Leased(state);
-                }
-                shard.map.remove(k.as_str());
-                *shard.counts.count_mut(state) -= 1;
-                Removed::Removed
-            },
-        ))
+        Ok(self.keys(keys, &Event::Remove { force }, Answer::into_removed))
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
         self.writable("retry")?;
-        Ok(self.each(
-            keys,
-            |k| k.as_str(),
-            |shard, k| {
-                let Some(slot) = shard.map.get(k.as_str()) else {
-                    return Retried::NotFound;
-                };
-                if slot.state != State::Dead {
-                    return Retried::NotDead(slot.state);
-                }
-                shard.map.remove(k.as_str());
-                shard.counts.dead -= 1;
-                Retried::Retried
-            },
-        ))
+        Ok(self.keys(keys, &Event::Retry, Answer::into_retried))
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
