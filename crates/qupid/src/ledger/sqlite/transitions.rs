@@ -1,10 +1,12 @@
-//! The state machine on SQLite: the same rules as the memory ledger (its reference
-//! implementation), in as few statements as possible. `offer` inserts a new key's row at once
-//! and, for a key already there, loads the row, applies the rules line for line and writes it
-//! back. `start`, `renew`, `complete` and `release` are each one guarded write (matching the
-//! key, the claim's token and the states the transition takes) that changes only the columns
-//! it must; the row is read only when the write matched nothing, to tell `LeaseLost` from
-//! `WrongState`. `fail` (rare) loads and writes back the row.
+//! The state machine on SQLite: the rules of [`decide`](crate::ledger::rules::decide),
+//! applied in as few statements as possible. `offer` inserts the row the rules make of an
+//! absent key at once and, for a key already there, loads the row, decides and writes back
+//! what the rules say. `fail`, `remove`, `retry` and a start that is not the first do the
+//! same. A first `start`, `renew`, `complete` and `release` are each one guarded write
+//! (matching the key, the claim's token and the states the rules let the transition take)
+//! that changes only the columns the rules change; the row is read only when the write
+//! matched nothing, and the rules say why (`LeaseLost`, `WrongState`). The conformance
+//! suite's table of the rules checks those writes against [`decide`].
 //!
 //! Every function here runs on the writer thread inside the group's transaction (or on the
 //! reader thread, for the reads), so a row cannot change between its read and its write.
@@ -28,14 +30,9 @@ use super::errors::{corrupt, of_key, unreadable, Fault, Res};
 use super::writer::Ctx;
 use crate::clock::Timestamp;
 use crate::key::{Key, Offer, Version};
+use crate::ledger::rules::{decide, Answer, Event, Facts, Write};
 use crate::ledger::types::*;
-use crate::policy::{Keep, NewerVersions, Policy, Retention};
-
-const ABANDONED: &str = "abandoned";
-
-/// The memory ledger counts attempts and expiries in 16 bits, saturating; so does this one,
-/// so both answer the same at the extremes.
-const COUNT_MAX: u32 = u16::MAX as u32;
+use crate::policy::{Keep, Policy, Retention};
 
 /// One key's row.
 #[derive(Debug, Clone)]
@@ -53,17 +50,33 @@ struct Row {
 }
 
 impl Row {
-    fn fresh(token: u64, lease_until: u64, version: Option<Version>) -> Row {
+    /// The row as the rules see it.
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            state: self.state,
+            superseded: self.superseded,
+            attempts: self.attempts,
+            abandoned: self.abandoned,
+            token: Token(self.token),
+            at: Timestamp(self.at),
+            version: self.version.as_ref(),
+            newer: self.newer.as_ref(),
+            error: self.error.as_deref(),
+        }
+    }
+
+    /// The row holding `record` under `token`.
+    fn of(record: &Facts<'_>, token: u64) -> Row {
         Row {
-            state: State::Queued,
-            superseded: false,
-            attempts: 0,
-            abandoned: 0,
+            state: record.state,
+            superseded: record.superseded,
+            attempts: record.attempts,
+            abandoned: record.abandoned,
             token,
-            at: lease_until,
-            version,
-            newer: None,
-            error: None,
+            at: record.at.0,
+            version: record.version.cloned(),
+            newer: record.newer.cloned(),
+            error: record.error.map(str::to_owned),
         }
     }
 
@@ -230,14 +243,6 @@ fn delete(conn: &Connection, key: &str) -> Res<()> {
     Ok(())
 }
 
-fn accepted(token: u64, at: u64, attempts: u32) -> Offered {
-    Offered::Accepted(Lease {
-        token: Token(token),
-        expires_at: Timestamp(at),
-        attempts,
-    })
-}
-
 /// The ledger's `offer`, or with `start` its `offer_and_start`: accepted keys are then
 /// Running, their attempt counted, instead of Queued.
 pub(super) fn offer(
@@ -246,36 +251,30 @@ pub(super) fn offer(
     offers: &[Offer],
     start: bool,
 ) -> Res<Vec<Offered>> {
-    let now = cx.now().0;
+    let now = cx.now();
     offers
         .iter()
         .map(|o| offer_one(cx, policy, o, now, start))
         .collect()
 }
 
-/// Inserts a fresh row for `key` unless it has one: whether it did. The row is Queued with no
-/// attempts, or with `start` Running its first attempt (state code 1, one attempt).
-fn insert_fresh(
-    conn: &Connection,
-    key: &str,
-    token: u64,
-    lease_until: u64,
-    version: Option<&Version>,
-    start: bool,
-) -> Res<bool> {
+/// Inserts the row of `record` under `token` for `key` unless the key has one: whether it
+/// did.
+fn insert_fresh(conn: &Connection, key: &str, token: u64, record: &Facts<'_>) -> Res<bool> {
     let n = conn
         .prepare_cached(concat!(
             "INSERT INTO qupid_entries (key, ",
             columns!(),
             ")
-             VALUES (?1, ?5, 0, ?5, 0, ?2, ?3, ?4, NULL, NULL) ON CONFLICT (key) DO NOTHING"
+             VALUES (?1, ?2, 0, ?3, 0, ?4, ?5, ?6, NULL, NULL) ON CONFLICT (key) DO NOTHING"
         ))?
         .execute(params![
             key.as_bytes(),
+            state_code(record.state),
+            i64::from(record.attempts),
             sql_int(token),
-            sql_int(lease_until),
-            version.map(|v| v.as_str().as_bytes()),
-            i64::from(start),
+            sql_int(record.at.0),
+            record.version.map(|v| v.as_str().as_bytes()),
         ])?;
     Ok(n > 0)
 }
@@ -284,19 +283,25 @@ fn offer_one(
     cx: &mut Ctx<'_>,
     policy: &Policy,
     offer: &Offer,
-    now: u64,
+    now: Timestamp,
     start: bool,
 ) -> Res<Offered> {
-    let lease_until = Timestamp(now).plus(policy.lease).0;
     let key = offer.key.as_str();
-    // Most offers are of new keys: insert first, and read the row only when it is there.
-    let token = cx.peek_token()?;
-    let v = offer.version.as_ref();
-    if insert_fresh(cx.conn, key, token, lease_until, v, start)? {
-        cx.take_token(token);
-        return Ok(accepted(token, lease_until, u32::from(start)));
+    let event = Event::Offer {
+        version: offer.version.as_ref(),
+        start,
+    };
+    // Most offers are of new keys: insert what the rules make of an absent key, and read
+    // the row only when it is there.
+    let fresh = decide(None, &event, policy, now);
+    if let Write::Put { record, .. } = &fresh.write {
+        let token = cx.peek_token()?;
+        if insert_fresh(cx.conn, key, token, record)? {
+            cx.take_token(token);
+            return Ok(fresh.answer.into_offered(Token(token)));
+        }
     }
-    let mut row = match load(cx.conn, key) {
+    let row = match load(cx.conn, key) {
         Ok(Some(row)) => row,
         Ok(None) => {
             return Err(corrupt(format!(
@@ -307,106 +312,64 @@ fn offer_one(
         Err(Fault::Unreadable(u)) => return Ok(Offered::Unreadable(u)),
         Err(e) => return Err(e),
     };
-    if is_outdated(
-        offer.version.as_ref(),
-        row.version.as_ref(),
-        row.newer.as_ref(),
-    ) {
-        return Ok(Offered::Outdated(row.state));
-    }
-    let mut state = row.state;
-    let mut changed_row = false;
-    if state.is_leased() {
-        if now < row.at {
-            if policy.newer_versions == NewerVersions::Remember {
-                if let Some(w) = &offer.version {
-                    if row.version.as_ref() != Some(w) && row.newer.as_ref() != Some(w) {
-                        row.newer = Some(w.clone());
-                        store(cx.conn, key, &row)?;
-                    }
-                }
-            }
-            return Ok(Offered::Duplicate(state));
-        }
-        // The holder's lease expired without an ending: it is abandoned.
-        row.abandoned = (row.abandoned + 1).min(COUNT_MAX);
-        if policy.crash_cap > 0 && row.abandoned >= policy.crash_cap {
-            row.at = now;
-            row.error = Some(ABANDONED.to_owned());
-            row.newer = None;
-            row.state = State::Dead;
-            state = State::Dead;
-            changed_row = true;
-            // Falls through to the finished-key rules below.
-        } else {
-            let token = cx.next_token()?;
-            row.token = token;
-            row.at = lease_until;
-            row.version = offer.version.clone();
-            row.newer = None;
-            row.state = State::Queued;
-            if start {
-                row.state = State::Running;
-                row.attempts = (row.attempts + 1).min(COUNT_MAX);
-            }
-            store(cx.conn, key, &row)?;
-            return Ok(accepted(token, lease_until, row.attempts));
-        }
-    }
-    // Completed or Dead.
-    let changed = match &offer.version {
-        Some(w) => row.version.as_ref() != Some(w),
-        None => false,
-    };
-    let blocks = policy
-        .blocking(state)
-        .blocks(Timestamp(row.at), Timestamp(now));
-    if !changed && !row.superseded && blocks {
-        if changed_row {
-            store(cx.conn, key, &row)?;
-        }
-        return Ok(Offered::Duplicate(state));
-    }
-    let token = cx.next_token()?;
-    let mut row = Row::fresh(token, lease_until, offer.version.clone());
-    if start {
-        row.state = State::Running;
-        row.attempts = 1;
-    }
-    store(cx.conn, key, &row)?;
-    Ok(accepted(token, lease_until, row.attempts))
+    let d = decide(Some(&row.facts()), &event, policy, now);
+    let token = write(cx, key, d.write, row.token)?;
+    Ok(d.answer.into_offered(Token(token)))
 }
 
-/// Applies `f` to the row held under `claim`: a claim whose token is not the key's current
-/// one is refused with `LeaseLost`, an unreadable row with `Unreadable` (and not written).
-/// `f` answers the outcome, having changed the row, which is then written back.
-fn held<T>(
-    conn: &Connection,
+/// Writes what the rules decided for `key`, whose token is `token`: the token the key has
+/// afterwards (a new one if the rules asked for it).
+fn write(cx: &mut Ctx<'_>, key: &str, write: Write<'_>, token: u64) -> Res<u64> {
+    match write {
+        Write::Keep => Ok(token),
+        Write::Delete => delete(cx.conn, key).map(|()| token),
+        Write::Put { record, new_token } => {
+            let token = if new_token { cx.next_token()? } else { token };
+            store(cx.conn, key, &Row::of(&record, token))?;
+            Ok(token)
+        }
+    }
+}
+
+/// Applies `event` to the row held under `claim`, by the rules: a claim whose token is not
+/// the key's current one is refused with `LeaseLost`, an unreadable row with `Unreadable`
+/// (and not written).
+fn held(
+    cx: &mut Ctx<'_>,
     claim: &Claim,
-    f: impl FnOnce(&mut Row) -> Result<T, Refused>,
-) -> Res<Result<T, Refused>> {
+    event: &Event<'_>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Res<Answer> {
     let key = claim.key.as_str();
-    match load(conn, key) {
-        Ok(Some(mut row)) if row.token == claim.token.0 => match f(&mut row) {
-            Ok(value) => {
-                store(conn, key, &row)?;
-                Ok(Ok(value))
-            }
-            Err(refused) => Ok(Err(refused)),
-        },
-        Ok(_) => Ok(Err(Refused::LeaseLost)),
-        Err(Fault::Unreadable(u)) => Ok(Err(Refused::Unreadable(u))),
-        Err(e) => Err(e),
-    }
+    let row = match load(cx.conn, key) {
+        Ok(row) => row,
+        Err(Fault::Unreadable(u)) => return Ok(Answer::Refused(Refused::Unreadable(u))),
+        Err(e) => return Err(e),
+    };
+    let d = decide(row.as_ref().map(Row::facts).as_ref(), event, policy, now);
+    let token = row.as_ref().map_or(0, |r| r.token);
+    write(cx, key, d.write, token)?;
+    Ok(d.answer)
 }
 
-/// Why a guarded write under `claim` matched no row: the key is gone or its token is not the
-/// claim's (`LeaseLost`), it is in a state the transition does not take (`WrongState`), or
-/// its row does not decode (`Unreadable`).
-fn refusal(conn: &Connection, claim: &Claim) -> Res<Refused> {
-    match held(conn, claim, |row| Err(Refused::WrongState(row.state)))? {
-        Err(refused) => Ok(refused),
-        Ok(()) => unreachable!("the closure always refuses"),
+/// Why a guarded write of `event` under `claim` matched no row, by the rules: the key is
+/// gone or its token is not the claim's (`LeaseLost`), it is in a state the transition does
+/// not take (`WrongState`), or its row does not decode (`Unreadable`).
+fn refusal(conn: &Connection, claim: &Claim, event: &Event<'_>) -> Res<Refused> {
+    let row = match load(conn, claim.key.as_str()) {
+        Ok(row) => row,
+        Err(Fault::Unreadable(u)) => return Ok(Refused::Unreadable(u)),
+        Err(e) => return Err(e),
+    };
+    let facts = row.as_ref().map(Row::facts);
+    // The refusals do not depend on the policy or the time.
+    match decide(facts.as_ref(), event, &Policy::default(), Timestamp(0)).answer {
+        Answer::Refused(refused) => Ok(refused),
+        other => Err(corrupt(format!(
+            "key {:?}: a guarded write matched nothing where the rules answer {other:?}",
+            claim.key.as_str()
+        ))),
     }
 }
 
@@ -414,7 +377,7 @@ fn refusal(conn: &Connection, claim: &Claim) -> Res<Refused> {
 /// for each claim: the write matches only the key's row under the claim's token and in a
 /// state it takes, so one statement both checks and writes. For a claim it matched, `answer`
 /// says the outcome (reading the row again if need be); a claim it did not match is refused,
-/// after reading why.
+/// after reading why (by the rules, for `event` of the claim's token).
 ///
 /// `common`, if given, is tried first: a narrower write (same parameters) for the common case,
 /// whose outcome is known without reading the row again (a first start is attempt 1; a key
@@ -429,6 +392,7 @@ fn guarded<T: Clone>(
     common: Option<(&str, T)>,
     sql: &str,
     extra: i64,
+    event: impl Fn(Token) -> Event<'static>,
     mut answer: impl FnMut(&Connection, &[u8]) -> Res<T>,
 ) -> Res<Vec<Result<T, Refused>>> {
     let conn = cx.conn;
@@ -452,7 +416,7 @@ fn guarded<T: Clone>(
         out.push(if stmt.execute(&all[..arity])? > 0 {
             Ok(answer(conn, key)?)
         } else {
-            Err(refusal(conn, c)?)
+            Err(refusal(conn, c, &event(c.token))?)
         });
     }
     Ok(out)
@@ -472,9 +436,9 @@ pub(super) fn start(
     policy: &Policy,
     claims: &[Claim],
 ) -> Res<Vec<Result<Started, Refused>>> {
-    let until = cx.now().plus(policy.lease).0;
-    let conn = cx.conn;
-    let mut first = conn.prepare_cached(
+    let now = cx.now();
+    let until = now.plus(policy.lease).0;
+    let mut first = cx.conn.prepare_cached(
         "UPDATE qupid_entries SET state = 1, attempts = 1, at = ?3
          WHERE key = ?1 AND token = ?2 AND state = 0 AND attempts = 0",
     )?;
@@ -488,18 +452,8 @@ pub(super) fn start(
             }));
             continue;
         }
-        out.push(held(conn, c, |row| {
-            if row.state != State::Queued {
-                return Err(Refused::WrongState(row.state));
-            }
-            row.attempts = (row.attempts + 1).min(COUNT_MAX);
-            row.at = until;
-            row.state = State::Running;
-            Ok(Started {
-                attempt: row.attempts,
-                expires_at: Timestamp(until),
-            })
-        })?);
+        let event = Event::Start { token: c.token };
+        out.push(held(cx, c, &event, policy, now)?.into_started());
     }
     Ok(out)
 }
@@ -517,6 +471,7 @@ pub(super) fn renew(
         None,
         "UPDATE qupid_entries SET at = ?3 WHERE key = ?1 AND token = ?2 AND state IN (0, 1)",
         sql_int(until),
+        |token| Event::Renew { token },
         |_, _| Ok(Timestamp(until)),
     )
 }
@@ -538,6 +493,7 @@ pub(super) fn complete(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<Don
            newer = NULL, at = ?3, state = 2
          WHERE key = ?1 AND token = ?2 AND state = 1",
         sql_int(now),
+        |token| Event::Complete { token },
         |conn, key| {
             let sql = "SELECT superseded FROM qupid_entries WHERE key = ?1";
             Ok(Done {
@@ -547,7 +503,7 @@ pub(super) fn complete(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<Don
     )
 }
 
-/// The ledger's `fail`.
+/// The ledger's `fail`: reads each row and writes what the rules make of it.
 pub(super) fn fail(
     cx: &mut Ctx<'_>,
     policy: &Policy,
@@ -557,24 +513,11 @@ pub(super) fn fail(
     failures
         .iter()
         .map(|f| {
-            held(cx.conn, &f.claim, |row| {
-                if row.state != State::Running {
-                    return Err(Refused::WrongState(row.state));
-                }
-                row.error = Some(f.error.clone());
-                let attempts = row.attempts;
-                let out = if attempts >= policy.max_attempts.min(COUNT_MAX) {
-                    row.at = now.0;
-                    row.newer = None;
-                    row.state = State::Dead;
-                    Failed::Dead { attempts }
-                } else {
-                    row.at = now.plus(policy.lease).0;
-                    row.state = State::Queued;
-                    Failed::Retry { attempts }
-                };
-                Ok(out)
-            })
+            let event = Event::Fail {
+                token: f.claim.token,
+                error: &f.error,
+            };
+            Ok(held(cx, &f.claim, &event, policy, now)?.into_failed())
         })
         .collect()
 }
@@ -587,60 +530,54 @@ pub(super) fn release(cx: &mut Ctx<'_>, claims: &[Claim]) -> Res<Vec<Result<(), 
         None,
         "DELETE FROM qupid_entries WHERE key = ?1 AND token = ?2 AND state IN (0, 1)",
         0,
+        |token| Event::Release { token },
         |_, _| Ok(()),
     )
-}
-
-/// The state of `key`'s row, if it has one: [`Fault::Unreadable`] if the row does not
-/// decode, as for every transition (so a row one of them refuses is never removed without
-/// `force`).
-fn state_of_key(conn: &Connection, key: &Key) -> Res<Option<State>> {
-    Ok(load(conn, key.as_str())?.map(|row| row.state))
 }
 
 /// The ledger's `remove`. A row that does not decode is removed only with `force` (its
 /// holder, if any, is then fenced out like any other); without it, the call fails naming the
 /// key, since its state is unknown.
 pub(super) fn remove(cx: &mut Ctx<'_>, keys: &[Key], force: bool) -> Res<Vec<Removed>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let state = match state_of_key(cx.conn, k) {
+    keys.iter()
+        .map(|k| match admin(cx, k, &Event::Remove { force }) {
             Err(Fault::Unreadable(_)) if force => {
                 delete(cx.conn, k.as_str())?;
-                out.push(Removed::Removed);
-                continue;
+                Ok(Removed::Removed)
             }
-            other => other.map_err(|f| of_key(f, k.as_str()))?,
-        };
-        let outcome = match state {
-            None => Removed::NotFound,
-            Some(st) if st.is_leased() && !force => Removed::Leased(st),
-            Some(_) => {
-                delete(cx.conn, k.as_str())?;
-                Removed::Removed
-            }
-        };
-        out.push(outcome);
-    }
-    Ok(out)
+            other => Ok(other.map_err(|f| of_key(f, k.as_str()))?.into_removed()),
+        })
+        .collect()
 }
 
 /// The ledger's `retry`. A row that does not decode fails the call, naming the key.
 pub(super) fn retry(cx: &mut Ctx<'_>, keys: &[Key]) -> Res<Vec<Retried>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let state = state_of_key(cx.conn, k).map_err(|f| of_key(f, k.as_str()))?;
-        let outcome = match state {
-            None => Retried::NotFound,
-            Some(State::Dead) => {
-                delete(cx.conn, k.as_str())?;
-                Retried::Retried
-            }
-            Some(st) => Retried::NotDead(st),
-        };
-        out.push(outcome);
-    }
-    Ok(out)
+    keys.iter()
+        .map(|k| {
+            let answer = admin(cx, k, &Event::Retry).map_err(|f| of_key(f, k.as_str()))?;
+            Ok(answer.into_retried())
+        })
+        .collect()
+}
+
+/// Applies the administration `event` (remove, retry) to `key`'s row, by the rules. A row
+/// that does not decode is [`Fault::Unreadable`], as for every transition (so a row one of
+/// them refuses is never removed without `force`).
+fn admin(cx: &mut Ctx<'_>, key: &Key, event: &Event<'_>) -> Res<Answer> {
+    let row = load(cx.conn, key.as_str())?;
+    let d = decide(
+        row.as_ref().map(Row::facts).as_ref(),
+        event,
+        &Policy::default(),
+        Timestamp(0),
+    );
+    write(
+        cx,
+        key.as_str(),
+        d.write,
+        row.as_ref().map_or(0, |r| r.token),
+    )?;
+    Ok(d.answer)
 }
 
 /// The ledger's `purge`: by age, then by count, for each finished state whose rule is not
