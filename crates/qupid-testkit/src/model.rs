@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use qupid::ledger::{Claim, Failure, Offered, Refused, Removed, Retried, State, Token};
+use qupid::clock::Timestamp;
+use qupid::ledger::rules::{decide, Answer, Event, Facts, Write};
+use qupid::ledger::{Claim, Failed, Failure, Offered, Refused, Removed, Retried, State, Token};
 use qupid::{Blocking, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version};
 
 use crate::Fixture;
@@ -145,6 +147,22 @@ fn scale(b: Blocking, tick: Duration) -> Blocking {
     }
 }
 
+/// The policy of a case, with `tick` as the unit of time: leases of [`LEASE`] ticks.
+fn settings_policy(s: &Settings, tick: Duration) -> Policy {
+    let mut policy = Policy::default();
+    policy.lease = tick * LEASE as u32;
+    policy.max_attempts = s.max_attempts;
+    policy.crash_cap = s.crash_cap;
+    policy.completed = scale(s.completed, tick);
+    policy.dead = scale(s.dead, tick);
+    policy.newer_versions = if s.remember {
+        NewerVersions::Remember
+    } else {
+        NewerVersions::Ignore
+    };
+    policy
+}
+
 fn retention(rule: usize, tick: Duration) -> Retention {
     match rule {
         0 => Retention {
@@ -166,8 +184,8 @@ fn retention(rule: usize, tick: Duration) -> Retention {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MRecord {
     state: State,
-    version: Option<&'static str>,
-    newer: Option<&'static str>,
+    version: Option<Version>,
+    newer: Option<Version>,
     attempts: u32,
     abandoned: u32,
     token: u64,
@@ -177,7 +195,39 @@ pub struct MRecord {
     superseded: bool,
 }
 
-/// The reference model: the state machine of DESIGN §3 written as plainly as possible.
+impl MRecord {
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            state: self.state,
+            superseded: self.superseded,
+            attempts: self.attempts,
+            abandoned: self.abandoned,
+            token: Token(self.token),
+            at: Timestamp(self.at),
+            version: self.version.as_ref(),
+            newer: self.newer.as_ref(),
+            error: self.error.as_deref(),
+        }
+    }
+
+    fn of(record: &Facts<'_>, token: u64) -> MRecord {
+        MRecord {
+            state: record.state,
+            version: record.version.cloned(),
+            newer: record.newer.cloned(),
+            attempts: record.attempts,
+            abandoned: record.abandoned,
+            token,
+            at: record.at.0,
+            error: record.error.map(str::to_owned),
+            superseded: record.superseded,
+        }
+    }
+}
+
+/// The reference model: a map of records moved by the library's own rule book,
+/// [`qupid::ledger::rules::decide`], on a clock of ticks. A ledger that departs from it
+/// departs from the rules.
 #[derive(Debug, Default)]
 pub struct Model {
     /// Records by key.
@@ -219,212 +269,101 @@ pub enum Out {
     Advanced,
 }
 
-/// The number of an ordered version in stored form (U+0001, `o`, 20 digits), restated here
-/// apart from the library's parser; `None` for an opaque version.
-fn ordered(v: &str) -> Option<u64> {
-    let digits = v.strip_prefix("\u{1}o")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+impl Out {
+    /// The model's view of the rules' answer.
+    fn of(answer: Answer) -> Out {
+        match answer {
+            Answer::Accepted { attempts, .. } => Out::Accepted(attempts),
+            Answer::Duplicate(st) => Out::Duplicate(st),
+            Answer::Outdated(st) => Out::Outdated(st),
+            Answer::Started(s) => Out::Started(s.attempt),
+            Answer::Renewed(_) => Out::Renewed,
+            Answer::Done(d) => Out::Done(d.superseded),
+            Answer::Failed(Failed::Retry { attempts }) => Out::Failed(true, attempts),
+            Answer::Failed(Failed::Dead { attempts }) => Out::Failed(false, attempts),
+            Answer::Released => Out::Released,
+            Answer::Refused(r) => Out::Refused(r),
+            Answer::Removed(r) => Out::Removed(r),
+            Answer::Retried(r) => Out::Retried(r),
+        }
     }
-    digits.parse().ok()
-}
-
-/// The ordered-version rule: an offer of `w` is outdated when it is ordered and older than
-/// the record's version or its remembered newer version, whichever of them are ordered.
-fn outdated(w: Option<&str>, version: Option<&str>, newer: Option<&str>) -> bool {
-    let Some(w) = w.and_then(ordered) else {
-        return false;
-    };
-    [version, newer]
-        .into_iter()
-        .flatten()
-        .filter_map(ordered)
-        .any(|accepted| w < accepted)
 }
 
 impl Model {
-    fn token(&mut self) -> u64 {
-        self.tokens += 1;
-        self.tokens
+    /// The policy of `s` on the model's clock: one tick is one millisecond.
+    fn policy(s: &Settings) -> Policy {
+        settings_policy(s, Duration::from_millis(1))
     }
 
-    fn blocking(s: &Settings, st: State) -> Blocking {
-        if st == State::Completed {
-            s.completed
-        } else {
-            s.dead
-        }
-    }
-
-    fn offer(
-        &mut self,
-        s: &Settings,
-        k: &'static str,
-        v: Option<&'static str>,
-    ) -> (Out, Option<u64>) {
-        let now = self.now;
-        let Some(mut r) = self.records.get(k).cloned() else {
-            let token = self.token();
-            let rec = MRecord {
-                state: State::Queued,
-                version: v,
-                newer: None,
-                attempts: 0,
-                abandoned: 0,
-                token,
-                at: now + LEASE,
-                error: None,
-                superseded: false,
-            };
-            self.records.insert(k, rec);
-            return (Out::Accepted(0), Some(token));
-        };
-        // Whatever the state, the lease and the policy: nothing changes.
-        if outdated(v, r.version, r.newer) {
-            return (Out::Outdated(r.state), None);
-        }
-        if r.state.is_leased() {
-            if now < r.at {
-                if s.remember && v.is_some() && v != r.version {
-                    r.newer = v;
-                    self.records.insert(k, r.clone());
-                }
-                return (Out::Duplicate(r.state), None);
+    /// Applies `event` to key `k` by the rules: the outcome, and the token of a new lease.
+    fn event(&mut self, s: &Settings, k: &'static str, event: &Event<'_>) -> (Out, Option<u64>) {
+        let before = self.records.get(k);
+        let d = decide(
+            before.map(MRecord::facts).as_ref(),
+            event,
+            &Self::policy(s),
+            Timestamp(self.now),
+        );
+        let answer = d.answer;
+        let (record, issued) = match d.write {
+            Write::Keep => return (Out::of(answer), None),
+            Write::Delete => (None, None),
+            Write::Put { record, new_token } => {
+                let token = match (new_token, before) {
+                    (true, _) => {
+                        self.tokens += 1;
+                        self.tokens
+                    }
+                    (false, Some(r)) => r.token,
+                    (false, None) => 0,
+                };
+                (
+                    Some(MRecord::of(&record, token)),
+                    new_token.then_some(token),
+                )
             }
-            r.abandoned += 1;
-            if s.crash_cap > 0 && r.abandoned >= s.crash_cap {
-                r.state = State::Dead;
-                r.at = now;
-                r.error = Some("abandoned".into());
-                r.newer = None;
-            } else {
-                let token = self.token();
-                r.state = State::Queued;
-                r.token = token;
-                r.at = now + LEASE;
-                r.version = v;
-                r.newer = None;
-                let attempts = r.attempts;
-                self.records.insert(k, r);
-                return (Out::Accepted(attempts), Some(token));
-            }
-        }
-        let changed = v.is_some() && v != r.version;
-        let blocks = match Self::blocking(s, r.state) {
-            Blocking::Forever => true,
-            Blocking::Never => false,
-            Blocking::For(d) => now - r.at < d.as_secs(),
         };
-        if !changed && !r.superseded && blocks {
-            let st = r.state;
-            self.records.insert(k, r);
-            return (Out::Duplicate(st), None);
-        }
-        let token = self.token();
-        let rec = MRecord {
-            state: State::Queued,
-            version: v,
-            newer: None,
-            attempts: 0,
-            abandoned: 0,
-            token,
-            at: now + LEASE,
-            error: None,
-            superseded: false,
+        match record {
+            Some(r) => self.records.insert(k, r),
+            None => self.records.remove(k),
         };
-        self.records.insert(k, rec);
-        (Out::Accepted(0), Some(token))
-    }
-
-    fn held(&mut self, k: &str, token: u64) -> Result<&mut MRecord, Refused> {
-        match self.records.get_mut(k) {
-            Some(r) if r.token == token => Ok(r),
-            _ => Err(Refused::LeaseLost),
-        }
+        (Out::of(answer), issued)
     }
 
     fn apply(&mut self, s: &Settings, op: &Op, token: u64) -> Out {
-        let now = self.now;
-        match *op {
-            Op::Start { k, .. } => match self.held(KEYS[k], token) {
-                Err(e) => Out::Refused(e),
-                Ok(r) if r.state != State::Queued => Out::Refused(Refused::WrongState(r.state)),
-                Ok(r) => {
-                    r.state = State::Running;
-                    r.attempts += 1;
-                    r.at = now + LEASE;
-                    Out::Started(r.attempts)
-                }
+        let token = Token(token);
+        let event = match *op {
+            Op::Start { .. } => Event::Start { token },
+            Op::Renew { .. } => Event::Renew { token },
+            Op::Complete { .. } => Event::Complete { token },
+            Op::Fail { .. } => Event::Fail {
+                token,
+                error: "boom",
             },
-            Op::Renew { k, .. } => match self.held(KEYS[k], token) {
-                Err(e) => Out::Refused(e),
-                Ok(r) if !r.state.is_leased() => Out::Refused(Refused::WrongState(r.state)),
-                Ok(r) => {
-                    r.at = now + LEASE;
-                    Out::Renewed
-                }
-            },
-            Op::Complete { k, .. } => match self.held(KEYS[k], token) {
-                Err(e) => Out::Refused(e),
-                Ok(r) if r.state != State::Running => Out::Refused(Refused::WrongState(r.state)),
-                Ok(r) => {
-                    r.superseded = r.newer.take().is_some_and(|n| Some(n) != r.version);
-                    r.state = State::Completed;
-                    r.at = now;
-                    Out::Done(r.superseded)
-                }
-            },
-            Op::Fail { k, .. } => match self.held(KEYS[k], token) {
-                Err(e) => Out::Refused(e),
-                Ok(r) if r.state != State::Running => Out::Refused(Refused::WrongState(r.state)),
-                Ok(r) => {
-                    r.error = Some("boom".into());
-                    if r.attempts >= s.max_attempts {
-                        r.state = State::Dead;
-                        r.at = now;
-                        r.newer = None;
-                        Out::Failed(false, r.attempts)
-                    } else {
-                        r.state = State::Queued;
-                        r.at = now + LEASE;
-                        Out::Failed(true, r.attempts)
-                    }
-                }
-            },
-            Op::Release { k, .. } => match self.held(KEYS[k], token) {
-                Err(e) => Out::Refused(e),
-                Ok(r) if !r.state.is_leased() => Out::Refused(Refused::WrongState(r.state)),
-                Ok(_) => {
-                    self.records.remove(KEYS[k]);
-                    Out::Released
-                }
-            },
-            Op::Remove { k, force } => match self.records.get(KEYS[k]) {
-                None => Out::Removed(Removed::NotFound),
-                Some(r) if r.state.is_leased() && !force => Out::Removed(Removed::Leased(r.state)),
-                Some(_) => {
-                    self.records.remove(KEYS[k]);
-                    Out::Removed(Removed::Removed)
-                }
-            },
-            Op::Retry { k } => match self.records.get(KEYS[k]) {
-                None => Out::Retried(Retried::NotFound),
-                Some(r) if r.state != State::Dead => Out::Retried(Retried::NotDead(r.state)),
-                Some(_) => {
-                    self.records.remove(KEYS[k]);
-                    Out::Retried(Retried::Retried)
-                }
-            },
+            Op::Release { .. } => Event::Release { token },
+            Op::Remove { force, .. } => Event::Remove { force },
+            Op::Retry { .. } => Event::Retry,
             Op::Purge { rule } => {
                 let (c, d) = self.purge(rule);
-                Out::Purged(c, d)
+                return Out::Purged(c, d);
             }
             Op::Advance { ticks } => {
                 self.now += u64::from(ticks);
-                Out::Advanced
+                return Out::Advanced;
             }
-            Op::Offer { .. } => unreachable!("offers go through Model::offer"),
-        }
+            Op::Offer { .. } => unreachable!("offers go through Model::event"),
+        };
+        let k = match *op {
+            Op::Start { k, .. }
+            | Op::Renew { k, .. }
+            | Op::Complete { k, .. }
+            | Op::Fail { k, .. }
+            | Op::Release { k, .. }
+            | Op::Remove { k, .. }
+            | Op::Retry { k } => KEYS[k],
+            _ => unreachable!("handled above"),
+        };
+        self.event(s, k, &event).0
     }
 
     fn purge(&mut self, rule: usize) -> (u64, u64) {
@@ -513,17 +452,7 @@ struct Tokens {
 
 async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result<(), String> {
     let tick = fx.tick;
-    let mut policy = Policy::default();
-    policy.lease = tick * LEASE as u32;
-    policy.max_attempts = s.max_attempts;
-    policy.crash_cap = s.crash_cap;
-    policy.completed = scale(s.completed, tick);
-    policy.dead = scale(s.dead, tick);
-    policy.newer_versions = if s.remember {
-        NewerVersions::Remember
-    } else {
-        NewerVersions::Ignore
-    };
+    let policy = settings_policy(s, tick);
     let mut model = Model::default();
     let mut tokens = [Tokens::default(); KEYS.len()];
     let l = &fx.ledger;
@@ -545,19 +474,19 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
                     key: key(k),
                     version: version.map(|v| Version::new(v).expect("valid")),
                 };
+                let offers = [o];
                 let got = if start {
-                    l.offer_and_start(&policy, &[o]).await
+                    l.offer_and_start(&policy, &offers).await
                 } else {
-                    l.offer(&policy, &[o]).await
+                    l.offer(&policy, &offers).await
                 };
+                let [o] = offers;
                 let got = got.map_err(err)?.remove(0);
-                let (mut want, model_token) = model.offer(s, KEYS[k], version);
-                if let (true, Some(_)) = (start, model_token) {
-                    let r = model.records.get_mut(KEYS[k]).expect("just accepted");
-                    r.state = State::Running;
-                    r.attempts += 1;
-                    want = Out::Accepted(r.attempts);
-                }
+                let event = Event::Offer {
+                    version: o.version.as_ref(),
+                    start,
+                };
+                let (want, model_token) = model.event(s, KEYS[k], &event);
                 let got = match got {
                     Offered::Accepted(lease) => {
                         if let Some(mt) = model_token {
@@ -690,8 +619,8 @@ async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Resul
             counts[r.state as usize] += 1;
             view(
                 r.state,
-                r.version,
-                r.newer,
+                r.version.as_ref().map(Version::as_str),
+                r.newer.as_ref().map(Version::as_str),
                 r.attempts,
                 r.abandoned,
                 r.error.is_some(),
