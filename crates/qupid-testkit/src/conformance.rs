@@ -17,7 +17,9 @@ use qupid::{
 use crate::{Fixture, Plant};
 
 mod ordered;
+mod table;
 pub use ordered::*;
+pub use table::every_transition_follows_the_rules;
 
 /// A key from a literal.
 pub fn key(s: &str) -> Key {

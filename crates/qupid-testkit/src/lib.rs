@@ -96,6 +96,7 @@ macro_rules! __conformance_names {
             a_key_twice_in_a_batch_sees_its_first_outcome,
             dropped_calls_apply_each_item_whole_or_not_at_all,
             unusual_keys_round_trip,
+            every_transition_follows_the_rules,
         }
     };
 }
