@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::ledger::rules::MAX_COUNT;
 
 /// How the pipeline treats keys: leases, attempts, blocking and retention.
 ///
@@ -57,10 +58,13 @@ pub struct Policy {
     /// How long a lease lasts before it must be renewed. Jobs renew theirs in the background
     /// every third of this.
     pub lease: Duration,
-    /// How many failed attempts a key gets; the last failure makes it Dead.
+    /// How many failed attempts a key gets; the last failure makes it Dead. At most
+    /// [`MAX_COUNT`](crate::ledger::rules::MAX_COUNT) (65,535), the largest count a record
+    /// keeps.
     pub max_attempts: u32,
     /// How many times a key's lease may expire without an ending (a crash or a hang) before
-    /// the key goes Dead with the error `"abandoned"`. Zero turns the cap off.
+    /// the key goes Dead with the error `"abandoned"`. Zero turns the cap off. At most
+    /// [`MAX_COUNT`](crate::ledger::rules::MAX_COUNT) (65,535).
     pub crash_cap: u32,
     /// How long a Completed key blocks a duplicate.
     pub completed: Blocking,
@@ -162,7 +166,9 @@ impl Policy {
     /// # Errors
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) if the lease is shorter than 10 ms, if
-    /// `max_attempts` is zero, or if `purge_every` is zero.
+    /// `max_attempts` is zero, if `max_attempts` or `crash_cap` is above
+    /// [`MAX_COUNT`](crate::ledger::rules::MAX_COUNT) (records count attempts and abandonments
+    /// up to there, so a larger limit would never be reached), or if `purge_every` is zero.
     pub fn validate(&self) -> Result<()> {
         if self.lease < Duration::from_millis(10) {
             return Err(Error::config(format!(
@@ -172,6 +178,17 @@ impl Policy {
         }
         if self.max_attempts == 0 {
             return Err(Error::config("max_attempts must be at least 1, found 0"));
+        }
+        for (name, n) in [
+            ("max_attempts", self.max_attempts),
+            ("crash_cap", self.crash_cap),
+        ] {
+            if n > MAX_COUNT {
+                return Err(Error::config(format!(
+                    "{name} must be at most {MAX_COUNT} (the largest count a record keeps), \
+                     found {n}"
+                )));
+            }
         }
         if self.purge_every.is_zero() {
             return Err(Error::config("purge_every must not be zero"));
@@ -341,5 +358,17 @@ mod tests {
             ..Policy::default()
         };
         assert!(p.validate().unwrap_err().to_string().contains("lease"));
+        let most = Policy::default()
+            .max_attempts(MAX_COUNT)
+            .crash_cap(MAX_COUNT);
+        assert!(most.validate().is_ok());
+        for p in [
+            Policy::default().max_attempts(MAX_COUNT + 1),
+            Policy::default().crash_cap(MAX_COUNT + 1),
+        ] {
+            let err = p.validate().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            assert!(err.to_string().contains("at most 65535"), "{err}");
+        }
     }
 }

@@ -36,9 +36,10 @@ pub(super) fn window_ms(b: Blocking) -> Option<i64> {
     }
 }
 
-/// A count for the server, capped where the memory ledger's 16-bit counters saturate.
+/// A count for the server, capped where every record's counts saturate
+/// ([`MAX_COUNT`](crate::ledger::rules::MAX_COUNT)).
 pub(super) fn count_cap(n: u32) -> i64 {
-    i64::from(n.min(u32::from(u16::MAX)))
+    i64::from(n.min(crate::ledger::rules::MAX_COUNT))
 }
 
 /// A token for the server; one too large to have been issued matches no row.

@@ -19,6 +19,10 @@
 //! decision was made on. Decisions never depend on data from another transaction that has
 //! not committed.
 //!
+//! The decisions restate [`decide`](crate::ledger::rules::decide) in SQL; the conformance
+//! suite's table of the rules checks them against it. Counts saturate at 65535, the rules'
+//! [`MAX_COUNT`](crate::ledger::rules::MAX_COUNT).
+//!
 //! Times are milliseconds on the namespace's clock, read once per statement (`clk`).
 //!
 //! A row the ledger cannot read is answered for its key alone and never written (see

@@ -1,5 +1,8 @@
 //! The Lua scripts and how they are run.
 //!
+//! The scripts restate [`decide`](crate::ledger::rules::decide) in Lua, for one round trip
+//! per batch; the conformance suite's table of the rules checks them against it.
+//!
 //! Each ledger call is one script over the whole batch, so it is atomic and costs one round
 //! trip. Scripts run by `EVALSHA`; when the server answers `NOSCRIPT` (it restarted, failed
 //! over, or someone ran `SCRIPT FLUSH`), [`redis::Script`] loads the script and runs it again,

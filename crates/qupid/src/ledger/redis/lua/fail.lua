@@ -8,7 +8,7 @@ if err then
 end
 local now = now_ms()
 local lease_until = now + tonumber(ARGV[3])
-local max = min(tonumber(ARGV[4]), MAXU16)
+local max = min(tonumber(ARGV[4]), MAX_COUNT)
 for i = 1, #KEYS - FIXED do
   local k, s, p, t, x, a, b, v, n, e = item(i)
   if s == BAD then

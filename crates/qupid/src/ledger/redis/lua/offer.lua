@@ -92,7 +92,7 @@ for i = 1, #KEYS - FIXED do
       else
         -- The holder's lease expired without an ending: it is abandoned.
         local from = s
-        local nb = min(tonumber(b) + 1, MAXU16)
+        local nb = min(tonumber(b) + 1, MAX_COUNT)
         if cap > 0 and nb >= cap then
           s, x, b, re = 'd', int(now), int(nb), 'abandoned'
           put(i, k, encode(s, p, t, x, a, b, rv, nil, re))
@@ -100,7 +100,7 @@ for i = 1, #KEYS - FIXED do
           moved = from
         else
           local tn, token = new_token()
-          local na = min(tonumber(a) + GAIN, MAXU16)
+          local na = min(tonumber(a) + GAIN, MAX_COUNT)
           put(i, k, encode(TO, p, token, X, int(na), int(nb), v, nil, re))
           index(m, from, TO)
           push(tn, na)

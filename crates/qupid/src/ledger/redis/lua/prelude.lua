@@ -40,8 +40,8 @@ local IDX = { q = KEYS[4], r = KEYS[5], c = KEYS[6], d = KEYS[7] }
 local FIN = { c = KEYS[8], d = KEYS[9] }
 local NAME = { q = 'queued', r = 'running', c = 'completed', d = 'dead' }
 local LEASED = { q = true, r = true }
--- Attempts and abandonments saturate here, as in the memory ledger.
-local MAXU16 = 65535
+-- Attempts and abandonments saturate here: qupid::ledger::rules::MAX_COUNT.
+local MAX_COUNT = 65535
 
 local function corrupt(key, want, found)
   return { 'corrupt', key, want, found }

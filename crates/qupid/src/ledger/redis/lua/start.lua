@@ -16,7 +16,7 @@ for i = 1, #KEYS - FIXED do
   elseif s ~= 'q' then
     push(2, CODE[s], 0)
   else
-    local na = min(tonumber(a) + 1, MAXU16)
+    local na = min(tonumber(a) + 1, MAX_COUNT)
     put(i, k, encode('r', p, t, X, int(na), b, v, n, e))
     index(member(k), 'q', 'r')
     push(0, na, lease_until)
