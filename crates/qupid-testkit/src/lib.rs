@@ -1,4 +1,7 @@
-//! The test kit every qupid ledger runs: one conformance suite and one model-based test.
+//! The test kit every qupid ledger runs: one conformance suite and one model-based test,
+//! both measuring the ledger against the library's rule book,
+//! [`qupid::ledger::rules::decide`] (the suite's table of the rules,
+//! [`conformance::every_transition_follows_the_rules`], row by row; the model at random).
 //!
 //! A ledger crate (or a module behind a feature) provides a [`Fixture`] maker — a fresh,
 //! empty ledger in its own namespace, and a way to move its clock — and runs everything with

@@ -1,7 +1,11 @@
 //! Ledgers: where each key's state lives.
 //!
 //! A [`Ledger`] stores keys and states, never payloads. Every ledger implements the same
-//! state machine, checked by one conformance suite (the `qupid-testkit` crate):
+//! state machine, written once as a pure function, [`rules::decide`]: the memory and SQLite
+//! ledgers apply it to the records they read, Redis and PostgreSQL restate it on the server
+//! (one script or statement per batch), and one conformance suite (the `qupid-testkit`
+//! crate) checks every ledger against it, with a table of every state × event × policy
+//! setting × lease timing. In short:
 //!
 //! | from | event | to | notes |
 //! |---|---|---|---|

@@ -112,7 +112,7 @@
 //!
 //! If `qupid:{NS}:clock_pinned_ms` exists, the namespace's clock *is* that value and stands
 //! still: a manual clock for deterministic tests (the model-based test uses it, so that
-//! records finished "at the same time" tie exactly as in the reference model). Never set it
+//! records finished "at the same time" tie exactly as in the model, which is the rules). Never set it
 //! in production.
 //!
 //! # Eviction
