@@ -1,6 +1,7 @@
 //! The memory section: qupid's pipeline over a [`MemoryLedger`] against a hand-written tokio
 //! pipeline doing the same de-duplication, plus the memory ledger's raw speed and footprint.
 
+use qupid::LedgerAdmin;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use qupid::{Entry, Ledger, Pipeline, Source};
+use qupid::{Entry, LedgerAdmin, Pipeline, Source};
 
 /// Attempts at once in every qupid pipeline (and workers in the hand-written one).
 pub(crate) const CONCURRENCY: usize = 64;
@@ -26,7 +26,7 @@ pub(crate) fn unique(n: usize) -> usize {
 /// entries, no-op process and save, [`CONCURRENCY`] at a time. Answers the time from building
 /// the pipeline to the end of the run (the ledger is already open), after checking that each
 /// unique key was completed exactly once.
-pub(crate) async fn qupid_pipeline<L: Ledger>(ledger: L, n: usize) -> Duration {
+pub(crate) async fn qupid_pipeline<L: LedgerAdmin>(ledger: L, n: usize) -> Duration {
     let entries: Vec<Entry<u64>> = workload(n)
         .into_iter()
         .map(|(k, v)| Entry::new(k, v).expect("valid key"))

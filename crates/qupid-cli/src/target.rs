@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use qupid::clock::Timestamp;
 use qupid::ledger::{ListQuery, Page, Purged, Record, Removed, Retried, Stats};
-use qupid::{AnyLedger, Key, Ledger, Retention, State};
+use qupid::{AnyLedger, Key, LedgerAdmin, Retention, State};
 
 /// How many records one `list` call fetches when a command pages through a whole state.
 const SCAN_PAGE: usize = 1_000;

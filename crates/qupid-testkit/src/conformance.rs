@@ -10,9 +10,8 @@ use qupid::ledger::{
     Claim, Done, Failed, Failure, ListQuery, Offered, Purged, Refused, Removed, Retried, State,
     Stats, Token,
 };
-use qupid::{
-    Blocking, ErrorKind, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version,
-};
+use qupid::LedgerAdmin;
+use qupid::{Blocking, ErrorKind, Keep, Key, NewerVersions, Offer, Policy, Retention, Version};
 
 use crate::{Fixture, Plant};
 
@@ -34,14 +33,14 @@ fn offer_of(k: &str, v: Option<&str>) -> Offer {
 }
 
 /// Offers one key and answers the outcome.
-pub async fn offer<L: Ledger>(l: &L, p: &Policy, k: &str, v: Option<&str>) -> Offered {
+pub async fn offer<L: LedgerAdmin>(l: &L, p: &Policy, k: &str, v: Option<&str>) -> Offered {
     let mut out = l.offer(p, &[offer_of(k, v)]).await.expect("offer");
     assert_eq!(out.len(), 1, "one outcome per offer");
     out.remove(0)
 }
 
 /// Offers one key that must be accepted, and answers its claim.
-pub async fn accept<L: Ledger>(l: &L, p: &Policy, k: &str, v: Option<&str>) -> Claim {
+pub async fn accept<L: LedgerAdmin>(l: &L, p: &Policy, k: &str, v: Option<&str>) -> Claim {
     match offer(l, p, k, v).await {
         Offered::Accepted(lease) => Claim {
             key: key(k),
@@ -59,17 +58,17 @@ async fn one<T: std::fmt::Debug>(
     v.remove(0)
 }
 
-async fn start<L: Ledger>(l: &L, p: &Policy, c: &Claim) -> Result<u32, Refused> {
+async fn start<L: LedgerAdmin>(l: &L, p: &Policy, c: &Claim) -> Result<u32, Refused> {
     one(l.start(p, std::slice::from_ref(c)))
         .await
         .map(|s| s.attempt)
 }
 
-async fn complete<L: Ledger>(l: &L, c: &Claim) -> Result<Done, Refused> {
+async fn complete<L: LedgerAdmin>(l: &L, c: &Claim) -> Result<Done, Refused> {
     one(l.complete(std::slice::from_ref(c))).await
 }
 
-async fn fail<L: Ledger>(l: &L, p: &Policy, c: &Claim, e: &str) -> Result<Failed, Refused> {
+async fn fail<L: LedgerAdmin>(l: &L, p: &Policy, c: &Claim, e: &str) -> Result<Failed, Refused> {
     one(l.fail(
         p,
         &[Failure {
@@ -80,11 +79,11 @@ async fn fail<L: Ledger>(l: &L, p: &Policy, c: &Claim, e: &str) -> Result<Failed
     .await
 }
 
-async fn release<L: Ledger>(l: &L, c: &Claim) -> Result<(), Refused> {
+async fn release<L: LedgerAdmin>(l: &L, c: &Claim) -> Result<(), Refused> {
     one(l.release(std::slice::from_ref(c))).await
 }
 
-async fn renew<L: Ledger>(
+async fn renew<L: LedgerAdmin>(
     l: &L,
     p: &Policy,
     c: &Claim,
@@ -92,19 +91,19 @@ async fn renew<L: Ledger>(
     one(l.renew(p, std::slice::from_ref(c))).await
 }
 
-async fn state<L: Ledger>(l: &L, k: &str) -> Option<State> {
+async fn state<L: LedgerAdmin>(l: &L, k: &str) -> Option<State> {
     l.get(&key(k)).await.expect("get").map(|r| r.state)
 }
 
 /// Offers, starts and completes `k`.
-async fn completed<L: Ledger>(l: &L, p: &Policy, k: &str, v: Option<&str>) {
+async fn completed<L: LedgerAdmin>(l: &L, p: &Policy, k: &str, v: Option<&str>) {
     let c = accept(l, p, k, v).await;
     start(l, p, &c).await.expect("start");
     complete(l, &c).await.expect("complete");
 }
 
 /// Offers and starts `k`, then fails it until it is Dead (`p.max_attempts` attempts).
-async fn dead<L: Ledger>(l: &L, p: &Policy, k: &str, v: Option<&str>) {
+async fn dead<L: LedgerAdmin>(l: &L, p: &Policy, k: &str, v: Option<&str>) {
     let c = accept(l, p, k, v).await;
     loop {
         start(l, p, &c).await.expect("start");
@@ -115,7 +114,7 @@ async fn dead<L: Ledger>(l: &L, p: &Policy, k: &str, v: Option<&str>) {
 }
 
 /// absent → offer → Queued(lease), `Accepted(token)`.
-pub async fn offer_absent_is_accepted<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_absent_is_accepted<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let before = l.now().await.expect("now");
     let Offered::Accepted(lease) = offer(l, &p, "a", Some("v1")).await else {
@@ -138,7 +137,7 @@ pub async fn offer_absent_is_accepted<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Completed(v) / Dead(v) → offer with w ≠ v → Queued: changed content is processed again.
-pub async fn offer_finished_with_new_version_is_accepted<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_finished_with_new_version_is_accepted<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     completed(l, &p, "c", Some("v1")).await;
@@ -164,7 +163,7 @@ pub async fn offer_finished_with_new_version_is_accepted<L: Ledger>(fx: Fixture<
 }
 
 /// Completed / Dead, blocking → offer with the same or no version → unchanged, `Duplicate`.
-pub async fn offer_finished_blocking_is_duplicate<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_finished_blocking_is_duplicate<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     completed(l, &p, "c", Some("v1")).await;
@@ -192,7 +191,7 @@ pub async fn offer_finished_blocking_is_duplicate<L: Ledger>(fx: Fixture<L>) {
 
 /// Completed / Dead, not blocking → offer → Queued: the window passed, or the state is not in
 /// the blocking set.
-pub async fn offer_finished_not_blocking_is_accepted<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_finished_not_blocking_is_accepted<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     // Not in the blocking set.
@@ -225,7 +224,7 @@ pub async fn offer_finished_not_blocking_is_accepted<L: Ledger>(fx: Fixture<L>) 
 
 /// Queued / Running with a valid lease → offer → unchanged, `Duplicate`; a newer version is
 /// remembered.
-pub async fn offer_leased_is_duplicate_and_remembers_newer_version<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_leased_is_duplicate_and_remembers_newer_version<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let q = accept(l, &p, "q", Some("v1")).await;
     let r = accept(l, &p, "r", Some("v1")).await;
@@ -256,7 +255,7 @@ pub async fn offer_leased_is_duplicate_and_remembers_newer_version<L: Ledger>(fx
 
 /// Queued / Running with an expired lease → offer → Queued(new lease, new token); the old
 /// holder is fenced out and the expiry counts toward the crash cap.
-pub async fn offer_after_lease_expiry_reclaims_and_fences<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_after_lease_expiry_reclaims_and_fences<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let old = accept(l, &p, "k", None).await;
     start(l, &p, &old).await.expect("start");
@@ -292,7 +291,7 @@ pub async fn offer_after_lease_expiry_reclaims_and_fences<L: Ledger>(fx: Fixture
 }
 
 /// Queued → start(token) → Running(attempt + 1).
-pub async fn start_runs_a_queued_key<L: Ledger>(fx: Fixture<L>) {
+pub async fn start_runs_a_queued_key<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let c = accept(l, &p, "k", None).await;
     assert_eq!(start(l, &p, &c).await, Ok(1));
@@ -319,7 +318,7 @@ pub async fn start_runs_a_queued_key<L: Ledger>(fx: Fixture<L>) {
 /// offer-and-start: where an offer would queue a key, it is Running at once (attempt + 1);
 /// duplicates, remembered versions, expiry takeovers, the crash cap and batch order are as
 /// for `offer`.
-pub async fn offer_and_start_runs_accepted_keys<L: Ledger>(fx: Fixture<L>) {
+pub async fn offer_and_start_runs_accepted_keys<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.crash_cap = 2;
     completed(l, &p, "done", None).await;
@@ -405,7 +404,7 @@ pub async fn offer_and_start_runs_accepted_keys<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Queued / Running → renew(token) → same state, later expiry.
-pub async fn renew_extends_the_lease<L: Ledger>(fx: Fixture<L>) {
+pub async fn renew_extends_the_lease<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let q = accept(l, &p, "q", None).await;
     let r = accept(l, &p, "r", None).await;
@@ -447,7 +446,7 @@ pub async fn renew_extends_the_lease<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Running → complete(token) → Completed(version, at); stale tokens get `LeaseLost`.
-pub async fn complete_finishes_a_running_key<L: Ledger>(fx: Fixture<L>) {
+pub async fn complete_finishes_a_running_key<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let c = accept(l, &p, "k", Some("v1")).await;
     assert_eq!(
@@ -482,7 +481,7 @@ pub async fn complete_finishes_a_running_key<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Completing an attempt while a newer version was remembered leaves the key processable.
-pub async fn complete_after_newer_version_does_not_block<L: Ledger>(fx: Fixture<L>) {
+pub async fn complete_after_newer_version_does_not_block<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let c = accept(l, &p, "k", Some("v1")).await;
     start(l, &p, &c).await.expect("start");
@@ -501,7 +500,7 @@ pub async fn complete_after_newer_version_does_not_block<L: Ledger>(fx: Fixture<
 }
 
 /// Running → fail(token) → Queued while attempts remain, then Dead(error, at).
-pub async fn fail_retries_then_goes_dead<L: Ledger>(fx: Fixture<L>) {
+pub async fn fail_retries_then_goes_dead<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 2;
     let c = accept(l, &p, "k", None).await;
@@ -542,7 +541,7 @@ pub async fn fail_retries_then_goes_dead<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Queued / Running → release(token) → absent.
-pub async fn release_makes_the_key_absent<L: Ledger>(fx: Fixture<L>) {
+pub async fn release_makes_the_key_absent<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let q = accept(l, &p, "q", None).await;
     let r = accept(l, &p, "r", None).await;
@@ -571,7 +570,7 @@ pub async fn release_makes_the_key_absent<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Completed / Dead → remove → absent.
-pub async fn remove_finished_keys<L: Ledger>(fx: Fixture<L>) {
+pub async fn remove_finished_keys<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     completed(l, &p, "c", None).await;
@@ -594,7 +593,7 @@ pub async fn remove_finished_keys<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Queued / Running → remove → refused unless forced; forced fences the holder.
-pub async fn remove_leased_key_needs_force<L: Ledger>(fx: Fixture<L>) {
+pub async fn remove_leased_key_needs_force<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let q = accept(l, &p, "q", None).await;
     let r = accept(l, &p, "r", None).await;
@@ -627,7 +626,7 @@ pub async fn remove_leased_key_needs_force<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Dead → retry → absent; anything else is refused.
-pub async fn retry_revives_only_dead_keys<L: Ledger>(fx: Fixture<L>) {
+pub async fn retry_revives_only_dead_keys<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     dead(l, &p, "d", None).await;
@@ -654,7 +653,7 @@ pub async fn retry_revives_only_dead_keys<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Completed / Dead → purge → absent, by age, each state by its own rule.
-pub async fn purge_by_age<L: Ledger>(fx: Fixture<L>) {
+pub async fn purge_by_age<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     completed(l, &p, "c-old", None).await;
@@ -706,7 +705,7 @@ pub async fn purge_by_age<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Completed / Dead → purge → absent, keeping only the newest N.
-pub async fn purge_by_count<L: Ledger>(fx: Fixture<L>) {
+pub async fn purge_by_count<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     for i in 0..5 {
@@ -747,7 +746,7 @@ pub async fn purge_by_count<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// After a takeover, every operation with the old token is refused and changes nothing.
-pub async fn stale_tokens_change_nothing<L: Ledger>(fx: Fixture<L>) {
+pub async fn stale_tokens_change_nothing<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let old = accept(l, &p, "k", None).await;
     start(l, &p, &old).await.expect("start");
@@ -768,7 +767,7 @@ pub async fn stale_tokens_change_nothing<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// When a lease expires, of many concurrent offers exactly one gets through.
-pub async fn lease_expiry_lets_exactly_one_through<L: Ledger + Clone>(fx: Fixture<L>) {
+pub async fn lease_expiry_lets_exactly_one_through<L: LedgerAdmin + Clone>(fx: Fixture<L>) {
     let p = fx.policy();
     accept(&fx.ledger, &p, "k", None).await;
     fx.advance(11).await;
@@ -787,7 +786,7 @@ pub async fn lease_expiry_lets_exactly_one_through<L: Ledger + Clone>(fx: Fixtur
 }
 
 /// Many tasks offer the same 10,000 keys at once: each key is accepted exactly once.
-pub async fn concurrent_offers_accept_each_key_once<L: Ledger + Clone>(fx: Fixture<L>) {
+pub async fn concurrent_offers_accept_each_key_once<L: LedgerAdmin + Clone>(fx: Fixture<L>) {
     const KEYS: usize = 10_000;
     const TASKS: usize = 8;
     let p = Arc::new(fx.policy());
@@ -840,7 +839,7 @@ pub async fn concurrent_offers_accept_each_key_once<L: Ledger + Clone>(fx: Fixtu
 }
 
 /// A key whose lease expires `crash_cap` times goes Dead with "abandoned".
-pub async fn crash_cap_sends_abandoned_keys_dead<L: Ledger>(fx: Fixture<L>) {
+pub async fn crash_cap_sends_abandoned_keys_dead<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.crash_cap = 2;
     let c = accept(l, &p, "k", None).await;
@@ -873,7 +872,7 @@ pub async fn crash_cap_sends_abandoned_keys_dead<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// With `NewerVersions::Ignore`, a version offered in flight is not remembered.
-pub async fn ignored_newer_versions_are_forgotten<L: Ledger>(fx: Fixture<L>) {
+pub async fn ignored_newer_versions_are_forgotten<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.newer_versions = NewerVersions::Ignore;
     let c = accept(l, &p, "k", Some("v1")).await;
@@ -898,7 +897,7 @@ pub async fn ignored_newer_versions_are_forgotten<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// A Dead key blocks for its own window, independently of Completed.
-pub async fn dead_blocking_window<L: Ledger>(fx: Fixture<L>) {
+pub async fn dead_blocking_window<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     p.dead = Blocking::For(fx.ticks(5));
@@ -922,7 +921,7 @@ pub async fn dead_blocking_window<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// A record past its blocking window but inside retention is visible and does not block.
-pub async fn kept_is_not_blocking<L: Ledger>(fx: Fixture<L>) {
+pub async fn kept_is_not_blocking<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.completed = Blocking::For(fx.ticks(2));
     p.retention.completed = Keep::younger_than(fx.ticks(100));
@@ -945,7 +944,7 @@ pub async fn kept_is_not_blocking<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// `stats` counts what `list` pages through, page boundaries neither skip nor repeat.
-pub async fn stats_agree_with_list<L: Ledger>(fx: Fixture<L>) {
+pub async fn stats_agree_with_list<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     for i in 0..7 {
@@ -995,7 +994,7 @@ pub async fn stats_agree_with_list<L: Ledger>(fx: Fixture<L>) {
 
 /// A key twice in one batch of claims: the second copy sees what the first did, and the
 /// indexes behind `list` and `stats` end where the last transition left the key.
-pub async fn a_key_twice_in_a_batch_sees_its_first_outcome<L: Ledger>(fx: Fixture<L>) {
+pub async fn a_key_twice_in_a_batch_sees_its_first_outcome<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let mut one_try = p.clone();
     one_try.max_attempts = 1;
@@ -1062,7 +1061,7 @@ pub async fn a_key_twice_in_a_batch_sees_its_first_outcome<L: Ledger>(fx: Fixtur
 }
 
 /// A batch with mixed outcomes answers each item in order, independently.
-pub async fn batches_answer_in_order<L: Ledger>(fx: Fixture<L>) {
+pub async fn batches_answer_in_order<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     completed(l, &p, "done", None).await;
     let held = accept(l, &p, "held", None).await;
@@ -1111,7 +1110,7 @@ pub async fn batches_answer_in_order<L: Ledger>(fx: Fixture<L>) {
 }
 
 /// Keys at the length limit and with unusual characters are stored and found exactly.
-pub async fn unusual_keys_round_trip<L: Ledger>(fx: Fixture<L>) {
+pub async fn unusual_keys_round_trip<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let long = "k".repeat(qupid::MAX_KEY_LEN);
     let odd = [
@@ -1155,7 +1154,7 @@ pub async fn unusual_keys_round_trip<L: Ledger>(fx: Fixture<L>) {
 /// The expired leases `stats` counts follow the clock: a lease counts once the clock reaches
 /// its expiry, and stops counting when it is renewed, taken over, released or ended. They are
 /// a part of `queued + running`, which `total` does not count twice.
-pub async fn stats_count_expired_leases<L: Ledger>(fx: Fixture<L>) {
+pub async fn stats_count_expired_leases<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     let expired = |s: Stats| s.expired;
@@ -1256,7 +1255,7 @@ fn refused_unreadable<T: std::fmt::Debug>(r: &Result<T, Refused>) -> bool {
 /// A foreign or damaged record under one key is answered for that key alone, by `offer` and
 /// `offer_and_start`: the other keys of the batch are accepted (or are duplicates) in order,
 /// and the planted record is left as it was.
-pub async fn an_unreadable_record_is_answered_for_its_key_alone<L: Ledger>(fx: Fixture<L>) {
+pub async fn an_unreadable_record_is_answered_for_its_key_alone<L: LedgerAdmin>(fx: Fixture<L>) {
     let Some(plant) = plant_of(&fx, "an_unreadable_record_is_answered_for_its_key_alone") else {
         return;
     };
@@ -1340,7 +1339,7 @@ pub async fn an_unreadable_record_is_answered_for_its_key_alone<L: Ledger>(fx: F
 /// `start`, `renew`, `complete`, `fail` and `release` of a claim on an unreadable record are
 /// refused with `Unreadable` for that claim alone, whatever its token: the other claims of
 /// each batch go through, and the planted record is left as it was.
-pub async fn claims_on_an_unreadable_record_are_refused_alone<L: Ledger>(fx: Fixture<L>) {
+pub async fn claims_on_an_unreadable_record_are_refused_alone<L: LedgerAdmin>(fx: Fixture<L>) {
     let Some(plant) = plant_of(&fx, "claims_on_an_unreadable_record_are_refused_alone") else {
         return;
     };
@@ -1416,7 +1415,7 @@ pub async fn claims_on_an_unreadable_record_are_refused_alone<L: Ledger>(fx: Fix
 
 /// An unreadable record blocks its key until someone removes it with `force`; the other
 /// administration calls fail naming the key, and change nothing.
-pub async fn a_forced_remove_repairs_an_unreadable_record<L: Ledger>(fx: Fixture<L>) {
+pub async fn a_forced_remove_repairs_an_unreadable_record<L: LedgerAdmin>(fx: Fixture<L>) {
     let Some(plant) = plant_of(&fx, "a_forced_remove_repairs_an_unreadable_record") else {
         return;
     };
@@ -1494,7 +1493,7 @@ pub async fn a_forced_remove_repairs_an_unreadable_record<L: Ledger>(fx: Fixture
 /// 500 running ones, are dropped after a growing delay; afterwards every key is in the state
 /// before or after its transition, with a lease (or an ending) that works, and the counts
 /// agree.
-pub async fn dropped_calls_apply_each_item_whole_or_not_at_all<L: Ledger>(fx: Fixture<L>) {
+pub async fn dropped_calls_apply_each_item_whole_or_not_at_all<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     for (round, micros) in [0u64, 50, 200, 1_000, 5_000].into_iter().enumerate() {
         let keys: Vec<Offer> = (0..500)
@@ -1553,7 +1552,7 @@ pub async fn dropped_calls_apply_each_item_whole_or_not_at_all<L: Ledger>(fx: Fi
     assert_eq!(stats.total(), listed, "stats agree with list: {stats:?}");
 }
 
-async fn count_listed<L: Ledger>(l: &L) -> u64 {
+async fn count_listed<L: LedgerAdmin>(l: &L) -> u64 {
     let mut n = 0;
     for state in State::ALL {
         let mut q = ListQuery::new(state).limit(1000);

@@ -11,7 +11,7 @@ use qupid::ledger::{
     Claim, Done, Failed, Failure, ListQuery, Offered, Page, Purged, Record, Refused, Removed,
     Retried, Started, Stats,
 };
-use qupid::{Error, ErrorKind, Key, Ledger, Offer, Policy, Retention};
+use qupid::{Error, ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy, Retention};
 
 /// Wraps a ledger and makes its calls fail with [`ErrorKind::Unavailable`] (a transient
 /// error, as from a server that is restarting) while an outage lasts or for the next N calls.
@@ -235,6 +235,14 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
         self.slow().await;
         out
     }
+    fn groups_calls(&self) -> bool {
+        self.switches
+            .groups_calls
+            .unwrap_or_else(|| self.inner.groups_calls())
+    }
+}
+
+impl<L: LedgerAdmin> LedgerAdmin for FaultyLedger<L> {
     async fn remove(&self, keys: &[Key], force: bool) -> qupid::Result<Vec<Removed>> {
         self.check("remove")?;
         self.inner.remove(keys, force).await
@@ -262,10 +270,5 @@ impl<L: Ledger> Ledger for FaultyLedger<L> {
     async fn now(&self) -> qupid::Result<Timestamp> {
         self.check("now")?;
         self.inner.now().await
-    }
-    fn groups_calls(&self) -> bool {
-        self.switches
-            .groups_calls
-            .unwrap_or_else(|| self.inner.groups_calls())
     }
 }

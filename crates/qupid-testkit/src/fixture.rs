@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use qupid::clock::ManualClock;
-use qupid::{Key, Ledger, MemoryLedger, Policy};
+use qupid::{Key, LedgerAdmin, MemoryLedger, Policy};
 
 /// Moves a ledger's clock forward.
 pub trait TestClock: Send + Sync + 'static {
@@ -68,7 +68,7 @@ pub struct Fixture<L> {
     pub plant: Option<Arc<dyn Plant>>,
 }
 
-impl<L: Ledger> Fixture<L> {
+impl<L: LedgerAdmin> Fixture<L> {
     /// A fixture of `ledger`, whose clock `clock` moves, with `tick` as the unit of time.
     pub fn new(ledger: L, clock: impl TestClock, tick: Duration) -> Self {
         Fixture {

@@ -11,7 +11,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use qupid::clock::Timestamp;
 use qupid::ledger::rules::{decide, Answer, Event, Facts, Write};
 use qupid::ledger::{Claim, Failed, Failure, Offered, Refused, Removed, Retried, State, Token};
-use qupid::{Blocking, Keep, Key, Ledger, NewerVersions, Offer, Policy, Retention, Version};
+use qupid::{Blocking, Keep, Key, LedgerAdmin, NewerVersions, Offer, Policy, Retention, Version};
 
 use crate::Fixture;
 
@@ -420,7 +420,7 @@ impl Model {
 /// panics with the smallest failing sequence found.
 pub fn check<L, F, Fut>(make: F, cases: u32)
 where
-    L: Ledger,
+    L: LedgerAdmin,
     F: Fn() -> Fut,
     Fut: Future<Output = Fixture<L>>,
 {
@@ -450,7 +450,7 @@ struct Tokens {
     previous: Option<(Token, u64)>,
 }
 
-async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result<(), String> {
+async fn run_case<L: LedgerAdmin>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result<(), String> {
     let tick = fx.tick;
     let policy = settings_policy(s, tick);
     let mut model = Model::default();
@@ -584,7 +584,7 @@ async fn run_case<L: Ledger>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> Result
     Ok(())
 }
 
-async fn compare<L: Ledger>(l: &L, model: &Model, step: usize, op: &Op) -> Result<(), String> {
+async fn compare<L: LedgerAdmin>(l: &L, model: &Model, step: usize, op: &Op) -> Result<(), String> {
     // States, then expired leases: a lease is valid while the clock is before its expiry.
     let mut counts = [0u64; 5];
     counts[4] = model

@@ -7,7 +7,7 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use qupid::{Key, Ledger};
+use qupid::{Key, LedgerAdmin};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -34,7 +34,7 @@ fn answer(result: Result<Response, Fail>) -> Response {
 }
 
 /// `GET /api/stats`: as `qupid --json stats`.
-pub(crate) async fn stats<L: Ledger>(AxState(s): AppState<L>) -> Response {
+pub(crate) async fn stats<L: LedgerAdmin>(AxState(s): AppState<L>) -> Response {
     sampler::start(&s);
     answer(
         async {
@@ -58,7 +58,7 @@ pub(crate) async fn stats<L: Ledger>(AxState(s): AppState<L>) -> Response {
 }
 
 /// `GET /api/list?state=S[&prefix=P][&after=CURSOR][&limit=N]`: as `qupid --json list`.
-pub(crate) async fn list<L: Ledger>(AxState(s): AppState<L>, uri: Uri) -> Response {
+pub(crate) async fn list<L: LedgerAdmin>(AxState(s): AppState<L>, uri: Uri) -> Response {
     answer(
         async {
             let pairs = query_pairs(uri.query())?;
@@ -77,7 +77,7 @@ pub(crate) async fn list<L: Ledger>(AxState(s): AppState<L>, uri: Uri) -> Respon
 }
 
 /// `GET /api/show?key=K`: as `qupid --json show`; 404 for a key with no record.
-pub(crate) async fn show<L: Ledger>(AxState(s): AppState<L>, uri: Uri) -> Response {
+pub(crate) async fn show<L: LedgerAdmin>(AxState(s): AppState<L>, uri: Uri) -> Response {
     answer(
         async {
             let pairs = query_pairs(uri.query())?;
@@ -100,7 +100,7 @@ pub(crate) async fn show<L: Ledger>(AxState(s): AppState<L>, uri: Uri) -> Respon
 }
 
 /// `GET /api/throughput`: the samples kept and the rates between them.
-pub(crate) async fn throughput<L: Ledger>(AxState(s): AppState<L>) -> Response {
+pub(crate) async fn throughput<L: LedgerAdmin>(AxState(s): AppState<L>) -> Response {
     sampler::start(&s);
     let samples = sampler::samples(&s);
     let rates = sampler::rates(&samples);
@@ -113,7 +113,7 @@ pub(crate) async fn throughput<L: Ledger>(AxState(s): AppState<L>) -> Response {
 
 /// `GET /api/session`: whether writes are allowed, and the CSRF token a script sends in
 /// the `x-qupid-csrf` header (a page of another site cannot read it).
-pub(crate) async fn session<L: Ledger>(AxState(s): AppState<L>) -> Response {
+pub(crate) async fn session<L: LedgerAdmin>(AxState(s): AppState<L>) -> Response {
     ok(&json!({
         "allow_writes": s.options.allow_writes,
         "csrf": s.secrets.csrf,
@@ -155,7 +155,7 @@ struct RemoveBody {
 }
 
 /// `POST /api/remove` `{"keys": [...], "force": false}`: as `qupid --json remove --yes`.
-pub(crate) async fn remove<L: Ledger>(
+pub(crate) async fn remove<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     bearer: Option<Extension<ByBearer>>,
     headers: HeaderMap,
@@ -198,7 +198,7 @@ struct RetryBody {
 
 /// `POST /api/retry` `{"keys": [...]}` or `{"all_dead": true}`: as `qupid --json retry
 /// --yes`. With `all_dead`, `results` is empty and `retried` counts the records retried.
-pub(crate) async fn retry<L: Ledger>(
+pub(crate) async fn retry<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     bearer: Option<Extension<ByBearer>>,
     headers: HeaderMap,
@@ -255,7 +255,7 @@ struct PurgeBody {
 
 /// `POST /api/purge` `{"completed": true, "dead": false, "older_than_secs": 604800,
 /// "dry_run": true}`: as `qupid --json purge`.
-pub(crate) async fn purge<L: Ledger>(
+pub(crate) async fn purge<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     bearer: Option<Extension<ByBearer>>,
     headers: HeaderMap,

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use qupid::Ledger;
+use qupid::LedgerAdmin;
 
 use crate::dashboard::{AppState, Shared};
 use crate::error::Fail;
@@ -28,7 +28,7 @@ pub(crate) struct ByBearer;
 
 /// Runs before every route: finds the path the router is mounted at, checks the `Host`
 /// (when `local_only`) and the token (when one is set).
-pub(crate) async fn guard<L: Ledger>(
+pub(crate) async fn guard<L: LedgerAdmin>(
     State(s): State<Arc<Shared<L>>>,
     mut req: Request,
     next: Next,
@@ -80,7 +80,7 @@ pub(crate) async fn guard<L: Ledger>(
 }
 
 /// `GET /login`: the login form (or the overview, when no token is needed).
-pub(crate) async fn login_form<L: Ledger>(
+pub(crate) async fn login_form<L: LedgerAdmin>(
     State(s): AppState<L>,
     axum::Extension(Base(base)): axum::Extension<Base>,
 ) -> Response {
@@ -91,7 +91,7 @@ pub(crate) async fn login_form<L: Ledger>(
 }
 
 /// `POST /login`: checks the token from the form; sets the session cookie if right.
-pub(crate) async fn login<L: Ledger>(
+pub(crate) async fn login<L: LedgerAdmin>(
     State(s): AppState<L>,
     axum::Extension(Base(base)): axum::Extension<Base>,
     body: String,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
-use qupid::Ledger;
+use qupid::LedgerAdmin;
 
 use crate::error::Error;
 use crate::sampler::Sample;
@@ -45,7 +45,7 @@ impl<L> Clone for Dashboard<L> {
     }
 }
 
-impl<L: Ledger> Dashboard<L> {
+impl<L: LedgerAdmin> Dashboard<L> {
     /// A builder for a dashboard over `ledger`. Pass an `Arc` of a ledger your app also uses
     /// (`Arc<L>` is a [`Ledger`] too), or a ledger of its own.
     pub fn builder(ledger: L) -> DashboardBuilder<L> {
@@ -128,7 +128,7 @@ pub struct DashboardBuilder<L> {
     token: Option<Secret>,
 }
 
-impl<L: Ledger> DashboardBuilder<L> {
+impl<L: LedgerAdmin> DashboardBuilder<L> {
     /// Whether the repair actions (retry, remove, purge) are allowed. When `false`, pages
     /// show no buttons and every POST answers 403.
     pub fn allow_writes(mut self, allow: bool) -> Self {
@@ -173,7 +173,7 @@ impl<L: Ledger> DashboardBuilder<L> {
         self
     }
 
-    /// How often the background task samples [`Ledger::stats`] for the throughput chart (at
+    /// How often the background task samples [`LedgerAdmin::stats`] for the throughput chart (at
     /// least 100 ms).
     pub fn sample_every(mut self, every: Duration) -> Self {
         self.options.sample_every = every;

@@ -2,7 +2,7 @@
 //! your own app or from `qupid serve`.
 //!
 //! [`router`] (or [`Dashboard::builder`] for options) gives an [`axum::Router`] over any
-//! [`Ledger`](qupid::Ledger) — an in-memory one too, watched from the process that runs its
+//! [`LedgerAdmin`](qupid::LedgerAdmin) — an in-memory one too, watched from the process that runs its
 //! pipeline. Mount it in your axum app under any path:
 //!
 //! ```
@@ -112,7 +112,7 @@ pub use serve::{serve, shutdown_signal, ServeConfig, Server, DEFAULT_BIND};
 ///
 /// It never panics: on a system that gives no random bytes for the dashboard's secrets
 /// (see [`Error::Random`]), the router answers every request with 500 and says why.
-pub fn router<L: qupid::Ledger>(ledger: L) -> axum::Router {
+pub fn router<L: qupid::LedgerAdmin>(ledger: L) -> axum::Router {
     match Dashboard::builder(ledger).build() {
         Ok(d) => d.router(),
         Err(e) => {

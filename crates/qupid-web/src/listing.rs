@@ -8,7 +8,7 @@
 //! at the end of the run.
 
 use qupid::ledger::{ListQuery, Page, Record};
-use qupid::{Key, Ledger, State};
+use qupid::{Key, LedgerAdmin, State};
 
 use crate::error::Fail;
 
@@ -80,7 +80,7 @@ pub(crate) fn query(
 }
 
 /// The page `q` asks for.
-pub(crate) async fn page<L: Ledger>(ledger: &L, q: &PageQuery) -> qupid::Result<Page> {
+pub(crate) async fn page<L: LedgerAdmin>(ledger: &L, q: &PageQuery) -> qupid::Result<Page> {
     let Some(prefix) = &q.prefix else {
         return ledger
             .list(&ListQuery {

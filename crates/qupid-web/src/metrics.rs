@@ -5,14 +5,14 @@ use std::fmt::Write as _;
 use axum::extract::State as AxState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 use crate::dashboard::AppState;
 use crate::pages::secure_headers;
 
-/// The gauges, read from [`Ledger::stats`] at each scrape. A ledger that cannot be read
+/// The gauges, read from [`LedgerAdmin::stats`] at each scrape. A ledger that cannot be read
 /// answers 503, which Prometheus records as a failed scrape (`up == 0`).
-pub(crate) async fn metrics<L: Ledger>(AxState(s): AppState<L>) -> Response {
+pub(crate) async fn metrics<L: LedgerAdmin>(AxState(s): AppState<L>) -> Response {
     let stats = match s.ledger.stats().await {
         Ok(stats) => stats,
         Err(e) => {
@@ -58,7 +58,7 @@ pub(crate) async fn metrics<L: Ledger>(AxState(s): AppState<L>) -> Response {
 }
 
 /// `ok` when the ledger answers (its clock is read), 503 with the error otherwise.
-pub(crate) async fn healthz<L: Ledger>(AxState(s): AppState<L>) -> Response {
+pub(crate) async fn healthz<L: LedgerAdmin>(AxState(s): AppState<L>) -> Response {
     match s.ledger.now().await {
         Ok(_) => plain(StatusCode::OK, "ok\n".to_owned()),
         Err(e) => plain(

@@ -1,4 +1,4 @@
-//! The throughput chart's data: [`Ledger::stats`] sampled in the background, and the rates
+//! The throughput chart's data: [`LedgerAdmin::stats`] sampled in the background, and the rates
 //! between samples.
 
 use std::sync::atomic::Ordering;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use qupid::clock::Timestamp;
 use qupid::ledger::Stats;
-use qupid::Ledger;
+use qupid::LedgerAdmin;
 use serde::Serialize;
 
 use crate::dashboard::Shared;
@@ -66,7 +66,7 @@ pub(crate) fn rates(samples: &[Sample]) -> Vec<Rate> {
 
 /// Starts the sampling task if it is not running (and if there is a runtime to run it on).
 /// It holds the dashboard weakly and ends once every router of it is dropped.
-pub(crate) fn start<L: Ledger>(shared: &Arc<Shared<L>>) {
+pub(crate) fn start<L: LedgerAdmin>(shared: &Arc<Shared<L>>) {
     if shared.sampler_started.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -92,7 +92,7 @@ pub(crate) fn start<L: Ledger>(shared: &Arc<Shared<L>>) {
     });
 }
 
-async fn take<L: Ledger>(ledger: &L) -> qupid::Result<Sample> {
+async fn take<L: LedgerAdmin>(ledger: &L) -> qupid::Result<Sample> {
     let stats = ledger.stats().await?;
     let now = ledger.now().await?;
     Ok(Sample::new(now, stats))

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::Router;
-use qupid::Ledger;
+use qupid::LedgerAdmin;
 
 use crate::dashboard::{check_token, Dashboard, Secret};
 use crate::error::Error;
@@ -90,7 +90,7 @@ impl ServeConfig {
     }
 
     /// Checks the rules and makes the dashboard.
-    fn dashboard<L: Ledger>(&self, ledger: L) -> Result<Dashboard<L>, Error> {
+    fn dashboard<L: LedgerAdmin>(&self, ledger: L) -> Result<Dashboard<L>, Error> {
         if let Some(t) = &self.token {
             check_token(&t.0)?;
         } else if !self.bind.ip().is_loopback() {
@@ -140,7 +140,7 @@ impl Server {
     /// # Cancel safety
     ///
     /// Dropping the future drops the listener, if it was made.
-    pub async fn bind<L: Ledger>(ledger: L, config: ServeConfig) -> Result<Server, Error> {
+    pub async fn bind<L: LedgerAdmin>(ledger: L, config: ServeConfig) -> Result<Server, Error> {
         let dashboard = config.dashboard(ledger)?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -224,7 +224,7 @@ impl Server {
 /// # Cancel safety
 ///
 /// Dropping the future stops the server.
-pub async fn serve<L: Ledger>(ledger: L, config: ServeConfig) -> Result<(), Error> {
+pub async fn serve<L: LedgerAdmin>(ledger: L, config: ServeConfig) -> Result<(), Error> {
     let server = Server::bind(ledger, config).await?;
     tracing::info!("{}", server.describe());
     server.run(shutdown_signal()).await

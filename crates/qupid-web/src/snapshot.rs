@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use qupid::clock::Timestamp;
 use qupid::ledger::{ListQuery, Record, Stats};
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 /// How many records one `list` call fetches when a state is read through.
 const SCAN_PAGE: usize = 1_000;
@@ -29,7 +29,7 @@ pub(crate) struct SnapshotCache {
 }
 
 impl SnapshotCache {
-    pub(crate) async fn get<L: Ledger>(&self, ledger: &L) -> qupid::Result<Arc<Snapshot>> {
+    pub(crate) async fn get<L: LedgerAdmin>(&self, ledger: &L) -> qupid::Result<Arc<Snapshot>> {
         let asked = Instant::now();
         let mut last = self.last.lock().await;
         if let Some((started, snapshot)) = last.as_ref() {
@@ -44,7 +44,7 @@ impl SnapshotCache {
     }
 }
 
-async fn read<L: Ledger>(ledger: &L) -> qupid::Result<Snapshot> {
+async fn read<L: LedgerAdmin>(ledger: &L) -> qupid::Result<Snapshot> {
     let stats = ledger.stats().await?;
     let mut oldest_lease: Option<Timestamp> = None;
     for state in [State::Queued, State::Running] {
@@ -68,7 +68,7 @@ async fn read<L: Ledger>(ledger: &L) -> qupid::Result<Snapshot> {
 
 /// Calls `f` on the records in `state`, in key order, up to `limit` of them; answers how
 /// many it read and whether it stopped before the end.
-pub(crate) async fn scan<L: Ledger>(
+pub(crate) async fn scan<L: LedgerAdmin>(
     ledger: &L,
     state: State,
     limit: usize,
@@ -95,7 +95,7 @@ pub(crate) async fn scan<L: Ledger>(
 
 /// The most recent dead records (by finish time), at most `n`, among the first `limit` in
 /// key order; and whether there were more than `limit` to look at.
-pub(crate) async fn recent_dead<L: Ledger>(
+pub(crate) async fn recent_dead<L: LedgerAdmin>(
     ledger: &L,
     n: usize,
     limit: usize,

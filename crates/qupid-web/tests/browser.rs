@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qupid::ledger::{Claim, Failure, Offered};
-use qupid::{Key, Ledger, Offer, Policy, SqliteLedger, Version};
+use qupid::{Key, Ledger, LedgerAdmin, Offer, Policy, SqliteLedger, Version};
 use qupid_web::Dashboard;
 
 const HOW_TO_INSTALL: &str = "the browser test needs Chromium: `apt-get install chromium` \
@@ -77,7 +77,7 @@ fn key(s: &str) -> Key {
 }
 
 /// Offers, starts and ends `keys`: completed, or failed for good with `error`.
-async fn finish<L: Ledger>(l: &L, keys: &[String], error: Option<&str>) {
+async fn finish<L: LedgerAdmin>(l: &L, keys: &[String], error: Option<&str>) {
     let mut p = Policy::default();
     p.max_attempts = 1;
     let offers: Vec<Offer> = keys

@@ -247,7 +247,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let ledger = AnyLedger::open(&args.ledger, &args.namespace)
         .await
         .map_err(|e| format!("cannot open the ledger {shown}: {e}"))?;
-    let done_before = qupid::Ledger::stats(&ledger).await?.completed;
+    let done_before = qupid::LedgerAdmin::stats(&ledger).await?.completed;
     say(format_args!(
         "datastore: {} records; ledger: {shown} ({done_before} keys completed before this run); \
          output folder: {}",

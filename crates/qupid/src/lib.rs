@@ -97,7 +97,7 @@
 //! # Observability
 //!
 //! `tracing` spans per poll and per entry, counters and gauges through the `metrics` crate
-//! (names in [`observe`]), [`Ledger::stats`] on every ledger, and a live [`Progress`].
+//! (names in [`observe`]), [`LedgerAdmin::stats`] on every ledger, and a live [`Progress`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -122,7 +122,7 @@ pub use ledger::PostgresLedger;
 pub use ledger::RedisLedger;
 #[cfg(feature = "sqlite")]
 pub use ledger::SqliteLedger;
-pub use ledger::{AnyLedger, Ledger, MemoryLedger, State};
+pub use ledger::{AnyLedger, Ledger, LedgerAdmin, MemoryLedger, State};
 pub use pipeline::{
     Attempt, Backoff, Pipeline, PipelineBuilder, Progress, Report, Source, SourceItem,
 };

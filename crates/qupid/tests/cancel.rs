@@ -2,12 +2,13 @@
 //! future mid-flight: the ledger answers slowly (after applying the call), and the caller
 //! gives up before the answer arrives.
 
+use qupid::LedgerAdmin;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use qupid::clock::ManualClock;
-use qupid::ledger::{Ledger, State};
+use qupid::ledger::State;
 use qupid::observe::names;
 use qupid::queue::FailOutcome;
 use qupid::{Entry, ErrorKind, Key, MemoryLedger, Pipeline, Policy, Published, Queue, Source};

@@ -1,11 +1,11 @@
 //! Ctrl-C stops a pipeline gracefully (its own test binary: it signals its own process).
 
+use qupid::LedgerAdmin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use qupid::ledger::Ledger;
 use qupid::{Entry, MemoryLedger, Pipeline, Source};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

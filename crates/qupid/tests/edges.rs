@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use qupid::{Entry, ErrorKind, Key, Ledger, MemoryLedger, Offer, Pipeline, Source};
+use qupid::{Entry, ErrorKind, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Pipeline, Source};
 use qupid_testkit::FaultyLedger;
 
 /// Every log line of this test binary. One global subscriber: a per-thread one can miss

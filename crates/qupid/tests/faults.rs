@@ -1,11 +1,11 @@
 //! A ledger that fails for a while (a restart, a network cut): the pipeline waits, retries,
 //! and loses nothing.
 
+use qupid::LedgerAdmin;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qupid::ledger::Ledger;
 use qupid::{Entry, ErrorKind, MemoryLedger, Pipeline, Queue, Source};
 use qupid_testkit::FaultyLedger;
 

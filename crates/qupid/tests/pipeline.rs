@@ -1,5 +1,6 @@
 //! The pipeline: de-dup across polls, retries, dead keys, panics, timeouts, stop, retention.
 
+use qupid::LedgerAdmin;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@ use postgres_support::{fixture, model_fixture};
 use qupid::ledger::{
     Claim, Done, Failed, Failure, ListQuery, Offered, Purged, Refused, Removed, State,
 };
-use qupid::{Keep, Key, Ledger, Offer, Retention, Version};
+use qupid::{Keep, Key, LedgerAdmin, Offer, Retention, Version};
 use qupid_testkit::{memory_fixture, Fixture};
 
 qupid_testkit::conformance_tests!(fixture);
@@ -64,7 +64,7 @@ fn offer(k: &str, v: Option<&str>) -> Offer {
 }
 
 /// Offers, starts and completes `keys` in one batch per call.
-async fn complete_all<L: Ledger>(l: &L, p: &qupid::Policy, keys: &[String]) {
+async fn complete_all<L: LedgerAdmin>(l: &L, p: &qupid::Policy, keys: &[String]) {
     let offers: Vec<Offer> = keys.iter().map(|k| offer(k, None)).collect();
     let claims: Vec<Claim> = l
         .offer(p, &offers)
@@ -87,7 +87,7 @@ async fn complete_all<L: Ledger>(l: &L, p: &qupid::Policy, keys: &[String]) {
 }
 
 /// Copies of a key in one batch are answered as if they came one after another.
-async fn a_key_named_twice_in_a_batch_is_applied_in_order<L: Ledger>(fx: Fixture<L>) {
+async fn a_key_named_twice_in_a_batch_is_applied_in_order<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let out = l
         .offer(
@@ -132,7 +132,7 @@ async fn a_key_named_twice_in_a_batch_is_applied_in_order<L: Ledger>(fx: Fixture
 }
 
 /// A purge larger than one chunk (5,000 records per statement on PostgreSQL).
-async fn purge_removes_more_than_one_chunk<L: Ledger>(fx: Fixture<L>) {
+async fn purge_removes_more_than_one_chunk<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     // 12,000 records in six batches, each finishing one tick after the previous one.
     for batch in 0..6 {
@@ -163,7 +163,7 @@ async fn purge_removes_more_than_one_chunk<L: Ledger>(fx: Fixture<L>) {
     assert_eq!(l.purge(&by_age).await.expect("purge").completed, 1000);
 }
 
-async fn list_pages_through_many_keys_in_byte_order<L: Ledger>(fx: Fixture<L>) {
+async fn list_pages_through_many_keys_in_byte_order<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let mut keys: Vec<String> = (0..3000).map(|i| format!("{}/{i}", i % 7)).collect();
     keys.push("é".to_owned());
@@ -186,7 +186,7 @@ async fn list_pages_through_many_keys_in_byte_order<L: Ledger>(fx: Fixture<L>) {
 
 /// Workers complete and fail keys while others offer the same keys again and again: every
 /// answer stays consistent with one order of events, and every key ends Completed once.
-async fn concurrent_writers_of_the_same_rows_agree<L: Ledger + Clone>(fx: Fixture<L>) {
+async fn concurrent_writers_of_the_same_rows_agree<L: LedgerAdmin + Clone>(fx: Fixture<L>) {
     let p = Arc::new(fx.policy());
     let keys: Arc<Vec<String>> = Arc::new((0..400).map(|i| format!("c{i:03}")).collect());
     let mut tasks = Vec::new();
@@ -235,7 +235,7 @@ async fn concurrent_writers_of_the_same_rows_agree<L: Ledger + Clone>(fx: Fixtur
 
 /// Taking over an expired lease keeps the attempts made and the last error, and counts the
 /// expiry; a fresh lease on a finished key starts from nothing.
-async fn a_reclaimed_lease_keeps_attempts_and_error<L: Ledger>(fx: Fixture<L>) {
+async fn a_reclaimed_lease_keeps_attempts_and_error<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let Offered::Accepted(lease) = l.offer(&p, &[offer("k", Some("v1"))]).await.expect("offer")[0]
     else {

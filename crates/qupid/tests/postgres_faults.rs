@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use postgres_support::{connect, namespace, raw, schema, url, Cleanup};
 use qupid::ledger::{Offered, PostgresLedger, State};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy};
+use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy};
 
 fn offers(keys: &[&str]) -> Vec<Offer> {
     keys.iter()

@@ -10,7 +10,7 @@ mod postgres_support;
 
 use postgres_support::{connect, namespace, raw, schema, url, Cleanup};
 use qupid::ledger::{Claim, ListQuery, PostgresLedger, State, Token};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy, Retention};
+use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy, Retention};
 use tokio_postgres::Client;
 
 fn key(s: &str) -> Key {

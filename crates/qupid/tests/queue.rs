@@ -1,5 +1,6 @@
 //! The queue: publish, subscribe, jobs as guards, renewal, lost leases.
 
+use qupid::LedgerAdmin;
 use std::time::Duration;
 
 use qupid::ledger::{Ledger, ListQuery, Removed, State};

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qupid::ledger::{AnyLedger, Offered, RedisLedger, State};
-use qupid::{Key, Ledger, Offer, Policy};
+use qupid::{Key, Ledger, LedgerAdmin, Offer, Policy};
 use qupid_testkit::Fixture;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;

@@ -9,14 +9,14 @@
 mod redis_support;
 
 use qupid::ledger::{Claim, ListQuery, Offered, State};
-use qupid::{Keep, Key, Ledger, Offer, Retention};
+use qupid::{Keep, Key, Ledger, LedgerAdmin, Offer, Retention};
 use redis_support::{fixture, model_fixture};
 
 qupid_testkit::conformance_tests!(fixture);
 qupid_testkit::model_test!(model_fixture, 64);
 
 /// Offers, starts and completes `keys` in one batch per call.
-async fn complete_all<L: Ledger>(l: &L, p: &qupid::Policy, keys: &[String]) {
+async fn complete_all<L: LedgerAdmin>(l: &L, p: &qupid::Policy, keys: &[String]) {
     let offers: Vec<Offer> = keys
         .iter()
         .map(|k| Offer::new(Key::new(k).expect("valid key")))

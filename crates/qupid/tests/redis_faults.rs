@@ -12,7 +12,7 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use qupid::ledger::{Claim, ListQuery, Offered, RedisLedger, Refused, Removed, State};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy};
+use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy};
 use redis::aio::MultiplexedConnection;
 use redis_support::{connect, namespace, raw, redis_key, url, Cleanup, SpareServer};
 

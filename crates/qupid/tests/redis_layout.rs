@@ -8,7 +8,7 @@
 mod redis_support;
 
 use qupid::ledger::{Claim, Done, ListQuery, Offered, State, Token};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy};
+use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy};
 use redis::aio::MultiplexedConnection;
 use redis_support::{connect, namespace, raw, redis_key, url, Cleanup};
 

@@ -9,7 +9,7 @@
 mod redis_support;
 
 use qupid::ledger::{Claim, RedisLedger, State};
-use qupid::{AnyLedger, ErrorKind, Key, Ledger, Offer, Policy, Retention};
+use qupid::{AnyLedger, ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy, Retention};
 use redis_support::{connect, namespace, raw, redis_key, url, Cleanup};
 
 fn key(s: &str) -> Key {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qupid::{Entry, Ledger, Pipeline, Policy, RedisLedger, Source};
+use qupid::{Entry, LedgerAdmin, Pipeline, Policy, RedisLedger, Source};
 use redis_support::SpareServer;
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use qupid::clock::ManualClock;
 use qupid::ledger::sqlite::Synchronous;
 use qupid::ledger::{Claim, Failed, Failure, Offered, Refused, Removed, SqliteLedger, State};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy, Version};
+use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy, Version};
 use tempfile::TempDir;
 
 fn key(s: &str) -> Key {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use qupid::ledger::{Claim, Failure, ListQuery, SqliteLedger, State, Token};
-use qupid::{ErrorKind, Keep, Key, Ledger, Offer, Policy, Retention};
+use qupid::{ErrorKind, Keep, Key, Ledger, LedgerAdmin, Offer, Policy, Retention};
 use tempfile::TempDir;
 
 fn key(s: &str) -> Key {

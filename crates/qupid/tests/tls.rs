@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qupid::ledger::{AnyLedger, Offered};
-use qupid::{ErrorKind, Key, Ledger, Offer, Policy};
+use qupid::{ErrorKind, Key, LedgerAdmin, Offer, Policy};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use redis_support::SpareServer;
 use tempfile::TempDir;
@@ -72,7 +72,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn works<L: Ledger>(l: &L) {
+async fn works<L: LedgerAdmin>(l: &L) {
     let out = l
         .offer(
             &Policy::default(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use assert_cmd::Command;
 use qupid::clock::{Clock, Timestamp};
 use qupid::ledger::{Claim, Failure, Stats};
-use qupid::{AnyLedger, Key, Ledger, Offer, Policy, SqliteLedger, Version};
+use qupid::{AnyLedger, Key, Ledger, LedgerAdmin, Offer, Policy, SqliteLedger, Version};
 use serde_json::Value;
 
 /// How to start the servers (`scripts/test` does it).

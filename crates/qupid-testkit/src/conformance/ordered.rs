@@ -3,7 +3,7 @@
 //! newer, opaque, mixed and missing versions keep the rules of the other tests.
 
 use qupid::ledger::{Done, Offered, Record, State};
-use qupid::{Blocking, Ledger, NewerVersions, Offer, Policy, Version};
+use qupid::{Blocking, LedgerAdmin, NewerVersions, Offer, Policy, Version};
 
 use super::{accept, complete, dead, key, offer, offer_of, one, renew, start, state};
 use crate::Fixture;
@@ -17,12 +17,12 @@ fn ordered(k: &str, n: u64) -> Offer {
     offer_of(k, Some(&o(n)))
 }
 
-async fn record<L: Ledger>(l: &L, k: &str) -> Record {
+async fn record<L: LedgerAdmin>(l: &L, k: &str) -> Record {
     l.get(&key(k)).await.expect("get").expect("a record")
 }
 
 /// `offer`, then `offer_and_start`, of one key: both must answer `want`.
-async fn both_answer<L: Ledger>(l: &L, p: &Policy, o: Offer, want: &Offered, what: &str) {
+async fn both_answer<L: LedgerAdmin>(l: &L, p: &Policy, o: Offer, want: &Offered, what: &str) {
     assert_eq!(
         &one(l.offer(p, std::slice::from_ref(&o))).await,
         want,
@@ -38,7 +38,7 @@ async fn both_answer<L: Ledger>(l: &L, p: &Policy, o: Offer, want: &Offered, wha
 /// Completed / Dead at an ordered version → offer of an older one → `Outdated(state)`, by
 /// `offer` and `offer_and_start` alike; the record is left exactly as it was. The same
 /// version is still a duplicate, a newer one is processed again.
-pub async fn outdated_offers_of_finished_keys_are_refused<L: Ledger>(fx: Fixture<L>) {
+pub async fn outdated_offers_of_finished_keys_are_refused<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     super::completed(l, &p, "c", Some(&o(5))).await;
@@ -96,7 +96,9 @@ pub async fn outdated_offers_of_finished_keys_are_refused<L: Ledger>(fx: Fixture
 
 /// An older ordered version is refused even where the finished key does not block: its state
 /// is not in the blocking set, or its window passed. The same version is then accepted.
-pub async fn outdated_offers_are_refused_whatever_the_blocking_policy<L: Ledger>(fx: Fixture<L>) {
+pub async fn outdated_offers_are_refused_whatever_the_blocking_policy<L: LedgerAdmin>(
+    fx: Fixture<L>,
+) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     p.completed = Blocking::Never;
@@ -129,7 +131,7 @@ pub async fn outdated_offers_are_refused_whatever_the_blocking_policy<L: Ledger>
 
 /// Queued / Running with a valid lease → offer of an older ordered version →
 /// `Outdated(state)`: the holder keeps its lease and nothing is remembered.
-pub async fn outdated_offers_of_leased_keys_are_refused<L: Ledger>(fx: Fixture<L>) {
+pub async fn outdated_offers_of_leased_keys_are_refused<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let q = accept(l, &p, "q", Some(&o(5))).await;
     let r = accept(l, &p, "r", Some(&o(5))).await;
@@ -169,7 +171,7 @@ pub async fn outdated_offers_of_leased_keys_are_refused<L: Ledger>(fx: Fixture<L
 /// `Outdated(state)`: no takeover, no new token, no abandonment counted (even where the
 /// crash cap would send the key Dead), and the old holder keeps its lease. The next offer of
 /// a version that is not older takes the lease over as usual.
-pub async fn outdated_offers_do_not_take_expired_leases_over<L: Ledger>(fx: Fixture<L>) {
+pub async fn outdated_offers_do_not_take_expired_leases_over<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let mut capped = p.clone();
     capped.crash_cap = 1;
@@ -212,7 +214,7 @@ pub async fn outdated_offers_do_not_take_expired_leases_over<L: Ledger>(fx: Fixt
 /// `Outdated` and the remembered version stays; an equal one is a duplicate, a newer one is
 /// remembered instead. The same holds when the running version is opaque and the remembered
 /// one ordered. On completion the key is superseded: processed again at the newer version.
-pub async fn a_remembered_newer_version_is_kept_over_older_offers<L: Ledger>(fx: Fixture<L>) {
+pub async fn a_remembered_newer_version_is_kept_over_older_offers<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, fx.policy());
     let c = accept(l, &p, "k", Some(&o(5))).await;
     start(l, &p, &c).await.expect("start");
@@ -261,7 +263,9 @@ pub async fn a_remembered_newer_version_is_kept_over_older_offers<L: Ledger>(fx:
 /// The same ordered version, a newer one, an opaque one against an ordered one (either way),
 /// and no version keep the rules of the other tests; `NewerVersions::Ignore` keeps ignoring
 /// newer versions but still refuses older ones.
-pub async fn same_newer_opaque_and_unversioned_offers_keep_their_rules<L: Ledger>(fx: Fixture<L>) {
+pub async fn same_newer_opaque_and_unversioned_offers_keep_their_rules<L: LedgerAdmin>(
+    fx: Fixture<L>,
+) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     let completed = Offered::Duplicate(State::Completed);
@@ -333,7 +337,7 @@ pub async fn same_newer_opaque_and_unversioned_offers_keep_their_rules<L: Ledger
 
 /// A batch mixing outdated, equal, newer, opaque and new offers is answered item by item,
 /// in order, by `offer` and by `offer_and_start`.
-pub async fn batches_answer_ordered_versions_in_order<L: Ledger>(fx: Fixture<L>) {
+pub async fn batches_answer_ordered_versions_in_order<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, mut p) = (&fx.ledger, fx.policy());
     p.max_attempts = 1;
     for (round, start_too) in [("o", false), ("s", true)] {
@@ -407,7 +411,7 @@ pub async fn batches_answer_ordered_versions_in_order<L: Ledger>(fx: Fixture<L>)
 /// A key twice in one batch with two ordered versions: the second copy is answered against
 /// what the first did — older than the first copy's version: `Outdated`; newer: a duplicate
 /// whose version is remembered.
-pub async fn a_key_twice_in_a_batch_with_ordered_versions<L: Ledger>(fx: Fixture<L>) {
+pub async fn a_key_twice_in_a_batch_with_ordered_versions<L: LedgerAdmin>(fx: Fixture<L>) {
     let (l, p) = (&fx.ledger, &fx.policy());
     for start_too in [false, true] {
         let call = |batch: Vec<Offer>| async move {

@@ -13,7 +13,7 @@ use qupid::ledger::rules::{decide, Answer, Decision, Event, Facts, Write};
 use qupid::ledger::{
     Claim, Failed, Failure, ListQuery, Offered, Record, Refused, Removed, Retried, State, Token,
 };
-use qupid::{Blocking, Key, Ledger, NewerVersions, Offer, Policy, Version};
+use qupid::{Blocking, Key, LedgerAdmin, NewerVersions, Offer, Policy, Version};
 
 use crate::Fixture;
 
@@ -207,7 +207,7 @@ fn settings() -> Vec<Setting> {
 }
 
 impl Setting {
-    fn policy<L: Ledger>(&self, fx: &Fixture<L>) -> Policy {
+    fn policy<L: LedgerAdmin>(&self, fx: &Fixture<L>) -> Policy {
         let blocking = match self.blocking {
             0 => Blocking::Forever,
             1 => Blocking::Never,
@@ -306,7 +306,7 @@ fn facts(r: &Record) -> Facts<'_> {
 }
 
 /// Every record of the ledger, by key.
-async fn records<L: Ledger>(l: &L) -> HashMap<Key, Record> {
+async fn records<L: LedgerAdmin>(l: &L) -> HashMap<Key, Record> {
     let mut all = HashMap::new();
     for state in State::ALL {
         let mut q = ListQuery::new(state).limit(1000);
@@ -331,7 +331,7 @@ const CHUNK: usize = 500;
 /// against [`decide`] applied to the record the ledger held before the event (at the
 /// ledger's clock read before and after the call: a row whose rule changes between the two
 /// may follow either).
-pub async fn every_transition_follows_the_rules<L: Ledger>(fx: Fixture<L>) {
+pub async fn every_transition_follows_the_rules<L: LedgerAdmin>(fx: Fixture<L>) {
     let l = &fx.ledger;
     let settings = settings();
     let policies: Vec<Policy> = settings.iter().map(|s| s.policy(&fx)).collect();
@@ -530,7 +530,7 @@ fn event_of<'a>(row: &Row, prior: Option<&Record>, offered: Option<&'a Version>)
 }
 
 /// Runs the call `step` for the rows `members`, in one batch: one answer per row, in order.
-async fn run<L: Ledger>(
+async fn run<L: LedgerAdmin>(
     l: &L,
     policy: &Policy,
     step: Step,
@@ -598,7 +598,7 @@ async fn run<L: Ledger>(
 
 /// Puts every row's key in its situation, at one time, with a policy that blocks forever,
 /// remembers newer versions and never buries abandoned keys.
-async fn set_up<L: Ledger>(fx: &Fixture<L>, rows: &[Row]) {
+async fn set_up<L: LedgerAdmin>(fx: &Fixture<L>, rows: &[Row]) {
     let l = &fx.ledger;
     let mut p = fx.policy();
     p.lease = fx.ticks(LEASE);

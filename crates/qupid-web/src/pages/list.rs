@@ -6,7 +6,7 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use maud::html;
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 use super::{button, layout, query_pairs, records_table, title_case, Base, Nav};
 use crate::dashboard::AppState;
@@ -17,7 +17,7 @@ use crate::text::{self, url_encode};
 /// Records per page unless asked.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
 
-pub(crate) async fn page<L: Ledger>(
+pub(crate) async fn page<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     Path(state): Path<String>,
@@ -29,7 +29,7 @@ pub(crate) async fn page<L: Ledger>(
     }
 }
 
-async fn render<L: Ledger>(
+async fn render<L: LedgerAdmin>(
     s: &crate::dashboard::Shared<L>,
     base: &str,
     state: &str,

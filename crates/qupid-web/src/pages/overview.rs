@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use maud::html;
 use qupid::clock::Timestamp;
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 use super::{layout, records_table, Base, Nav};
 use crate::dashboard::AppState;
@@ -17,7 +17,7 @@ use crate::{sampler, text};
 /// How many dead records the overview shows.
 const RECENT_DEAD: usize = 10;
 
-pub(crate) async fn page<L: Ledger>(
+pub(crate) async fn page<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
 ) -> Response {

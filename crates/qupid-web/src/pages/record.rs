@@ -5,14 +5,14 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use maud::html;
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 use super::{button, key_param, layout, query_pairs, when, Base, Nav};
 use crate::dashboard::{AppState, Shared};
 use crate::error::Fail;
 use crate::text;
 
-pub(crate) async fn page<L: Ledger>(
+pub(crate) async fn page<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     uri: Uri,
@@ -23,7 +23,7 @@ pub(crate) async fn page<L: Ledger>(
     }
 }
 
-async fn render<L: Ledger>(s: &Shared<L>, base: &str, uri: &Uri) -> Result<Response, Fail> {
+async fn render<L: LedgerAdmin>(s: &Shared<L>, base: &str, uri: &Uri) -> Result<Response, Fail> {
     let pairs = query_pairs(uri.query())?;
     let key = key_param(&pairs)?;
     let record = s

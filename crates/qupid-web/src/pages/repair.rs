@@ -14,7 +14,7 @@ use axum::Extension;
 use maud::{html, Markup};
 use qupid::clock::Timestamp;
 use qupid::ledger::{ListQuery, Removed, Retried};
-use qupid::{Keep, Key, Ledger, Retention, State};
+use qupid::{Keep, Key, LedgerAdmin, Retention, State};
 
 use super::{button, csrf_field, key_param, layout, param, query_pairs, record_href, Base, Nav};
 use crate::auth::{check_write, ByBearer};
@@ -76,7 +76,7 @@ impl Confirm<'_> {
 }
 
 /// `POST /remove`: `key`, optional `force=1`, `confirm` (1, and 2 for a forced remove).
-pub(crate) async fn remove<L: Ledger>(
+pub(crate) async fn remove<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     bearer: Option<Extension<ByBearer>>,
@@ -173,7 +173,7 @@ pub(crate) async fn remove<L: Ledger>(
 }
 
 /// `POST /retry`: `key` (or `all=1` for every dead record), `confirm=1`.
-pub(crate) async fn retry<L: Ledger>(
+pub(crate) async fn retry<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     bearer: Option<Extension<ByBearer>>,
@@ -263,7 +263,7 @@ pub(crate) async fn retry<L: Ledger>(
 }
 
 /// Retries every dead record, a batch at a time; answers how many were retried.
-pub(crate) async fn retry_all<L: Ledger>(ledger: &L) -> Result<u64, Fail> {
+pub(crate) async fn retry_all<L: LedgerAdmin>(ledger: &L) -> Result<u64, Fail> {
     let mut n = 0;
     let mut query = ListQuery::new(State::Dead).limit(RETRY_BATCH);
     loop {
@@ -349,7 +349,7 @@ impl PurgeAsk {
 /// The records a purge would remove now, per chosen state (`None` if not chosen): those
 /// that finished `older_than` or more ago by the ledger's clock, as `qupid purge --dry-run`
 /// counts them. Reads every record of the chosen states.
-pub(crate) async fn dry_run<L: Ledger>(
+pub(crate) async fn dry_run<L: LedgerAdmin>(
     ledger: &L,
     ask: PurgeAsk,
 ) -> Result<(Option<u64>, Option<u64>, Timestamp), Fail> {
@@ -431,7 +431,7 @@ fn purge_page<L>(
 }
 
 /// `GET /purge`: the form; with `older_than` (and `completed`, `dead`), a dry-run preview.
-pub(crate) async fn purge_form<L: Ledger>(
+pub(crate) async fn purge_form<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     uri: Uri,
@@ -450,7 +450,7 @@ pub(crate) async fn purge_form<L: Ledger>(
 
 /// `POST /purge`: `completed=1` and/or `dead=1`, `older_than`; without `confirm=1`, the
 /// dry-run preview.
-pub(crate) async fn purge<L: Ledger>(
+pub(crate) async fn purge<L: LedgerAdmin>(
     AxState(s): AppState<L>,
     Extension(Base(base)): Extension<Base>,
     bearer: Option<Extension<ByBearer>>,

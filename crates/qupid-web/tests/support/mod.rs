@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use qupid::ledger::{Claim, Failure, Offered, Record};
-use qupid::{Key, Ledger, Offer, Policy, Version};
+use qupid::{Key, LedgerAdmin, Offer, Policy, Version};
 use qupid_web::Dashboard;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -52,7 +52,7 @@ pub const COMPLETED: [&str; 9] = [
 /// Seeds `l`: 3 queued (one under a lease already expired), 1 running (`run/1`), the
 /// completed keys of [`COMPLETED`], and 2 dead (`dead/1` with [`DEAD_ERROR`], `dead/2`).
 /// Also a running key `orders/5` so a prefix search over completed keys must skip it.
-pub async fn seed<L: Ledger>(l: &L) {
+pub async fn seed<L: LedgerAdmin>(l: &L) {
     let mut p = Policy::default();
     p.max_attempts = 1;
     // The expired lease first, short, and waited out.
@@ -95,7 +95,7 @@ pub async fn seed<L: Ledger>(l: &L) {
     );
 }
 
-async fn accept<L: Ledger>(l: &L, p: &Policy, k: &str) -> Claim {
+async fn accept<L: LedgerAdmin>(l: &L, p: &Policy, k: &str) -> Claim {
     let offer = Offer::new(key(k)).with_version(Version::new("v1").expect("a version"));
     let out = l.offer(p, &[offer]).await.expect("offer");
     match &out[0] {
@@ -107,13 +107,13 @@ async fn accept<L: Ledger>(l: &L, p: &Policy, k: &str) -> Claim {
     }
 }
 
-async fn start<L: Ledger>(l: &L, p: &Policy, c: &Claim) {
+async fn start<L: LedgerAdmin>(l: &L, p: &Policy, c: &Claim) {
     let out = l.start(p, std::slice::from_ref(c)).await.expect("start");
     assert!(out[0].is_ok(), "start {:?}: {out:?}", c.key);
 }
 
 /// The record of `k`, if any.
-pub async fn record<L: Ledger>(l: &L, k: &str) -> Option<Record> {
+pub async fn record<L: LedgerAdmin>(l: &L, k: &str) -> Option<Record> {
     l.get(&key(k)).await.expect("get")
 }
 
@@ -217,7 +217,7 @@ pub fn keys_and_next(v: &Value) -> (Vec<String>, Option<String>) {
 }
 
 /// A dashboard over the fixture's ledger, with writes allowed or not.
-pub fn app<L: Ledger>(fx: &Fx<L>, writes: bool) -> Router {
+pub fn app<L: LedgerAdmin>(fx: &Fx<L>, writes: bool) -> Router {
     let mut b = Dashboard::builder(fx.ledger.clone()).allow_writes(writes);
     if let Some(ns) = &fx.namespace {
         b = b.namespace(ns);

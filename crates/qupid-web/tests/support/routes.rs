@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use qupid::{Ledger, State};
+use qupid::{Ledger, LedgerAdmin, State};
 use qupid_web::Dashboard;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use super::*;
 
 /// The overview shows the seeded counts, the expired lease, the recent dead records with
 /// their errors escaped, and carries its script under a nonce the CSP names.
-pub async fn overview_shows_the_counts_escaped<L: Ledger>(fx: Fx<L>) {
+pub async fn overview_shows_the_counts_escaped<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let a = get(&app, "/").await;
@@ -70,7 +70,7 @@ pub async fn overview_shows_the_counts_escaped<L: Ledger>(fx: Fx<L>) {
 }
 
 /// `/api/stats` has exactly the fields of `qupid --json stats`, with the seeded values.
-pub async fn api_stats_has_the_cli_shape<L: Ledger>(fx: Fx<L>) {
+pub async fn api_stats_has_the_cli_shape<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = {
         let mut b = Dashboard::builder(fx.ledger.clone()).ledger_name("redis://:pw@host/0");
@@ -122,7 +122,7 @@ pub async fn api_stats_has_the_cli_shape<L: Ledger>(fx: Fx<L>) {
 
 /// A prefix search pages through exactly the keys that start with the prefix, in byte
 /// order, in the asked state only, with cursors that pick up where the page ended.
-pub async fn lists_page_through_a_prefix_by_cursor<L: Ledger>(fx: Fx<L>) {
+pub async fn lists_page_through_a_prefix_by_cursor<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let list = |q: String| {
@@ -207,7 +207,7 @@ pub async fn lists_page_through_a_prefix_by_cursor<L: Ledger>(fx: Fx<L>) {
 
 /// The HTML list shows the rows (keys escaped), the search box with the prefix, and a next
 /// link that carries the cursor and the prefix.
-pub async fn list_pages_are_html_with_search_and_paging<L: Ledger>(fx: Fx<L>) {
+pub async fn list_pages_are_html_with_search_and_paging<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let a = get(
@@ -248,7 +248,7 @@ pub async fn list_pages_are_html_with_search_and_paging<L: Ledger>(fx: Fx<L>) {
 }
 
 /// Bad list requests answer 400 with a reason; a huge limit is cut to the cap.
-pub async fn bad_list_requests_are_refused_or_capped<L: Ledger>(fx: Fx<L>) {
+pub async fn bad_list_requests_are_refused_or_capped<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = Dashboard::builder(fx.ledger.clone())
         .page_limit(3)
@@ -302,7 +302,7 @@ pub async fn bad_list_requests_are_refused_or_capped<L: Ledger>(fx: Fx<L>) {
 
 /// The record page shows every field, the odd key escaped; the JSON has the CLI's shape;
 /// malformed keys answer 400 and unknown ones 404.
-pub async fn records_show_everything_and_bad_keys_are_refused<L: Ledger>(fx: Fx<L>) {
+pub async fn records_show_everything_and_bad_keys_are_refused<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let dead = record(&*fx.ledger, "dead/1").await.expect("dead/1");
@@ -380,7 +380,7 @@ pub async fn records_show_everything_and_bad_keys_are_refused<L: Ledger>(fx: Fx<
 
 /// A read-only dashboard refuses every write, even with the right CSRF token, and changes
 /// nothing.
-pub async fn writes_are_forbidden_when_read_only<L: Ledger>(fx: Fx<L>) {
+pub async fn writes_are_forbidden_when_read_only<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let csrf = csrf(&app).await;
@@ -429,7 +429,7 @@ pub async fn writes_are_forbidden_when_read_only<L: Ledger>(fx: Fx<L>) {
 
 /// With writes allowed, a POST without the CSRF token, or with a wrong one, is 403 and
 /// changes nothing.
-pub async fn writes_need_the_csrf_token<L: Ledger>(fx: Fx<L>) {
+pub async fn writes_need_the_csrf_token<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, true);
     let wrong = "0".repeat(32);
@@ -468,7 +468,7 @@ pub async fn writes_need_the_csrf_token<L: Ledger>(fx: Fx<L>) {
 
 /// Retry answers a confirmation page first; only the confirmed POST retries. A key that is
 /// not dead is refused (409); "retry all" retries every dead record.
-pub async fn retry_asks_first_then_retries<L: Ledger>(fx: Fx<L>) {
+pub async fn retry_asks_first_then_retries<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, true);
     let csrf = csrf(&app).await;
@@ -519,7 +519,7 @@ pub async fn retry_asks_first_then_retries<L: Ledger>(fx: Fx<L>) {
 
 /// Removing a leased key is refused without force; forced, it asks twice, and only the
 /// second confirmation removes it.
-pub async fn a_forced_remove_asks_twice<L: Ledger>(fx: Fx<L>) {
+pub async fn a_forced_remove_asks_twice<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, true);
     let csrf = csrf(&app).await;
@@ -583,7 +583,7 @@ pub async fn a_forced_remove_asks_twice<L: Ledger>(fx: Fx<L>) {
 
 /// The purge page previews (a dry run that changes nothing, read-only or not); the
 /// confirmed POST purges what the preview counted.
-pub async fn purge_previews_then_purges<L: Ledger>(fx: Fx<L>) {
+pub async fn purge_previews_then_purges<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let ro = app(&fx, false);
     let a = get(&ro, "/purge?completed=1&dead=1&older_than=0s").await;
@@ -646,7 +646,7 @@ pub async fn purge_previews_then_purges<L: Ledger>(fx: Fx<L>) {
 
 /// The JSON repairs answer in the CLI's shapes, take the CSRF header or the bearer token,
 /// and refuse bad bodies.
-pub async fn the_json_repairs_answer_in_the_cli_shapes<L: Ledger>(fx: Fx<L>) {
+pub async fn the_json_repairs_answer_in_the_cli_shapes<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, true);
     let csrf = csrf(&app).await;
@@ -770,7 +770,7 @@ pub async fn the_json_repairs_answer_in_the_cli_shapes<L: Ledger>(fx: Fx<L>) {
 /// With a token, every route answers 401 without it or with a wrong one; the bearer
 /// header, `?token=` once (a cookie, then a redirect without the token) and the login form
 /// let a client in.
-pub async fn a_token_is_checked_on_every_request<L: Ledger>(fx: Fx<L>) {
+pub async fn a_token_is_checked_on_every_request<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let dashboard = Dashboard::builder(fx.ledger.clone())
         .allow_writes(true)
@@ -892,7 +892,7 @@ pub async fn a_token_is_checked_on_every_request<L: Ledger>(fx: Fx<L>) {
 
 /// `/metrics` is Prometheus text with a gauge per state and the expired leases;
 /// `/healthz` answers `ok`.
-pub async fn metrics_and_health<L: Ledger>(fx: Fx<L>) {
+pub async fn metrics_and_health<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let app = app(&fx, false);
     let a = get(&app, "/metrics").await;
@@ -931,7 +931,7 @@ pub async fn metrics_and_health<L: Ledger>(fx: Fx<L>) {
 }
 
 /// Nested under a path, the pages link under it and the API answers there.
-pub async fn mounted_under_a_path_links_follow<L: Ledger>(fx: Fx<L>) {
+pub async fn mounted_under_a_path_links_follow<L: LedgerAdmin>(fx: Fx<L>) {
     seed(&*fx.ledger).await;
     let outer = axum::Router::new()
         .route("/", axum::routing::get(|| async { "the app" }))
@@ -967,7 +967,7 @@ pub async fn mounted_under_a_path_links_follow<L: Ledger>(fx: Fx<L>) {
 
 /// The background task samples the counts; `/api/throughput` answers the samples and the
 /// completions per second between them.
-pub async fn throughput_is_sampled_in_the_background<L: Ledger>(fx: Fx<L>) {
+pub async fn throughput_is_sampled_in_the_background<L: LedgerAdmin>(fx: Fx<L>) {
     let app = Dashboard::builder(fx.ledger.clone())
         .sample_every(Duration::from_millis(100))
         .history(50)
@@ -1018,7 +1018,7 @@ pub async fn throughput_is_sampled_in_the_background<L: Ledger>(fx: Fx<L>) {
 }
 
 /// Unknown paths are 404; a dashboard that answers only to local hosts refuses others.
-pub async fn unknown_paths_and_foreign_hosts_are_refused<L: Ledger>(fx: Fx<L>) {
+pub async fn unknown_paths_and_foreign_hosts_are_refused<L: LedgerAdmin>(fx: Fx<L>) {
     let app = app(&fx, false);
     for uri in ["/nope", "/api/nope", "/list", "/list/dead/more"] {
         assert_eq!(get(&app, uri).await.status, StatusCode::NOT_FOUND, "{uri}");

@@ -1,7 +1,7 @@
 //! A ledger chosen at run time, from a URL.
 
 use super::types::*;
-use super::{Ledger, MemoryLedger};
+use super::{Ledger, LedgerAdmin, MemoryLedger};
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Offer};
@@ -236,6 +236,12 @@ impl Ledger for AnyLedger {
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
         dispatch!(self, l => l.release(claims).await)
     }
+    fn groups_calls(&self) -> bool {
+        dispatch!(self, l => l.groups_calls())
+    }
+}
+
+impl LedgerAdmin for AnyLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         dispatch!(self, l => l.remove(keys, force).await)
     }
@@ -256,9 +262,6 @@ impl Ledger for AnyLedger {
     }
     async fn now(&self) -> Result<Timestamp> {
         dispatch!(self, l => l.now().await)
-    }
-    fn groups_calls(&self) -> bool {
-        dispatch!(self, l => l.groups_calls())
     }
 }
 

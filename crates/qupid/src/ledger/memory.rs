@@ -11,7 +11,7 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 
 use super::rules::{decide, Answer, Event, Facts, Write, MAX_COUNT};
 use super::types::*;
-use super::Ledger;
+use super::{Ledger, LedgerAdmin};
 use crate::clock::{Clock, MonotonicClock, Timestamp};
 use crate::error::Result;
 use crate::key::{Key, Offer, Version};
@@ -196,7 +196,7 @@ impl MemoryLedger {
     /// look (a status page, an exporter); see [Read-only ledgers](super#read-only-ledgers).
     ///
     /// ```
-    /// use qupid::{ErrorKind, Key, Ledger, MemoryLedger, Offer, Policy};
+    /// use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Policy};
     ///
     /// # fn main() -> qupid::Result<()> {
     /// # tokio::runtime::Builder::new_current_thread().build().expect("rt").block_on(async {
@@ -550,6 +550,13 @@ impl Ledger for MemoryLedger {
         ))
     }
 
+    /// In-process calls cost less than a hop between tasks: never worth grouping.
+    fn groups_calls(&self) -> bool {
+        true
+    }
+}
+
+impl LedgerAdmin for MemoryLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         self.writable("remove")?;
         Ok(self.keys(keys, &Event::Remove { force }, Answer::into_removed))
@@ -635,11 +642,6 @@ impl Ledger for MemoryLedger {
 
     async fn now(&self) -> Result<Timestamp> {
         Ok(Timestamp(self.now_ms()))
-    }
-
-    /// In-process calls cost less than a hop between tasks: never worth grouping.
-    fn groups_calls(&self) -> bool {
-        true
     }
 }
 

@@ -67,7 +67,7 @@
 //! `offer_and_start`, [`Refused::Unreadable`] from `start`, `renew`, `complete`, `fail` and
 //! `release`, each saying what was found ([`Unreadable::found`]). Nothing is written for
 //! that key, and every other item of the batch is answered as usual. The key stays so until
-//! someone repairs it: [`remove`](Ledger::remove) with `force` deletes whatever is there
+//! someone repairs it: [`remove`](LedgerAdmin::remove) with `force` deletes whatever is there
 //! (the CLI's `qupid remove --force KEY`). The other administration calls (`get`, `list`,
 //! `retry`, `purge`, and `remove` without `force`) fail with
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the key, since they cannot say
@@ -135,6 +135,7 @@ pub use self::postgres::PostgresLedger;
 pub use self::redis::RedisLedger;
 pub use any::AnyLedger;
 pub use memory::MemoryLedger;
+
 pub use namespace::{check_namespace, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteLedger;
@@ -175,7 +176,7 @@ pub(crate) fn read_only_error(ledger: &str, doing: &str) -> crate::Error {
 ///   which is answered as such and left untouched. A ledger error (`Err`)
 ///   means the whole call may or may not have been applied; retrying it is safe, because
 ///   every transition is guarded by state and token.
-/// - **Time**: leases expire by the ledger's own clock ([`now`](Ledger::now)).
+/// - **Time**: leases expire by the ledger's own clock ([`now`](LedgerAdmin::now)).
 /// - **Policy**: decisions that depend on policy take it as an argument, so a ledger holds no
 ///   configuration beyond where its data lives, and tools like the CLI can open any ledger.
 /// - **Read-only**: a ledger opened [read-only](self#read-only-ledgers) answers
@@ -293,6 +294,29 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
         claims: &[Claim],
     ) -> impl Future<Output = Result<Vec<Result<(), Refused>>>> + Send;
 
+    /// Whether the ledger groups concurrent calls by itself, or each call costs too little to
+    /// be worth grouping (an in-process ledger). When `false` (the default), a queue groups
+    /// the `start`/`complete`/`fail`/`release` calls of its concurrent jobs into batches in a
+    /// background task, trading a hop between tasks for fewer round trips; when `true`, jobs
+    /// call the ledger directly.
+    fn groups_calls(&self) -> bool {
+        false
+    }
+}
+
+/// The administration of a ledger: its records read one by one or a page at a time, their
+/// counts, its clock, and the repairs (`remove`, `retry`, `purge`).
+///
+/// Kept apart from [`Ledger`], the hot path a [`Queue`](crate::Queue) needs, so that a
+/// wrapper of the hot path (a fault injector, a metrics layer) forwards only what it
+/// changes. A [`Pipeline`](crate::Pipeline) needs both (it purges by its policy's
+/// retention); so do the CLI, the dashboard and the conformance suite. Every built-in
+/// ledger implements both.
+///
+/// The [contract](Ledger#contract) of `Ledger` holds here too: batches answer one outcome
+/// per item, in order; a read-only ledger refuses `remove`, `retry` and `purge` with
+/// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly).
+pub trait LedgerAdmin: Ledger {
     /// Removes records so their keys are processable again. A leased key is refused unless
     /// `force` is set; forcing fences its holder out.
     ///
@@ -340,7 +364,7 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page>> + Send;
 
     /// Counts of records per state, and how many of the leased ones have expired
-    /// ([`Stats::expired`]). The per-state counts agree with [`list`](Ledger::list).
+    /// ([`Stats::expired`]). The per-state counts agree with [`list`](LedgerAdmin::list).
     ///
     /// # Errors
     ///
@@ -353,15 +377,6 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
     ///
     /// Only when the ledger itself fails.
     fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send;
-
-    /// Whether the ledger groups concurrent calls by itself, or each call costs too little to
-    /// be worth grouping (an in-process ledger). When `false` (the default), a queue groups
-    /// the `start`/`complete`/`fail`/`release` calls of its concurrent jobs into batches in a
-    /// background task, trading a hop between tasks for fewer round trips; when `true`, jobs
-    /// call the ledger directly.
-    fn groups_calls(&self) -> bool {
-        false
-    }
 }
 
 /// [`Ledger::offer_and_start`] in two steps, as the trait's default does it: `offer`, then
@@ -477,6 +492,12 @@ impl<L: Ledger> Ledger for Arc<L> {
     ) -> impl Future<Output = Result<Vec<Result<(), Refused>>>> + Send {
         (**self).release(claims)
     }
+    fn groups_calls(&self) -> bool {
+        (**self).groups_calls()
+    }
+}
+
+impl<L: LedgerAdmin> LedgerAdmin for Arc<L> {
     fn remove(
         &self,
         keys: &[Key],
@@ -501,8 +522,5 @@ impl<L: Ledger> Ledger for Arc<L> {
     }
     fn now(&self) -> impl Future<Output = Result<Timestamp>> + Send {
         (**self).now()
-    }
-    fn groups_calls(&self) -> bool {
-        (**self).groups_calls()
     }
 }

@@ -130,7 +130,7 @@ pub enum Offered {
     /// The ledger holds something under the key that it cannot read (a foreign value, a
     /// damaged record): the key is neither accepted nor blocked by a state, and nothing was
     /// changed for it. It stays so until someone repairs it: a forced
-    /// [`remove`](super::Ledger::remove) (`qupid remove --force KEY`) deletes what is there.
+    /// [`remove`](super::LedgerAdmin::remove) (`qupid remove --force KEY`) deletes what is there.
     Unreadable(Unreadable),
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Attempt, Backoff, Pipeline, Source, StepError, WorkFn};
 use crate::error::{BoxError, Error, Result};
-use crate::ledger::Ledger;
+use crate::ledger::LedgerAdmin;
 use crate::observe::Counters;
 use crate::policy::Policy;
 
@@ -66,7 +66,7 @@ pub(crate) enum Until {
     Drained,
 }
 
-impl<L: Ledger, T: Send + Sync + 'static> PipelineBuilder<L, T> {
+impl<L: LedgerAdmin, T: Send + Sync + 'static> PipelineBuilder<L, T> {
     pub(crate) fn new(ledger: L) -> Self {
         PipelineBuilder {
             ledger,
@@ -260,7 +260,7 @@ pub struct ProcessStep<L, T, P, O> {
     output: PhantomData<fn() -> O>,
 }
 
-impl<L: Ledger, T: Send + Sync + 'static, P, O: Send + 'static> ProcessStep<L, T, P, O> {
+impl<L: LedgerAdmin, T: Send + Sync + 'static, P, O: Send + 'static> ProcessStep<L, T, P, O> {
     /// The `save` step: stores the output. The key is completed only once it succeeds; an
     /// error (or a panic, or a timeout) fails the attempt. Make it idempotent: after a crash
     /// or an expired lease, the same output may be saved twice.

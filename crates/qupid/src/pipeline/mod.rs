@@ -55,7 +55,7 @@ pub use report::Report;
 pub use source::{Source, SourceItem};
 
 use crate::error::{BoxError, Result};
-use crate::ledger::Ledger;
+use crate::ledger::LedgerAdmin;
 use crate::observe::Counters;
 
 /// `process` then `save`, boxed once per attempt.
@@ -111,14 +111,14 @@ pub struct Pipeline<L, T> {
     counters: Arc<Counters>,
 }
 
-impl<L: Ledger> Pipeline<L, ()> {
+impl<L: LedgerAdmin> Pipeline<L, ()> {
     /// A builder for a pipeline over `ledger`.
     pub fn builder<T: Send + Sync + 'static>(ledger: L) -> PipelineBuilder<L, T> {
         PipelineBuilder::new(ledger)
     }
 }
 
-impl<L: Ledger, T: Send + Sync + 'static> Pipeline<L, T> {
+impl<L: LedgerAdmin, T: Send + Sync + 'static> Pipeline<L, T> {
     /// A token that stops the pipeline gracefully when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.builder.shutdown.clone()

@@ -12,11 +12,13 @@ use super::polling::{Idle, Invalid, Polling};
 use super::worker::Worker;
 use super::{signals, Pipeline, Report};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ledger::Ledger;
+use crate::ledger::LedgerAdmin;
 use crate::observe::Counters;
 use crate::queue::Queue;
 
-pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) -> Result<Report> {
+pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
+    p: Pipeline<L, T>,
+) -> Result<Report> {
     let started = tokio::time::Instant::now();
     let Pipeline {
         builder: b,
@@ -117,7 +119,7 @@ pub(super) async fn run<L: Ledger, T: Send + Sync + 'static>(p: Pipeline<L, T>) 
 /// Waits for a reason to stop: the stop token, nothing left to do (as the pipeline's
 /// [`Until`](super::builder::Until) says), or a ledger failure that ends the run, which it
 /// answers. Logs an outage that lasts longer than a lease once, and its end.
-async fn wait_for_stop<L: Ledger, T: Send + Sync + 'static>(
+async fn wait_for_stop<L: LedgerAdmin, T: Send + Sync + 'static>(
     queue: &Queue<L, T>,
     idle: &Idle,
     counters: &Counters,
@@ -176,7 +178,7 @@ async fn wait_for_stop<L: Ledger, T: Send + Sync + 'static>(
 }
 
 /// Purges by the policy's retention on its timer until the pipeline stops.
-async fn purge<L: Ledger, T: Send + Sync + 'static>(
+async fn purge<L: LedgerAdmin, T: Send + Sync + 'static>(
     queue: Queue<L, T>,
     counters: Arc<Counters>,
     stop: CancellationToken,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qupid::ledger::AnyLedger;
-use qupid::{Ledger, State};
+use qupid::{LedgerAdmin, State};
 
 use crate::support::{check, missing, runtime, signal, wait, Logs, Mode, Worker};
 use crate::Outcome;

@@ -1,5 +1,6 @@
 //! SQLite across processes: two processes on one file, unprivileged users, and SIGKILL.
 
+use qupid::LedgerAdmin;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -9,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use qupid::ledger::{ListQuery, SqliteLedger, State};
-use qupid::Ledger;
 
 use crate::children::{ACCEPTED, READY, ROLE};
 use crate::support::{check, missing, runtime, signal, wait, Logs, Mode, Worker};

@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Offer};
 use crate::ledger::types::*;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerAdmin};
 use crate::policy::{Keep, NewerVersions, Policy, Retention};
 
 /// Times a statement is run again after a deadlock or serialization failure.
@@ -460,7 +460,9 @@ impl Ledger for PostgresLedger {
         self.claims("release", &self.inner.sql.release, claims, None, |_| Ok(()))
             .await
     }
+}
 
+impl LedgerAdmin for PostgresLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         self.writable("remove")?;
         let ns = self.ns();

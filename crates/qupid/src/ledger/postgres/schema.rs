@@ -265,7 +265,7 @@ mod server_tests {
     use super::*;
     use crate::ledger::postgres::decode::state_code;
     use crate::ledger::postgres::sql::Sql;
-    use crate::ledger::{Ledger, ListQuery, PostgresLedger, State};
+    use crate::ledger::{LedgerAdmin, ListQuery, PostgresLedger, State};
 
     fn url() -> String {
         std::env::var("QUPID_POSTGRES_URL")

@@ -36,7 +36,7 @@ const RECONNECT_RETRIES: usize = 3;
 ///
 /// ```no_run
 /// use qupid::ledger::RedisLedger;
-/// use qupid::Ledger;
+/// use qupid::LedgerAdmin;
 ///
 /// # async fn example() -> qupid::Result<()> {
 /// let ledger = RedisLedger::builder("redis://127.0.0.1:6379/0", "orders")

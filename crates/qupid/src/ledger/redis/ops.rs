@@ -17,7 +17,7 @@ use crate::ledger::types::{
     Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
     Removed, Retried, Started, Stats, Token,
 };
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerAdmin};
 use crate::policy::{Blocking, Keep, NewerVersions, Policy, Retention};
 
 /// The most records one purge script removes; `purge` loops until done.
@@ -281,7 +281,9 @@ impl Ledger for RedisLedger {
         self.claims(&inv, claims.len(), 2, "release", |_| Ok(()))
             .await
     }
+}
 
+impl LedgerAdmin for RedisLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         self.writable("remove")?;
         if keys.is_empty() {

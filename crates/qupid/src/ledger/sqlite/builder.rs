@@ -237,7 +237,7 @@ impl Builder {
     ///
     /// ```no_run
     /// use qupid::ledger::sqlite::SqliteLedger;
-    /// use qupid::Ledger;
+    /// use qupid::LedgerAdmin;
     ///
     /// # async fn example() -> qupid::Result<()> {
     /// let ledger = SqliteLedger::builder("state/ledger.db").read_only(true).build().await?;

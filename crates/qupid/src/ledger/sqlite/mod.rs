@@ -66,7 +66,7 @@
 //!
 //! Reads (`get`, `list`, `stats`) run on a second thread with its own connection; WAL mode
 //! lets them proceed while the writer commits, and they see every write already answered.
-//! [`now`](crate::Ledger::now) reads the clock.
+//! [`now`](crate::LedgerAdmin::now) reads the clock.
 //!
 //! If a thread stops (a bug made it panic), calls answer [`ErrorKind::Closed`] instead of
 //! waiting forever. Dropping the last clone of the ledger finishes the requests already sent
@@ -148,7 +148,7 @@ use std::time::Duration;
 pub use builder::{Builder, Synchronous};
 
 use super::types::*;
-use super::Ledger;
+use super::{Ledger, LedgerAdmin};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Result;
 use crate::key::{Key, Offer};
@@ -384,6 +384,13 @@ impl Ledger for SqliteLedger {
         .await
     }
 
+    /// The writer thread already groups concurrent calls into one transaction.
+    fn groups_calls(&self) -> bool {
+        true
+    }
+}
+
+impl LedgerAdmin for SqliteLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         let w = self.writer("removing keys")?;
         if keys.is_empty() {
@@ -443,10 +450,5 @@ impl Ledger for SqliteLedger {
 
     async fn now(&self) -> Result<Timestamp> {
         Ok(self.inner.clock.now())
-    }
-
-    /// The writer thread already groups concurrent calls into one transaction.
-    fn groups_calls(&self) -> bool {
-        true
     }
 }
