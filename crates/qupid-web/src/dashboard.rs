@@ -47,7 +47,7 @@ impl<L> Clone for Dashboard<L> {
 
 impl<L: LedgerAdmin> Dashboard<L> {
     /// A builder for a dashboard over `ledger`. Pass an `Arc` of a ledger your app also uses
-    /// (`Arc<L>` is a [`Ledger`] too), or a ledger of its own.
+    /// (`Arc<L>` is a [`LedgerAdmin`](qupid::LedgerAdmin) too), or a ledger of its own.
     pub fn builder(ledger: L) -> DashboardBuilder<L> {
         DashboardBuilder {
             ledger,

@@ -104,6 +104,16 @@
 //! fine, the call is not one this handle makes, and a caller (a pipeline given a read-only
 //! ledger by mistake) can tell that apart; like `Config`, it is not transient.
 //!
+//! # Two traits
+//!
+//! [`Ledger`] is the hot path a [`Queue`](crate::Queue) calls for every key: `offer` (and
+//! `offer_and_start`), `start`, `renew`, `complete`, `fail`, `release`. [`LedgerAdmin`] is
+//! the rest: `get`, `list`, `stats`, `now` and the repairs `remove`, `retry`, `purge`, for
+//! the [`Pipeline`](crate::Pipeline) (which purges), the CLI, the dashboard and tests. A
+//! wrapper that changes the hot path (to inject faults, to count calls) writes its changes
+//! in `Ledger`; under a `Queue` that is all it needs, and under a `Pipeline` its
+//! `LedgerAdmin` forwards the seven reads and repairs as they are.
+//!
 //! # Generic, not object-safe
 //!
 //! [`Ledger`]'s methods return `impl Future + Send`, so the trait is used through generics
@@ -307,11 +317,11 @@ pub trait Ledger: std::fmt::Debug + Send + Sync + 'static {
 /// The administration of a ledger: its records read one by one or a page at a time, their
 /// counts, its clock, and the repairs (`remove`, `retry`, `purge`).
 ///
-/// Kept apart from [`Ledger`], the hot path a [`Queue`](crate::Queue) needs, so that a
-/// wrapper of the hot path (a fault injector, a metrics layer) forwards only what it
-/// changes. A [`Pipeline`](crate::Pipeline) needs both (it purges by its policy's
+/// Kept apart from [`Ledger`], the hot path a [`Queue`](crate::Queue) needs, so that the
+/// hot path is small and a wrapper of it (a fault injector, a metrics layer) changes it in
+/// one place. A [`Pipeline`](crate::Pipeline) needs both (it purges by its policy's
 /// retention); so do the CLI, the dashboard and the conformance suite. Every built-in
-/// ledger implements both.
+/// ledger implements both. See [Two traits](self#two-traits).
 ///
 /// The [contract](Ledger#contract) of `Ledger` holds here too: batches answer one outcome
 /// per item, in order; a read-only ledger refuses `remove`, `retry` and `purge` with

@@ -6,7 +6,7 @@
 //! retried after a [`Backoff`] until `policy.max_attempts`, then the key is Dead.
 //!
 //! An accepted key's first attempt starts in the same ledger call that accepted it
-//! ([`Ledger::offer_and_start`]): a key costs the ledger two writes (accept-and-start,
+//! ([`Ledger::offer_and_start`](crate::Ledger::offer_and_start)): a key costs the ledger two writes (accept-and-start,
 //! complete), and workers never wait for the ledger before working. So the entries waiting in
 //! the pipeline's buffer (a few times `concurrency`) show as Running in the ledger, and a
 //! stop releases them (their records are removed, so the next poll offers them afresh).
