@@ -150,7 +150,7 @@ fn bytes_per_key(n: usize) -> (f64, usize) {
                         key: o.key.clone(),
                         token: l.token,
                     }),
-                    Offered::Duplicate(_) | Offered::Outdated(_) | Offered::Unreadable(_) => None,
+                    _ => None,
                 })
                 .collect();
             ledger.start(&policy, &claims).await.expect("start");

@@ -23,7 +23,7 @@ struct Behind(Duration);
 impl Clock for Behind {
     fn now(&self) -> Timestamp {
         let ago = u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX);
-        Timestamp(Timestamp::now_system().as_millis().saturating_sub(ago))
+        Timestamp::from_millis(Timestamp::now_system().as_millis().saturating_sub(ago))
     }
 }
 

@@ -51,7 +51,7 @@ fn the_namespace_comes_from_qupid_namespace_and_one_rule_checks_it(b: &Backend) 
         .assert()
         .success();
     let stats = json(&by_env.get_output().stdout);
-    assert_eq!(stats["total"], json!(FILLED.total()), "{stats}");
+    assert_eq!(stats["total"], json!(filled().total()), "{stats}");
     for bad in ["orders-eu", "Orders", "a b"] {
         qupid()
             .args(["--ledger", &b.url, "--namespace", bad, "stats"])
@@ -523,7 +523,7 @@ fn remove_force_repairs_an_unreadable_record(b: &Backend) {
         })
     );
     b.qupid().args(["show", "bad/1"]).assert().code(1);
-    let mut want = FILLED;
+    let mut want = filled();
     want.completed -= 1;
     assert_eq!(b.stats(), want, "only the two keys are gone");
 }
@@ -638,7 +638,7 @@ fn purge_dry_run_counts_and_changes_nothing(b: &Backend) {
         0,
     ));
     assert_eq!(v["dead"], 3);
-    assert_eq!(b.stats(), FILLED);
+    assert_eq!(b.stats(), filled());
 }
 
 fn purge_removes_old_finished_records_of_the_chosen_states(b: &Backend) {
@@ -691,7 +691,7 @@ fn dangerous_commands_ask_first(b: &Backend) {
         .assert()
         .code(1)
         .stderr(contains("qupid: declined: nothing was changed"));
-    assert_eq!(b.stats(), FILLED);
+    assert_eq!(b.stats(), filled());
     // Accepted.
     b.qupid()
         .args(purge)

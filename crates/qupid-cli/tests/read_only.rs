@@ -183,7 +183,7 @@ fn look_at_the_filled_ledger(b: &Backend) {
             .get_output()
             .stdout,
     );
-    assert_eq!(v["total"], FILLED.total(), "{v}");
+    assert_eq!(v["total"], filled().total(), "{v}");
     b.qupid()
         .args(["list", "--state", "dead"])
         .assert()

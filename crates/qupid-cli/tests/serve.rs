@@ -92,11 +92,15 @@ fn serves_the_ledgers_counts_read_only_by_default(b: &Backend) {
     let (status, body) = request(&addr, "GET", "/api/stats");
     assert_eq!(status, 200, "{body}");
     let stats: Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(stats["total"], serde_json::json!(FILLED.total()), "{stats}");
+    assert_eq!(
+        stats["total"],
+        serde_json::json!(filled().total()),
+        "{stats}"
+    );
     let (status, page) = request(&addr, "GET", "/");
     assert_eq!(status, 200);
     assert!(
-        page.contains(&FILLED.completed.to_string()),
+        page.contains(&filled().completed.to_string()),
         "the overview shows the counts"
     );
     let (status, _) = request(&addr, "POST", "/retry");

@@ -120,7 +120,7 @@ pub async fn offer_absent_is_accepted<L: LedgerAdmin>(fx: Fixture<L>) {
     let Offered::Accepted(lease) = offer(l, &p, "a", Some("v1")).await else {
         panic!("an absent key must be accepted")
     };
-    assert!(lease.token.0 > 0, "tokens start above zero");
+    assert!(lease.token.get() > 0, "tokens start above zero");
     assert_eq!(lease.attempts, 0);
     assert!(
         lease.expires_at >= before.plus(p.lease),
@@ -303,7 +303,7 @@ pub async fn start_runs_a_queued_key<L: LedgerAdmin>(fx: Fixture<L>) {
     );
     let stale = Claim {
         key: key("k"),
-        token: qupid::ledger::Token(c.token.0 + 1000),
+        token: qupid::ledger::Token::new(c.token.get() + 1000),
     };
     assert_eq!(start(l, &p, &stale).await, Err(Refused::LeaseLost));
     let absent = Claim {
@@ -457,7 +457,7 @@ pub async fn complete_finishes_a_running_key<L: LedgerAdmin>(fx: Fixture<L>) {
     start(l, &p, &c).await.expect("start");
     let stale = Claim {
         key: key("k"),
-        token: qupid::ledger::Token(c.token.0 + 1000),
+        token: qupid::ledger::Token::new(c.token.get() + 1000),
     };
     assert_eq!(complete(l, &stale).await, Err(Refused::LeaseLost));
     assert_eq!(
@@ -535,7 +535,7 @@ pub async fn fail_retries_then_goes_dead<L: LedgerAdmin>(fx: Fixture<L>) {
     );
     let stale = Claim {
         key: key("k"),
-        token: qupid::ledger::Token(c.token.0 + 1000),
+        token: qupid::ledger::Token::new(c.token.get() + 1000),
     };
     assert_eq!(fail(l, &p, &stale, "x").await, Err(Refused::LeaseLost));
 }
@@ -1388,7 +1388,7 @@ pub async fn claims_on_an_unreadable_record_are_refused_alone<L: LedgerAdmin>(fx
     assert_eq!(out[1], Ok(()), "{out:?}");
 
     // Whatever the token: the ledger cannot read the one the record holds.
-    for token in [bq.token, br.token, Token(1), Token(u64::MAX >> 2)] {
+    for token in [bq.token, br.token, Token::new(1), Token::new(u64::MAX >> 2)] {
         let claim = Claim {
             key: key("bad/queued"),
             token,

@@ -202,8 +202,8 @@ impl MRecord {
             superseded: self.superseded,
             attempts: self.attempts,
             abandoned: self.abandoned,
-            token: Token(self.token),
-            at: Timestamp(self.at),
+            token: Token::new(self.token),
+            at: Timestamp::from_millis(self.at),
             version: self.version.as_ref(),
             newer: self.newer.as_ref(),
             error: self.error.as_deref(),
@@ -218,7 +218,7 @@ impl MRecord {
             attempts: record.attempts,
             abandoned: record.abandoned,
             token,
-            at: record.at.0,
+            at: record.at.as_millis(),
             error: record.error.map(str::to_owned),
             superseded: record.superseded,
         }
@@ -247,6 +247,9 @@ pub enum Out {
     Outdated(State),
     /// An unreadable record (the model never has one: a ledger answering it departs).
     Unreadable(String),
+    /// An answer of a kind this kit does not know (a newer qupid): a ledger answering it
+    /// departs.
+    Unknown(String),
     /// Refused.
     Refused(Refused),
     /// Started, with the attempt number.
@@ -302,7 +305,7 @@ impl Model {
             before.map(MRecord::facts).as_ref(),
             event,
             &Self::policy(s),
-            Timestamp(self.now),
+            Timestamp::from_millis(self.now),
         );
         let answer = d.answer;
         let (record, issued) = match d.write {
@@ -331,7 +334,7 @@ impl Model {
     }
 
     fn apply(&mut self, s: &Settings, op: &Op, token: u64) -> Out {
-        let token = Token(token);
+        let token = Token::new(token);
         let event = match *op {
             Op::Start { .. } => Event::Start { token },
             Op::Renew { .. } => Event::Renew { token },
@@ -462,9 +465,9 @@ async fn run_case<L: LedgerAdmin>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> R
         let pick = |k: usize, stale: bool| -> (Token, u64) {
             let t = tokens[k];
             if stale {
-                t.previous.unwrap_or((Token(0), 0))
+                t.previous.unwrap_or((Token::new(0), 0))
             } else {
-                t.latest.unwrap_or((Token(0), 0))
+                t.latest.unwrap_or((Token::new(0), 0))
             }
         };
         let (got, want) = match *op {
@@ -498,6 +501,7 @@ async fn run_case<L: LedgerAdmin>(fx: Fixture<L>, s: &Settings, ops: &[Op]) -> R
                     Offered::Duplicate(st) => Out::Duplicate(st),
                     Offered::Outdated(st) => Out::Outdated(st),
                     Offered::Unreadable(u) => Out::Unreadable(u.found().to_owned()),
+                    other => Out::Unknown(format!("{other:?}")),
                 };
                 (got, want)
             }

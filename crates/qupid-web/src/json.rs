@@ -32,7 +32,7 @@ impl<'a> From<&'a Record> for RecordJson<'a> {
             newer_version: r.newer_version.as_ref().map(|v| v.as_str()),
             attempts: r.attempts,
             abandoned: r.abandoned,
-            token: r.token.0,
+            token: r.token.get(),
             expires_at_ms: r.expires_at.map(Timestamp::as_millis),
             finished_at_ms: r.finished_at.map(Timestamp::as_millis),
             last_error: r.last_error.as_deref(),

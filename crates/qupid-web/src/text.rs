@@ -334,8 +334,20 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
         assert_eq!(format_duration(Duration::from_secs(604_800)), "7d");
-        assert_eq!(utc(Timestamp(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(relative(Timestamp(5_000), Timestamp(65_000)), "1m ago");
-        assert_eq!(relative(Timestamp(20_000), Timestamp(8_000)), "in 12s");
+        assert_eq!(utc(Timestamp::from_millis(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            relative(
+                Timestamp::from_millis(5_000),
+                Timestamp::from_millis(65_000)
+            ),
+            "1m ago"
+        );
+        assert_eq!(
+            relative(
+                Timestamp::from_millis(20_000),
+                Timestamp::from_millis(8_000)
+            ),
+            "in 12s"
+        );
     }
 }

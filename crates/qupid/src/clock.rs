@@ -10,11 +10,16 @@ use serde::{Deserialize, Serialize};
 /// A point in time: milliseconds since the Unix epoch, on the ledger's clock.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Timestamp(pub u64);
+pub struct Timestamp(pub(crate) u64);
 
 impl Timestamp {
+    /// The time `ms` milliseconds after the Unix epoch.
+    pub const fn from_millis(ms: u64) -> Timestamp {
+        Timestamp(ms)
+    }
+
     /// Milliseconds since the Unix epoch.
-    pub fn as_millis(self) -> u64 {
+    pub const fn as_millis(self) -> u64 {
         self.0
     }
 

@@ -156,7 +156,7 @@ async fn an_older_schema_is_read_without_an_upgrade() {
     let page = l.list(&ListQuery::new(State::Dead)).await.expect("list");
     assert_eq!(page.records.len(), 1);
     let d = &page.records[0];
-    assert_eq!((d.key.as_str(), d.token), ("d", Token(7)));
+    assert_eq!((d.key.as_str(), d.token), ("d", Token::new(7)));
     assert_eq!(d.last_error.as_deref(), Some("boom"));
     drop(l);
     let sql = format!("SELECT schema_version FROM {s}.meta");

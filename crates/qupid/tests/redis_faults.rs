@@ -132,7 +132,7 @@ async fn a_foreign_record_key_is_unreadable_for_its_key_alone() {
     assert_eq!(l.stats().await.expect("stats").total(), 1);
     let claim = Claim {
         key: key("k"),
-        token: qupid::ledger::Token(1),
+        token: qupid::ledger::Token::new(1),
     };
     let done = l.complete(&[claim]).await.expect("complete");
     assert!(

@@ -148,9 +148,9 @@ async fn connect_migrates_a_layout_1_namespace() {
         .expect("get")
         .expect("record");
     assert_eq!(done.state, State::Completed);
-    assert_eq!(done.token, Token(3));
+    assert_eq!(done.token, Token::new(3));
     assert_eq!(done.version.as_ref().map(|v| v.as_str()), Some("v1"));
-    assert_eq!(done.finished_at.map(|t| t.0), Some(1000));
+    assert_eq!(done.finished_at.map(|t| t.as_millis()), Some(1000));
     let special = "special key: spaces | pipes\nand a newline";
     let dead = l.get(&key(special)).await.expect("get").expect("record");
     assert_eq!(dead.state, State::Dead);
@@ -174,7 +174,7 @@ async fn connect_migrates_a_layout_1_namespace() {
     // completed key is a duplicate, and new tokens continue the old counter.
     let claim = Claim {
         key: key("old/00001"),
-        token: Token(2),
+        token: Token::new(2),
     };
     assert_eq!(
         l.complete(&[claim]).await.expect("complete"),
@@ -187,7 +187,7 @@ async fn connect_migrates_a_layout_1_namespace() {
         .expect("offer");
     assert_eq!(out[0], Offered::Duplicate(State::Completed));
     let lease = out[1].lease().expect("a new key is accepted");
-    assert_eq!(lease.token, Token(n as u64 + 2));
+    assert_eq!(lease.token, Token::new(n as u64 + 2));
 
     // Connecting again finds the current layout and changes nothing.
     let again = connect(&url, &ns).await;
@@ -302,7 +302,7 @@ async fn a_dropped_connect_leaves_a_migration_to_go_on_with() {
             .await
             .expect("get")
             .expect("record");
-        assert_eq!(r.token, Token(i as u64 + 1), "{r:?}");
+        assert_eq!(r.token, Token::new(i as u64 + 1), "{r:?}");
     }
 }
 

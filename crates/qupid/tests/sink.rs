@@ -23,11 +23,11 @@ use qupid::sink::{ObjectSink, Saved, SinkError, Stamp};
 use qupid::{Entry, MemoryLedger, Pipeline, Source, Version};
 
 fn ordered(v: u64, token: u64) -> Stamp {
-    Stamp::new(Some(Version::ordered(v)), Token(token))
+    Stamp::new(Some(Version::ordered(v)), Token::new(token))
 }
 
 fn opaque(v: &str, token: u64) -> Stamp {
-    Stamp::new(Some(Version::new(v).unwrap()), Token(token))
+    Stamp::new(Some(Version::new(v).unwrap()), Token::new(token))
 }
 
 async fn body(store: &dyn ObjectStore, path: &Path) -> String {
@@ -135,14 +135,14 @@ async fn opaque_versions_and_none_order_by_token() {
         .unwrap();
     assert!(!saved.is_written());
     let saved = sink
-        .save_stamped(&path, &Stamp::new(None, Token(8)), "none".into())
+        .save_stamped(&path, &Stamp::new(None, Token::new(8)), "none".into())
         .await
         .unwrap();
     assert!(saved.is_written());
     assert_eq!(body(&*store, &path).await, "none");
     assert_eq!(
         sink.stamp(&path).await.unwrap(),
-        Some(Stamp::new(None, Token(8)))
+        Some(Stamp::new(None, Token::new(8)))
     );
 }
 
@@ -241,7 +241,7 @@ impl Harness {
                 .get(&Attribute::Metadata(k.into()))
                 .map(|v| v.as_ref().to_owned())
         };
-        let token = Token(get("qupid-token")?.parse().ok()?);
+        let token = Token::new(get("qupid-token")?.parse().ok()?);
         let version = get("qupid-version").map(|v| match v.strip_prefix("ordered:") {
             Some(n) => Version::ordered(n.parse().unwrap()),
             None => Version::new(v.strip_prefix("opaque:").unwrap()).unwrap(),

@@ -320,7 +320,7 @@ async fn an_older_schema_is_read_without_a_migration() {
     let c = l.get(&key("c")).await.expect("get").expect("a record");
     assert_eq!(
         (c.token, c.version.as_ref().map(|v| v.as_str())),
-        (Token(3), Some("v1"))
+        (Token::new(3), Some("v1"))
     );
     drop(l);
     assert_eq!(std::fs::read(&path).expect("read"), before, "not migrated");

@@ -80,7 +80,7 @@ pub(super) async fn run(args: PurgeArgs, target: &Target, json: bool) -> anyhow:
         })
         .collect::<Vec<_>>()
         .join(" and ");
-    let cutoff = Timestamp(now.as_millis().saturating_sub(millis(age)));
+    let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(millis(age)));
     let text = if args.dry_run {
         format!(
             "dry run: would purge {counts} that finished {} or more ago (at or before {}); \

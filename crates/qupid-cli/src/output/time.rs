@@ -67,10 +67,10 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
-    const NOW: Timestamp = Timestamp(1_700_000_000_000);
+    const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
     fn at(offset_ms: i64) -> Timestamp {
-        Timestamp(NOW.0.checked_add_signed(offset_ms).unwrap())
+        Timestamp::from_millis(NOW.as_millis().checked_add_signed(offset_ms).unwrap())
     }
 
     #[test]
@@ -87,11 +87,17 @@ mod tests {
 
     #[test]
     fn utc_dates_match_known_instants() {
-        assert_eq!(utc(Timestamp(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(Timestamp::from_millis(0)), "1970-01-01T00:00:00Z");
         assert_eq!(utc(NOW), "2023-11-14T22:13:20Z");
         // A leap day, and the last second of a year.
-        assert_eq!(utc(Timestamp(951_782_400_000)), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(Timestamp(1_735_689_599_999)), "2024-12-31T23:59:59Z");
+        assert_eq!(
+            utc(Timestamp::from_millis(951_782_400_000)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            utc(Timestamp::from_millis(1_735_689_599_999)),
+            "2024-12-31T23:59:59Z"
+        );
         assert_eq!(both(at(-3_000), NOW), "2023-11-14T22:13:17Z (3s ago)");
     }
 }

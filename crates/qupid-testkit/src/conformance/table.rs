@@ -246,6 +246,8 @@ enum Seen {
     Duplicate(State),
     Outdated(State),
     Unreadable,
+    /// An answer of a kind this kit does not know (a newer qupid).
+    Unknown(String),
     Started(u32),
     Renewed,
     Done(bool),
@@ -279,6 +281,7 @@ impl Seen {
             Offered::Duplicate(st) => Seen::Duplicate(*st),
             Offered::Outdated(st) => Seen::Outdated(*st),
             Offered::Unreadable(_) => Seen::Unreadable,
+            other => Seen::Unknown(format!("{other:?}")),
         }
     }
 
@@ -298,7 +301,10 @@ fn facts(r: &Record) -> Facts<'_> {
         attempts: r.attempts,
         abandoned: r.abandoned,
         token: r.token,
-        at: r.expires_at.or(r.finished_at).unwrap_or(Timestamp(0)),
+        at: r
+            .expires_at
+            .or(r.finished_at)
+            .unwrap_or(Timestamp::from_millis(0)),
         version: r.version.as_ref(),
         newer: r.newer_version.as_ref(),
         error: r.last_error.as_deref(),
@@ -491,7 +497,7 @@ fn offered_version(row: &Row) -> Option<Version> {
 
 /// The claim token of a row: the key's own, or one it never had.
 fn token_of(row: &Row, prior: Option<&Record>) -> Token {
-    let own = prior.map_or(Token(1), |r| r.token);
+    let own = prior.map_or(Token::new(1), |r| r.token);
     let stale = matches!(
         row.step,
         Step::Start { stale: true }
@@ -501,7 +507,7 @@ fn token_of(row: &Row, prior: Option<&Record>) -> Token {
             | Step::Release { stale: true }
     );
     if stale {
-        Token(own.0 + 10_000_000)
+        Token::new(own.get() + 10_000_000)
     } else {
         own
     }

@@ -243,7 +243,7 @@ pub(crate) fn records_table<L>(
                         td.key { a href=(record_href(base, r.key.as_str())) { (text::shown(r.key.as_str())) } }
                         td.version { @match &r.version { Some(v) => (crate::text::Shown::short(v.as_str(), 40)), None => span.none { "-" } } }
                         td.num { (r.attempts) }
-                        td.num { (r.token.0) }
+                        td.num { (r.token.get()) }
                         td { @if leased { (when(r.expires_at, now)) } @else { (when(r.finished_at, now)) } }
                         @if state == State::Dead || leased {
                             td.error { @match &r.last_error { Some(e) => (crate::text::Shown::short(e, 120)), None => span.none { "-" } } }

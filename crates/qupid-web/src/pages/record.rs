@@ -56,7 +56,7 @@ async fn render<L: LedgerAdmin>(s: &Shared<L>, base: &str, uri: &Uri) -> Result<
             dt { "newer version" } dd { (opt(r.newer_version.as_ref().map(|v| v.as_str()))) }
             dt { "attempts" } dd { (r.attempts) }
             dt { "abandoned" } dd { (r.abandoned) }
-            dt { "token" } dd { (r.token.0) }
+            dt { "token" } dd { (r.token.get()) }
             dt { "lease expires" } dd {
                 (when(r.expires_at, now))
                 @if r.expires_at.is_some_and(|at| at < now) { " " span.warn { "(expired: the next offer takes the key over)" } }

@@ -409,7 +409,7 @@ fn purge_page<L>(
                     @if completed.is_some() && dead.is_some() { " and " }
                     @if let Some(n) = dead { strong id="would-dead" { (n) } " dead" }
                     " records that finished " (format_duration(ask.older_than)) " or more ago (at or before "
-                    (text::utc(Timestamp(now.as_millis().saturating_sub(u64::try_from(ask.older_than.as_millis()).unwrap_or(u64::MAX)))))
+                    (text::utc(Timestamp::from_millis(now.as_millis().saturating_sub(u64::try_from(ask.older_than.as_millis()).unwrap_or(u64::MAX)))))
                     "). Nothing was changed."
                 }
                 @if s.options.allow_writes {

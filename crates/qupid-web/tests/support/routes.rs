@@ -313,7 +313,7 @@ pub async fn records_show_everything_and_bad_keys_are_refused<L: LedgerAdmin>(fx
         "<span class=\"state dead\">dead</span>",
         "<dt>version</dt><dd>v1</dd>",
         "<dt>attempts</dt><dd>1</dd>",
-        &format!("<dt>token</dt><dd>{}</dd>", dead.token.0),
+        &format!("<dt>token</dt><dd>{}</dd>", dead.token.get()),
         "boom &lt;script&gt;",
     ] {
         assert!(a.body.contains(want), "{want:?} in {}", a.body);
@@ -341,7 +341,7 @@ pub async fn records_show_everything_and_bad_keys_are_refused<L: LedgerAdmin>(fx
         v,
         json!({
             "key": "dead/1", "state": "dead", "version": "v1", "newer_version": null,
-            "attempts": 1, "abandoned": 0, "token": dead.token.0, "expires_at_ms": null,
+            "attempts": 1, "abandoned": 0, "token": dead.token.get(), "expires_at_ms": null,
             "finished_at_ms": dead.finished_at.map(|t| t.as_millis()),
             "last_error": DEAD_ERROR, "superseded": false
         })

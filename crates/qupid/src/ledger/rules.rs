@@ -16,7 +16,7 @@
 //! use qupid::Policy;
 //!
 //! let policy = Policy::default();
-//! let now = Timestamp(1_000);
+//! let now = Timestamp::from_millis(1_000);
 //! // An absent key offered: a new record, Queued under a new lease.
 //! let d = decide(None, &Event::Offer { version: None, start: false }, &policy, now);
 //! let Write::Put { record, new_token: true } = d.write else { panic!("{:?}", d.write) };
@@ -24,8 +24,8 @@
 //! assert_eq!(d.answer, Answer::Accepted { expires_at: now.plus(policy.lease), attempts: 0 });
 //!
 //! // Started with the record's token: Running, attempt 1.
-//! let record = Facts { token: Token(7), ..record };
-//! let d = decide(Some(&record), &Event::Start { token: Token(7) }, &policy, now);
+//! let record = Facts { token: Token::new(7), ..record };
+//! let d = decide(Some(&record), &Event::Start { token: Token::new(7) }, &policy, now);
 //! assert!(matches!(d.write, Write::Put { record: Facts { state: State::Running, attempts: 1, .. }, .. }));
 //! ```
 

@@ -73,7 +73,20 @@ impl std::str::FromStr for State {
 /// to your store to make a save conditional ("write only if my token is the newest").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Token(pub u64);
+pub struct Token(pub(crate) u64);
+
+impl Token {
+    /// The token numbered `n`. Ledgers issue tokens; make one to read a token back from where
+    /// your store kept it, or in tests.
+    pub const fn new(n: u64) -> Token {
+        Token(n)
+    }
+
+    /// The token's number, to keep beside your output (a conditional save compares it).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -101,6 +114,7 @@ pub struct Failure {
 
 /// A lease granted by an accepted offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The fencing token of the lease.
     pub token: Token,
@@ -110,8 +124,21 @@ pub struct Lease {
     pub attempts: u32,
 }
 
+impl Lease {
+    /// A lease under `token` until `expires_at`, `attempts` made so far: what a ledger
+    /// answers for an accepted offer.
+    pub fn new(token: Token, expires_at: Timestamp, attempts: u32) -> Lease {
+        Lease {
+            token,
+            expires_at,
+            attempts,
+        }
+    }
+}
+
 /// The answer to one offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Offered {
     /// The key is yours to process: it is Queued under this lease.
     Accepted(Lease),
@@ -194,6 +221,7 @@ impl Unreadable {
 
 /// Why a ledger refused an operation on a claim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refused {
     /// The token is not the key's current one (another holder took over, or the key was
     /// removed or released): the caller no longer holds the key and must stop.
@@ -275,7 +303,10 @@ pub struct Purged {
 }
 
 /// Everything a ledger knows about one key.
+///
+/// A ledger of another crate builds one with [`Record::new`] and sets the other fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Record {
     /// The key.
     pub key: Key,
@@ -301,8 +332,30 @@ pub struct Record {
     pub superseded: bool,
 }
 
-/// Counts of records per state, and of the leases among them that expired.
+impl Record {
+    /// The record of `key` in `state` under `token`, with no version, no attempts, no times
+    /// and no error; set the other fields as the ledger holds them.
+    pub fn new(key: Key, state: State, token: Token) -> Record {
+        Record {
+            key,
+            state,
+            version: None,
+            newer_version: None,
+            attempts: 0,
+            abandoned: 0,
+            token,
+            expires_at: None,
+            finished_at: None,
+            last_error: None,
+            superseded: false,
+        }
+    }
+}
+
+/// Counts of records per state, and of the leases among them that expired. Build one from
+/// [`Stats::default`] and set its fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Records Queued.
     pub queued: u64,
@@ -393,6 +446,24 @@ pub struct Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constructors_fill_what_they_are_given_and_nothing_else() {
+        let key = Key::new("k").expect("valid");
+        let r = Record::new(key.clone(), State::Dead, Token::new(7));
+        assert_eq!((&r.key, r.state, r.token.get()), (&key, State::Dead, 7));
+        assert_eq!(
+            (r.version, r.newer_version, r.last_error),
+            (None, None, None)
+        );
+        assert_eq!((r.attempts, r.abandoned, r.superseded), (0, 0, false));
+        assert_eq!((r.expires_at, r.finished_at), (None, None));
+        let l = Lease::new(Token::new(3), Timestamp::from_millis(9), 2);
+        assert_eq!(
+            (l.token, l.expires_at.as_millis(), l.attempts),
+            (Token(3), 9, 2)
+        );
+    }
 
     #[test]
     fn only_an_ordered_offer_older_than_an_ordered_accepted_version_is_outdated() {

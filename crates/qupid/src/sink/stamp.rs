@@ -39,11 +39,11 @@ const OPAQUE_PREFIX: &str = "opaque:";
 /// use qupid::sink::Stamp;
 /// use qupid::Version;
 ///
-/// let v1 = Stamp::new(Some(Version::ordered(1)), Token(9));
-/// let v2 = Stamp::new(Some(Version::ordered(2)), Token(3));
+/// let v1 = Stamp::new(Some(Version::ordered(1)), Token::new(9));
+/// let v2 = Stamp::new(Some(Version::ordered(2)), Token::new(3));
 /// assert!(v1.is_older_than(&v2), "an ordered version orders before the token");
 ///
-/// let opaque = Stamp::new(Some(Version::new("etag-a")?), Token(4));
+/// let opaque = Stamp::new(Some(Version::new("etag-a")?), Token::new(4));
 /// assert!(v2.is_older_than(&opaque), "with an opaque version, only tokens order");
 /// # Ok::<(), qupid::Error>(())
 /// ```

@@ -177,7 +177,7 @@ pub(crate) async fn running_tokens(l: &AnyLedger) -> Result<HashMap<String, u64>
         running.extend(
             page.records
                 .into_iter()
-                .map(|r| (r.key.as_str().to_owned(), r.token.0)),
+                .map(|r| (r.key.as_str().to_owned(), r.token.get())),
         );
         match page.next {
             Some(k) => q = q.after(k),
