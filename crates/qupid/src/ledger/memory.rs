@@ -27,13 +27,11 @@ use crate::policy::{Keep, Policy, Retention};
 /// [`Clock`]: [`MonotonicClock`] by default (which follows tokio's clock, so paused-time tests
 /// work), or a [`ManualClock`](crate::clock::ManualClock) in tests.
 ///
-/// A retained finished key costs about 120 bytes plus its length (measured at a million keys;
-/// see the README's benchmark);
-/// `list` scans every shard, so it costs time in proportion to the number of keys. So does
-/// `stats` while any key is in flight: its counts per state are kept as keys move, but the
-/// expired leases are counted by walking the records of each shard that holds a leased key
-/// (about 15 ms for a million keys, measured on a shared 2-core machine). Indexing leases by
-/// expiry would cost every transition instead.
+/// A retained finished key costs a small fixed record plus its length (see the README's
+/// benchmark). `list` scans every shard, so it costs time in proportion to the number of
+/// keys. So does `stats` while any key is in flight: its counts per state are kept as keys
+/// move, but the expired leases are counted by walking the records of each shard that holds
+/// a leased key. Indexing leases by expiry would cost every transition instead.
 ///
 /// Cloning is cheap: clones share the same data. [`read_only`](MemoryLedger::read_only)
 /// makes a clone that refuses writes.

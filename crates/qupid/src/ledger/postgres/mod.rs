@@ -128,13 +128,9 @@
 //! # Scaling
 //!
 //! One namespace is one table that every process of a pipeline shares, so throughput is
-//! bounded by one server's writes. Measured on a 2-core machine against a local PostgreSQL
-//! 15 (default settings, `synchronous_commit = on`), batches of 256 keys: about 120,000
-//! new keys offered per second (about 2 ms per batch), 55,000 keys started and completed
-//! per second (two statements per batch), and 160,000 to 430,000 duplicate offers of
-//! completed keys per second (1 to 4 concurrent callers); over a network, add a round trip
-//! per statement. With a million records, an offer of 256 keys still takes about 2.5 ms,
-//! a `list` page under a millisecond, and `stats` about 80 ms.
+//! bounded by one server's writes: one statement per batch and per transition, and over a
+//! network a round trip each. Offers, `list` and `stats` go through indexes, so their cost
+//! grows slowly with the table (measured figures: the repository's `docs/ledgers.md`).
 //!
 //! Past one server, split the pipeline into several namespaces by key hash (keys are
 //! independent: each namespace is a complete ledger), on one server or several.

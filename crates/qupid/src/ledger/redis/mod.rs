@@ -33,18 +33,17 @@
 //! | `qupid:{NS}:clock_pinned_ms` | string | optional: when set, the ledger's clock reads this instead |
 //! | `qupid:{NS}:layout` | string | the layout version, `2`: written with the namespace's first token |
 //!
-//! Nothing scans the keyspace: no `KEYS`, no `SCAN`. `list` costs the same with millions of
-//! keys as with ten (measured with a million keys: a `list` page of 100 under 1 ms), and so
-//! do `stats`' counts per state (80 µs). Its count of expired leases ([`Stats::expired`](super::Stats::expired)) has
-//! no index to read (one scored by lease expiry would cost every renewal a sorted-set move),
-//! so it reads the record of every Queued and Running key, at most 2,000 per script (about
-//! 4 ms of the server's time; the client loops, passing on the first script's clock): it costs
-//! time in proportion to the keys in flight, not to the namespace. Measured on a shared
-//! 2-core machine: 0.5 ms with 100 keys in flight, 18 ms with 10,000, 0.2 s with 100,000
-//! (about 2 µs per key). The counts per state and the expired leases are of one moment as
-//! long as at most 2,000 keys are in flight; past that, each script counts its own chunk. A retained finished key costs one short string and two sorted-set
-//! entries, about 400 bytes for a 15-byte key (the key is stored three times); a leased key,
-//! one string and one entry, about 260 bytes. `list` answers at most 10,000 records per page.
+//! Nothing scans the keyspace: no `KEYS`, no `SCAN`. `list` and `stats`' counts per state
+//! cost the same with millions of keys as with ten. Its count of expired leases
+//! ([`Stats::expired`](super::Stats::expired)) has no index to read (one scored by lease
+//! expiry would cost every renewal a sorted-set move), so it reads the record of every Queued
+//! and Running key, at most 2,000 per script (the client loops, passing on the first
+//! script's clock): it costs time in proportion to the keys in flight, not to the namespace.
+//! The counts per state and the expired leases are of one moment as long as at most 2,000
+//! keys are in flight; past that, each script counts its own chunk. A retained finished key
+//! costs one short string and two sorted-set entries (the key is stored three times); a
+//! leased key, one string and one entry. `list` answers at most 10,000 records per page.
+//! Measured costs are in the repository's `docs/ledgers.md`.
 //!
 //! A record key holding something else than a record (a list, a hash, a string that does not
 //! decode: another program's key in the namespace, or a damaged record) is an answer for that
@@ -95,12 +94,9 @@
 //! sets, `TIME`).
 //!
 //! A pipeline spends two scripts per key: [`offer_and_start`](super::Ledger::offer_and_start)
-//! (one script: accepted keys go straight to Running) and `complete`. Counted with callgrind
-//! on Redis 7.0, keys offered and completed 256 at a time, one batch in flight: about 62,000
-//! server instructions per key, against 104,000 with layout 1 (a hash per record, one
-//! `HGETALL` and one `HSET` per key and script). Of those 62,000, about 24,000 are the sorted
-//! sets: the key enters and leaves the Running index, and enters the Completed one and the
-//! finish-time one.
+//! (one script: accepted keys go straight to Running) and `complete`. About two fifths of
+//! the server's work per key is the sorted sets: the key enters and leaves the Running index,
+//! and enters the Completed one and the finish-time one.
 //!
 //! # The clock, and moving it
 //!
@@ -136,17 +132,8 @@
 //! which sends each script to the node owning its namespace's slot and follows redirections
 //! and failovers; the whole conformance suite runs against a three-node cluster in the
 //! tests. Different namespaces hash to different slots, so pipelines with a namespace each
-//! spread over the nodes; one namespace is limited to one node's throughput. To spread one
-//! namespace over the cluster, tag keys by shard instead, `qupid:{NS:SHARD}:` with
-//! `SHARD = hash(key) % N` (designed, not built):
-//!
-//! - each batch is split by shard and sent as one script per shard (concurrently; items
-//!   keep their positions when the answers are merged back), since keys are independent;
-//! - each shard has its own indexes and token counter: tokens then grow per shard, which is
-//!   all fencing needs, since a token is only ever compared with the same key's;
-//! - `stats` sums the shards, `list` merges the shards' pages in key order, `purge` runs per
-//!   shard (by count: each shard keeps its share, or a merge finds the global cut-off);
-//! - `N` is fixed when the namespace is created: changing it would move keys between tags.
+//! spread over the nodes; one namespace is limited to one node's throughput: to go past it,
+//! split a pipeline's keys over several namespaces.
 //!
 //! # Failures
 //!

@@ -102,8 +102,8 @@
 //! holds one row per key, with partial indexes: by `(state, at)` of the finished rows for
 //! `purge`, and by key of the leased rows and of the Dead rows for `list` (Completed rows are
 //! listed in key order from the table itself). `stats` counts each state in its index, and
-//! the expired leases by reading each leased row's expiry through the leased index (about
-//! 0.5 ms per thousand keys in flight). Schema version 3; versions 1 and 2 also
+//! the expired leases by reading each leased row's expiry through the leased index (a cost
+//! in proportion to the keys in flight). Schema version 3; versions 1 and 2 also
 //! indexed every row by `(state, key)`, which cost a second index write per completed key.
 //! Opening a file written by an older qupid migrates it (opening it read-only reads it as it
 //! is: the versions differ only in their indexes); opening one written by a
