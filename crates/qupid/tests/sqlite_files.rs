@@ -225,7 +225,7 @@ async fn a_newer_schema_is_refused_and_left_untouched() {
     says(
         &err,
         &path,
-        &["written by a newer qupid: schema version 99, this build reads up to 3"],
+        &["written by a newer qupid: schema version 99, this build reads up to 1"],
     );
     let raw = rusqlite::Connection::open(&path).expect("raw connection");
     let v: i64 = raw

@@ -221,8 +221,8 @@ impl Builder {
     /// [`build`](Builder::build) then fails with [`ErrorKind::NotFound`] where there is no
     /// ledger (no file, an empty file, another program's SQLite database), and with
     /// [`ErrorKind::Corrupt`] for a file that is not SQLite at all or holds a ledger of a newer
-    /// qupid. A ledger of an older schema is read as it is, without a migration (the schema
-    /// versions differ in their indexes only). The ledger's write methods (`offer`, `start`,
+    /// qupid. A ledger of an older schema would be read as it is, without a migration. The
+    /// ledger's write methods (`offer`, `start`,
     /// `renew`, `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
     /// [`ErrorKind::ReadOnly`] and change nothing; `get`, `list`, `stats` and `now` read,
     /// seeing what writers (in this process or others) commit.

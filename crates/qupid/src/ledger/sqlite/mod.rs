@@ -103,11 +103,9 @@
 //! `purge`, and by key of the leased rows and of the Dead rows for `list` (Completed rows are
 //! listed in key order from the table itself). `stats` counts each state in its index, and
 //! the expired leases by reading each leased row's expiry through the leased index (a cost
-//! in proportion to the keys in flight). Schema version 3; versions 1 and 2 also
-//! indexed every row by `(state, key)`, which cost a second index write per completed key.
-//! Opening a file written by an older qupid migrates it (opening it read-only reads it as it
-//! is: the versions differ only in their indexes); opening one written by a
-//! newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
+//! in proportion to the keys in flight). This is schema version 1. Opening a file written by
+//! an older qupid will migrate it (the schema keeps its version and a list of migrations,
+//! each taking a file one version up); opening one written by a newer qupid fails with [`ErrorKind::Corrupt`] ("written by a newer qupid: schema version
 //! N, this build reads up to M") and leaves it untouched.
 //!
 //! # Damaged rows
@@ -177,7 +175,7 @@ struct Inner {
     synchronous: Synchronous,
     commit_window: Duration,
     /// The file's schema version when it was opened: [`schema::VERSION`] once a writer has
-    /// opened it; an older one may be read as it is by a read-only ledger.
+    /// opened it (a read-only ledger reads every version up to it as it is).
     schema: i64,
     // Dropped in this order: the writer finishes its requests before the reader goes.
     /// `None` for a read-only ledger.
@@ -279,6 +277,7 @@ impl fmt::Debug for SqliteLedger {
             .field("commit_window", &self.inner.commit_window)
             .field("clock", &self.inner.clock)
             .field("read_only", &self.is_read_only())
+            .field("schema", &self.inner.schema)
             .finish_non_exhaustive()
     }
 }
@@ -441,9 +440,8 @@ impl LedgerAdmin for SqliteLedger {
 
     async fn stats(&self) -> Result<Stats> {
         let r = &self.inner.reader;
-        let indexed = self.inner.schema >= 3;
         r.run("counting keys", move |cx| {
-            transitions::stats(cx.conn, cx.now(), indexed)
+            transitions::stats(cx.conn, cx.now())
         })
         .await
     }

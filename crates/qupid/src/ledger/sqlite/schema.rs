@@ -10,8 +10,8 @@
 //! sorts in byte order (the order of `list`). `state` is 0 queued, 1 running, 2 completed,
 //! 3 dead. `at` is the lease expiry while the key is leased and the finish time once it is
 //! finished, in milliseconds since the Unix epoch (as in the memory ledger). The table has no
-//! rowid, so every index carries the key. Since schema version 3 each index holds the rows of
-//! some states only, so the bulk of a ledger (Completed rows) costs one index, not two:
+//! rowid, so every index carries the key. Each index holds the rows of some states only, so
+//! the bulk of a ledger (Completed rows) costs one index, not two:
 //!
 //! - `(state, at, key) WHERE state >= 2` (finished rows, in time order) serves `purge` by age
 //!   and by count;
@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::errors::{corrupt, Res};
 
 /// The schema version this build writes, and the newest it reads.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 1;
 
 /// The first schema. Later versions are reached through [`MIGRATIONS`].
 const CREATE: &str = "
@@ -45,27 +45,18 @@ CREATE TABLE qupid_entries (
     newer      BLOB,
     error      TEXT
 ) WITHOUT ROWID;
-CREATE INDEX qupid_entries_by_state_key ON qupid_entries (state, key);
-CREATE INDEX qupid_entries_by_state_at ON qupid_entries (state, at);
+-- Finished rows in time order: purge by age and by count.
+CREATE INDEX qupid_entries_finished_by_state_at ON qupid_entries (state, at) WHERE state >= 2;
+-- Leased and Dead rows (few, in the usual ledger) in key order: list. Completed rows are
+-- listed in key order from the table itself, so completing a key writes one index.
+CREATE INDEX qupid_entries_leased_by_state_key ON qupid_entries (state, key) WHERE state < 2;
+CREATE INDEX qupid_entries_dead_by_key ON qupid_entries (key) WHERE state = 3;
 INSERT INTO qupid_meta (name, value) VALUES ('schema_version', 1), ('last_token', 0);
 ";
 
 /// `MIGRATIONS[i]` takes a file from schema version `i + 1` to `i + 2`. Append only: a file is
 /// brought up to [`VERSION`] by running, in order, every migration past its version.
-const MIGRATIONS: &[&str] = &[
-    // 2: the purge index holds finished rows only, so transitions between leased states
-    // (offer, start, renew, fail and retry) do not touch it.
-    "DROP INDEX qupid_entries_by_state_at;
-     CREATE INDEX qupid_entries_finished_by_state_at ON qupid_entries (state, at)
-       WHERE state >= 2;",
-    // 3: the key-ordered index holds leased and Dead rows only (few, in the usual ledger), so
-    // completing a key writes one big index (the purge index, in time order) instead of two.
-    // Completed rows are listed in key order from the table itself.
-    "DROP INDEX qupid_entries_by_state_key;
-     CREATE INDEX qupid_entries_leased_by_state_key ON qupid_entries (state, key)
-       WHERE state < 2;
-     CREATE INDEX qupid_entries_dead_by_key ON qupid_entries (key) WHERE state = 3;",
-];
+const MIGRATIONS: &[&str] = &[];
 
 // A new migration must come with a new version, and the other way round.
 const _: () = assert!(MIGRATIONS.len() as i64 + 1 == VERSION);
@@ -225,7 +216,7 @@ mod tests {
     fn older_files_are_migrated_in_order() {
         let conn = Connection::open_in_memory().expect("open");
         prepare(&conn).expect("prepare");
-        // The real migrations, then two more.
+        // The real migrations (none yet), then two more.
         let mut fake = MIGRATIONS.to_vec();
         fake.extend([
             "CREATE TABLE qupid_extra (a INTEGER)",
@@ -237,54 +228,6 @@ mod tests {
             .expect("both migrations ran");
         // Already at the newest: nothing runs twice.
         prepare_in_transaction(&conn, &fake).expect("migrate again");
-    }
-
-    #[test]
-    fn a_version_1_file_gets_the_partial_indexes() {
-        let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch(CREATE).expect("a version 1 file");
-        conn.execute(
-            "INSERT INTO qupid_entries VALUES (x'6b', 2, 0, 1, 0, 7, 100, NULL, NULL, NULL)",
-            [],
-        )
-        .expect("a completed key");
-        prepare(&conn).expect("migrate");
-        assert_eq!(version(&conn), VERSION);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("names");
-        assert_eq!(
-            indexes,
-            [
-                "qupid_entries_dead_by_key",
-                "qupid_entries_finished_by_state_at",
-                "qupid_entries_leased_by_state_key",
-            ]
-        );
-        let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2 \
-                 AND at <= ?2",
-                [2, 100],
-                |r| r.get(3),
-            )
-            .expect("plan");
-        assert!(
-            plan.contains("qupid_entries_finished_by_state_at"),
-            "{plan}"
-        );
-        let n: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM qupid_entries WHERE state = 2 AND state >= 2 AND at <= 100",
-                [],
-                |r| r.get(0),
-            )
-            .expect("count");
-        assert_eq!(n, 1, "the migrated index holds the rows already there");
     }
 
     /// Every read of `list`, `stats` and `purge` goes through an index (or, for Completed,

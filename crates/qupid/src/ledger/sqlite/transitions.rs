@@ -703,20 +703,10 @@ pub(super) const STATS_SQL: &str =
             (SELECT count(*) FROM qupid_entries INDEXED BY qupid_entries_leased_by_state_key
                WHERE state < 2 AND at <= ?1)";
 
-/// [`STATS_SQL`] for a file of schema version 1 or 2, read as it is by a read-only ledger:
-/// those versions have other indexes (so no `INDEXED BY`), and SQLite picks what it has.
-const STATS_SQL_OLDER: &str = "SELECT (SELECT count(*) FROM qupid_entries WHERE state = 0),
-            (SELECT count(*) FROM qupid_entries WHERE state = 1),
-            (SELECT count(*) FROM qupid_entries WHERE state = 2),
-            (SELECT count(*) FROM qupid_entries WHERE state = 3),
-            (SELECT count(*) FROM qupid_entries WHERE state < 2 AND at <= ?1)";
-
 /// The ledger's `stats`: one statement, so one consistent snapshot. A lease has expired when
 /// the clock has reached its expiry, as the next offer decides (`now < at` is a valid lease).
-/// `indexed`: the file has the indexes of schema version 3 ([`STATS_SQL`] names one).
-pub(super) fn stats(conn: &Connection, now: Timestamp, indexed: bool) -> Res<Stats> {
-    let sql = if indexed { STATS_SQL } else { STATS_SQL_OLDER };
-    let mut stmt = conn.prepare_cached(sql)?;
+pub(super) fn stats(conn: &Connection, now: Timestamp) -> Res<Stats> {
+    let mut stmt = conn.prepare_cached(STATS_SQL)?;
     let mut rows = stmt.query([sql_int(now.0)])?;
     let row = rows
         .next()?
