@@ -117,64 +117,6 @@ async fn a_ledger_reads_and_every_write_is_refused() {
     assert_eq!((a.state, a.token), (State::Queued, claim.token));
 }
 
-/// The first schema version, as an older qupid made it, with one row: read as it is, and
-/// left at version 1 (its index as it was) until a read-write connect upgrades it.
-#[tokio::test]
-async fn an_older_schema_is_read_without_an_upgrade() {
-    let (url, ns) = (url(), namespace("ro_v1"));
-    let _cleanup = Cleanup::new(&url, &ns);
-    let s = schema(&ns);
-    let client = raw(&url).await;
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA {s};
-             CREATE TABLE {s}.meta (
-                singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-                schema_version integer NOT NULL,
-                clock_offset_ms bigint NOT NULL DEFAULT 0,
-                clock_pinned_ms bigint
-             );
-             INSERT INTO {s}.meta (schema_version) VALUES (1);
-             CREATE SEQUENCE {s}.tokens AS bigint MINVALUE 1 NO CYCLE;
-             CREATE TABLE {s}.records (
-                key bytea PRIMARY KEY, rev bigint NOT NULL,
-                state smallint NOT NULL CHECK (state BETWEEN 0 AND 3),
-                token bigint NOT NULL, at_ms bigint NOT NULL, attempts integer NOT NULL,
-                abandoned integer NOT NULL, version bytea, newer bytea, last_error bytea,
-                superseded boolean NOT NULL
-             );
-             CREATE INDEX records_by_state ON {s}.records (state, key);
-             CREATE INDEX records_finished ON {s}.records (state, at_ms, key) WHERE state >= 2;
-             INSERT INTO {s}.records VALUES
-               ('\\x64'::bytea, 1, 3, 7, 1700000000000, 3, 0, NULL, NULL, 'boom'::bytea, false);
-             SELECT setval('{s}.tokens', 7);"
-        ))
-        .await
-        .expect("a version 1 schema");
-    let l = read_only(&url, &ns).await.expect("opens read-only");
-    assert_eq!(l.stats().await.expect("stats").dead, 1);
-    let page = l.list(&ListQuery::new(State::Dead)).await.expect("list");
-    assert_eq!(page.records.len(), 1);
-    let d = &page.records[0];
-    assert_eq!((d.key.as_str(), d.token), ("d", Token::new(7)));
-    assert_eq!(d.last_error.as_deref(), Some("boom"));
-    drop(l);
-    let sql = format!("SELECT schema_version FROM {s}.meta");
-    let version = client
-        .query_one(&sql, &[])
-        .await
-        .expect("meta")
-        .get::<_, i32>(0);
-    assert_eq!(version, 1, "not upgraded");
-    drop(connect(&url, &ns).await);
-    let version = client
-        .query_one(&sql, &[])
-        .await
-        .expect("meta")
-        .get::<_, i32>(0);
-    assert_eq!(version, 2, "a read-write connect upgrades");
-}
-
 #[tokio::test]
 async fn a_newer_or_foreign_schema_is_corrupt() {
     let (url, ns) = (url(), namespace("ro_newer"));

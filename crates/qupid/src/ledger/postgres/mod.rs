@@ -39,7 +39,7 @@
 //! Keys, versions and errors are `bytea`, because `text` cannot hold the NUL character that a
 //! key may contain; `bytea` sorts bytewise, which is the key order `list` promises.
 //!
-//! Indexes (schema version 2): besides the primary key, each holds the records of some states
+//! Indexes (schema version 1): besides the primary key, each holds the records of some states
 //! only, so that the bulk of a ledger, its Completed records, is in two indexes, not three,
 //! and completing a key writes two index entries:
 //!
@@ -93,11 +93,10 @@
 //!
 //! # Schema versions
 //!
-//! Connecting creates the schema, or upgrades one made by an older qupid, in one transaction
-//! under an advisory lock, never dropping data. Version 1 indexed every record by `(state,
-//! key)`; version 2 replaces that index with the partial `records_leased` and `records_dead`
-//! (see [Data layout](#data-layout)). The upgrade builds them from the records already there,
-//! holding off the namespace's writes while it does (under a second for a million records). A schema made by a *newer* qupid, or a schema
+//! This is schema version 1. Connecting creates the schema, or upgrades one made by an older
+//! qupid, step by step in one transaction under an advisory lock, never dropping data (the
+//! schema keeps its version in `meta`, and each later version will be one more step). A
+//! schema made by a *newer* qupid, or a schema
 //! of that name holding objects qupid did not make, is refused with
 //! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and left untouched.
 //!
