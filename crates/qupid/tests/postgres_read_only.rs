@@ -9,7 +9,7 @@
 mod postgres_support;
 
 use postgres_support::{connect, namespace, raw, schema, url, Cleanup};
-use qupid::ledger::{Claim, ListQuery, PostgresLedger, State, Token};
+use qupid::ledger::{Claim, PostgresLedger, State};
 use qupid::{ErrorKind, Key, Ledger, LedgerAdmin, Offer, Policy, Retention};
 use tokio_postgres::Client;
 
