@@ -1,9 +1,9 @@
 //! Looking never writes: `stats`, `list`, `show` (and `purge --dry-run`) open the ledger
 //! read-only. Where there is no ledger they say "no qupid ledger here", naming the file or the
 //! namespace, exit 2 and leave everything as it was — another program's SQLite file, an empty
-//! file, a mistyped PostgreSQL namespace, a Redis namespace with no keys, a Redis namespace of
-//! an older layout; they read a ledger file and folder this process may not write. The
-//! commands that change records create and migrate as before.
+//! file, a mistyped PostgreSQL namespace, a Redis namespace with no keys; they read a ledger
+//! file and folder this process may not write. The commands that change records create as
+//! before.
 
 mod support;
 
@@ -270,66 +270,4 @@ fn redis_keys(b: &Backend) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
-}
-
-/// A namespace as an older qupid wrote it (layout 1: one hash per record, no layout marker):
-/// the commands that look say it must be migrated and leave it so; a command that writes
-/// migrates it, as before.
-#[test]
-fn a_redis_namespace_of_layout_1_is_not_migrated_by_looking() {
-    let b = Backend::redis();
-    let mut c = redis_conn(&b);
-    let ns = &b.namespace;
-    let k = |suffix: &str| format!("qupid:{{{ns}}}:{suffix}");
-    for (cmd, args) in [
-        (
-            "HSET",
-            vec![
-                k("r:old/1"),
-                "s".into(),
-                "d".into(),
-                "t".into(),
-                "1".into(),
-                "x".into(),
-                "1000".into(),
-                "a".into(),
-                "3".into(),
-                "b".into(),
-                "0".into(),
-                "e".into(),
-                "boom".into(),
-            ],
-        ),
-        ("ZADD", vec![k("idx:dead"), "0".into(), "old/1".into()]),
-        ("ZADD", vec![k("fin:dead"), "1000".into(), "old/1".into()]),
-        ("SET", vec![k("token"), "1".into()]),
-    ] {
-        redis::cmd(cmd)
-            .arg(args)
-            .exec(&mut c)
-            .expect("write layout 1");
-    }
-    let before = redis_keys(&b);
-    for look in LOOKS {
-        let out = b.qupid().args(look).assert().code(2).get_output().clone();
-        let err = String::from_utf8(out.stderr).expect("UTF-8");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains("layout 1") && err.contains("migrate"),
-            "{look:?}: {err}"
-        );
-    }
-    assert_eq!(redis_keys(&b), before, "not migrated");
-    assert!(before.contains(&(k("r:old/1"), "hash".to_owned())));
-
-    b.qupid().args(["retry", "old/1"]).assert().success();
-    let after = redis_keys(&b);
-    assert!(
-        after.contains(&(k("layout"), "string".to_owned())),
-        "{after:?}"
-    );
-    assert!(
-        !after.iter().any(|(_, t)| t == "hash"),
-        "migrated: {after:?}"
-    );
 }

@@ -37,9 +37,7 @@ pub enum ErrorKind {
     /// never creates a ledger, where a read-write one would have.
     NotFound,
     /// The ledger was opened [read-only](crate::ledger#read-only-ledgers) and the call would
-    /// write to it: every write method answers this, changing nothing. Also a namespace that
-    /// can only be read after a migration (a Redis namespace of an older layout), which is a
-    /// write too.
+    /// write to it: every write method answers this, changing nothing.
     ReadOnly,
 }
 

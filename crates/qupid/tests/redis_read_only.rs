@@ -1,6 +1,5 @@
 //! A Redis ledger opened read-only: a namespace with no keys is "no qupid ledger here" and
-//! stays without keys, and every write is refused. (A namespace of layout 1 read-only:
-//! `redis_layout`.)
+//! stays without keys, and every write is refused.
 //!
 //! Needs a Redis server (see `redis_support`).
 

@@ -86,8 +86,7 @@ impl AnyLedger {
     /// As [`open`](AnyLedger::open), and [`ErrorKind::NotFound`] where there is no ledger to
     /// read: no SQLite file, an empty one or another program's database; no schema for the
     /// namespace in PostgreSQL; no key of the namespace in Redis. A file that is not SQLite
-    /// at all is [`ErrorKind::Corrupt`], as for `open`. A Redis namespace of an older layout,
-    /// which is read only once migrated, is [`ErrorKind::ReadOnly`].
+    /// at all is [`ErrorKind::Corrupt`], as for `open`.
     pub async fn open_read_only(url: &str, namespace: &str) -> Result<Self> {
         Self::open_with(url, namespace, true).await
     }

@@ -91,10 +91,10 @@
 //!   [`ErrorKind::NotFound`](crate::ErrorKind::NotFound), where a read-write open would have
 //!   made one. A file that is not SQLite at all is still
 //!   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt);
-//! - **an older layout is read as it is** where it can be (SQLite and PostgreSQL schemas of
-//!   older versions differ only in their indexes); a Redis namespace of layout 1, whose
-//!   records are only readable once migrated, fails with
-//!   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly);
+//! - **a ledger of an older schema** (none yet: each ledger is at its first) will be read
+//!   as it is where the versions allow it, and refused with
+//!   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) where only a migration (a write)
+//!   makes it readable;
 //! - **every write method** (`offer`, `offer_and_start`, `start`, `renew`, `complete`,
 //!   `fail`, `release`, `remove`, `retry`, `purge`) answers
 //!   [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) and changes nothing, empty batches

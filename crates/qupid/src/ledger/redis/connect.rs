@@ -32,7 +32,7 @@ const RECONNECT_RETRIES: usize = 3;
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`read_only`](Builder::read_only) | `false` | opens read-write: migrates a namespace of an older layout |
+/// | [`read_only`](Builder::read_only) | `false` | opens read-write (connecting itself writes nothing either) |
 ///
 /// ```no_run
 /// use qupid::ledger::RedisLedger;
@@ -88,11 +88,8 @@ impl RedisLedger {
     /// servers use); it must name the host. `rediss://host:6380/#insecure` skips the
     /// checks — for a test server with a self-signed certificate, never in production.
     ///
-    /// A namespace written by an older qupid (layout 1, one hash per record) is migrated to the
-    /// current layout here, a few thousand records per script (see
-    /// [Layout versions](super#layout-versions)). Stop the instances of the older version
-    /// first: their scripts fail on migrated records (with [`ErrorKind::Corrupt`], changing
-    /// nothing), and this build's fail on the namespace until its migration has finished.
+    /// Connecting reads the namespace's layout marker and writes nothing (see
+    /// [Layout versions](super#layout-versions)).
     ///
     /// The connection is a [`ConnectionManager`]: one multiplexed connection shared by every
     /// clone of the ledger, re-established by itself after a network error. A call that gets
@@ -111,8 +108,8 @@ impl RedisLedger {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes closes the connection. A migration stopped
-    /// that way has converted whole chunks of records; the next `connect` goes on with it.
+    /// Dropping the future before it completes closes the connection; connecting writes
+    /// nothing, so nothing is left half-done.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         Self::builder(url, namespace).connect().await
     }
@@ -175,18 +172,15 @@ impl RedisLedger {
 }
 
 impl Builder {
-    /// Opens the namespace read-only, to look and never write: connecting migrates nothing
-    /// and creates nothing, and the ledger's write methods (`offer`, `start`, `renew`,
+    /// Opens the namespace read-only, to look and never write: connecting creates nothing,
+    /// and the ledger's write methods (`offer`, `start`, `renew`,
     /// `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
     /// [`ErrorKind::ReadOnly`] without a round trip; `get`, `list`, `stats` and `now` read as
     /// usual. See [Read-only ledgers](crate::ledger#read-only-ledgers).
     ///
     /// [`connect`](Builder::connect) then fails with [`ErrorKind::NotFound`] if the namespace
     /// holds none of its keys (no token counter, no index, no layout marker: nothing was ever
-    /// offered in it), and with [`ErrorKind::ReadOnly`] for a namespace of layout 1, written
-    /// by an older qupid: its records are read only once migrated, and a migration is a
-    /// write (connect read-write once to migrate it; see [Layout
-    /// versions](super#layout-versions)). The eviction policy is checked as for a read-write
+    /// offered in it). The layout and the eviction policy are checked as for a read-write
     /// connect.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
@@ -285,16 +279,12 @@ async fn connect_nodes(nodes: &[String]) -> Result<(Conn, String)> {
 }
 
 impl RedisLedger {
-    /// Checks the server's eviction policy, migrates the namespace if need be (or, read-only,
-    /// checks that it holds a ledger this build reads), and answers the ledger.
+    /// Checks the server's eviction policy and the namespace (a layout this build reads; for
+    /// a read-only open, a ledger at all), and answers the ledger.
     async fn open(conn: Conn, shown: String, namespace: &str, read_only: bool) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
         let keys = Keys::new(namespace);
-        if read_only {
-            probe(&conn, &keys, namespace, &shown).await?;
-        } else {
-            migrate(&conn, &keys, namespace).await?;
-        }
+        probe(&conn, &keys, namespace, &shown, read_only).await?;
         Ok(RedisLedger {
             inner: Arc::new(Inner {
                 conn,
@@ -325,74 +315,31 @@ fn cannot_connect(e: ::redis::RedisError, shown: &str) -> Error {
     Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
 }
 
-/// Records a migration script converts per call: small enough not to block the server for
-/// long (a few ms).
-const MIGRATE_CHUNK: u64 = 2_000;
-
-/// Brings the namespace to the current layout (nothing to do for a new one or a current one):
-/// runs the migration script until it says it is done.
-async fn migrate(conn: &Conn, keys: &Keys, namespace: &str) -> Result<()> {
-    let (mut state, mut after) = (Vec::new(), Vec::new());
-    let mut converted = 0u64;
-    loop {
-        let mut inv = prepare(&SCRIPTS.migrate, keys);
-        inv.arg(&state).arg(&after).arg(MIGRATE_CHUNK);
-        let values = run(&inv, conn, "migrate", namespace).await?;
-        let [Value::BulkString(s), Value::BulkString(m), Value::Int(n)] = values.as_slice() else {
-            return Err(Error::new(
-                ErrorKind::Ledger,
-                format!("the redis migrate script answered an unexpected reply: {values:?}"),
-            ));
-        };
-        converted += u64::try_from(*n).unwrap_or(0);
-        if s.is_empty() {
-            if converted > 0 {
-                tracing::info!(
-                    namespace,
-                    records = converted,
-                    "migrated the redis namespace to layout 2"
-                );
-            }
-            return Ok(());
-        }
-        (state, after) = (s.clone(), m.clone());
-    }
-}
-
-/// For a read-only open: `Ok` if the namespace holds a ledger of the current layout;
-/// [`ErrorKind::NotFound`] if it holds none of its keys; [`ErrorKind::ReadOnly`] if it holds
-/// records of layout 1, which only a migration (a write) makes readable. Writes nothing.
-async fn probe(conn: &Conn, keys: &Keys, namespace: &str, shown: &str) -> Result<()> {
+/// Checks, with reads only, that the namespace holds nothing or a ledger of the layout this
+/// build reads ([`ErrorKind::Corrupt`] for another layout or damaged namespace keys, from the
+/// script); a `read_only` open also needs a ledger there ([`ErrorKind::NotFound`] for a
+/// namespace with none of its keys).
+async fn probe(
+    conn: &Conn,
+    keys: &Keys,
+    namespace: &str,
+    shown: &str,
+    read_only: bool,
+) -> Result<()> {
     let inv = prepare(&SCRIPTS.probe, keys);
     let values = run(&inv, conn, "probe", namespace).await?;
-    let (existing, layout, tokens) = match values.as_slice() {
-        [Value::Int(n), Value::BulkString(layout), Value::BulkString(tokens)] => {
-            (*n, layout.as_slice(), tokens.as_slice())
-        }
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Ledger,
-                format!("the redis probe script answered an unexpected reply: {values:?}"),
-            ))
-        }
+    let [Value::Int(existing)] = values.as_slice() else {
+        return Err(Error::new(
+            ErrorKind::Ledger,
+            format!("the redis probe script answered an unexpected reply: {values:?}"),
+        ));
     };
-    if existing == 0 {
+    if read_only && *existing == 0 {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!(
                 "no qupid ledger here: namespace {namespace:?} holds no keys in redis at \
                  {shown} (nothing was ever offered in it; a read-only open creates nothing)"
-            ),
-        ));
-    }
-    if layout.is_empty() && tokens == b"1" {
-        return Err(Error::new(
-            ErrorKind::ReadOnly,
-            format!(
-                "redis namespace {namespace:?} at {shown} holds records of layout 1, written by \
-                 an older qupid: they can be read once migrated, and a read-only open does not \
-                 migrate (a write); open it read-write once to migrate it (stop the older \
-                 instances first); nothing was changed"
             ),
         ));
     }

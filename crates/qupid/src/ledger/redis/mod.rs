@@ -31,7 +31,7 @@
 //! | `qupid:{NS}:token` | string | the fencing-token counter: the last token drawn (read once and written once by a call that draws tokens) |
 //! | `qupid:{NS}:clock_offset_ms` | string | optional: milliseconds added to the server's clock |
 //! | `qupid:{NS}:clock_pinned_ms` | string | optional: when set, the ledger's clock reads this instead |
-//! | `qupid:{NS}:layout` | string | the layout version, `2`: written with the namespace's first token |
+//! | `qupid:{NS}:layout` | string | the layout version, `1`: written with the namespace's first token |
 //!
 //! Nothing scans the keyspace: no `KEYS`, no `SCAN`. `list` and `stats`' counts per state
 //! cost the same with millions of keys as with ten. Its count of expired leases
@@ -69,14 +69,11 @@
 //!
 //! ## Layout versions
 //!
-//! Layout 1, written by earlier builds of qupid, kept each record as a hash. [`RedisLedger::connect`]
-//! migrates such a namespace: it converts the records 2,000 per script (walking the state
-//! indexes, so a stopped migration goes on where it stopped) and then writes the marker.
-//! Until then, and for a marker of an unknown (newer) layout, every script fails with
-//! [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), changing nothing. A
-//! [read-only](Builder::read_only) connect migrates nothing: it refuses a namespace of
-//! layout 1 with [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly). A new namespace gets
-//! its marker with its first token, so `connect` alone still writes nothing.
+//! This is layout 1: `qupid:{NS}:layout` holds `1`, written with the namespace's first token
+//! (so `connect` alone writes nothing). [`RedisLedger::connect`] and every script read the
+//! marker: a marker of another (newer) layout, or a token counter without a marker, fails
+//! with [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and changes nothing. A later layout
+//! will come with its migration, run by `connect`.
 //!
 //! # Cost
 //!

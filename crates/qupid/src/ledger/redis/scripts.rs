@@ -33,7 +33,6 @@ pub(super) struct Scripts {
     pub(super) list: Script,
     pub(super) stats: Script,
     pub(super) now: Script,
-    pub(super) migrate: Script,
     pub(super) probe: Script,
 }
 
@@ -61,7 +60,6 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     list: script!("list.lua"),
     stats: script!("stats.lua"),
     now: script!("now.lua"),
-    migrate: script!("migrate.lua"),
     probe: script!("probe.lua"),
 });
 

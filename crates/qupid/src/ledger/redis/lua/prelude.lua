@@ -3,7 +3,7 @@
 -- KEYS[1] fencing-token counter      KEYS[2] clock offset (ms)     KEYS[3] pinned clock (ms)
 -- KEYS[4..7] key-ordered indexes of queued, running, completed, dead (sorted sets, score 0)
 -- KEYS[8..9] finish-time indexes of completed, dead (sorted sets, score = finish time in ms)
--- KEYS[10]   the layout marker ('2'; written with the first token)
+-- KEYS[10]   the layout marker ('1'; written with the first token)
 -- KEYS[11..] the records of the batch (batch scripts), in the caller's order
 -- ARGV[1]    the record-key prefix: a record's key is ARGV[1] .. the user's key
 -- ARGV[2]    in batch scripts (those over records): '1' if no key is in the batch twice
@@ -34,7 +34,7 @@ local tonumber, format, find, sub, match, byte, min, unpack = tonumber, string.f
 local PREFIX = ARGV[1]
 local PLEN = #PREFIX
 local FIXED = 10
-local LAYOUT = '2'
+local LAYOUT = '1'
 local CODE = { q = 0, r = 1, c = 2, d = 3 }
 local IDX = { q = KEYS[4], r = KEYS[5], c = KEYS[6], d = KEYS[7] }
 local FIN = { c = KEYS[8], d = KEYS[9] }
@@ -83,8 +83,8 @@ local STORED = {}
 
 -- Checks the namespace-wide keys: integer strings and sorted sets, or absent, and the layout
 -- marker. One GET each for the strings (a GET of another type fails with WRONGTYPE), one TYPE
--- each for the sets. Only `migrating` accepts a namespace of the older layout.
-local function check_fixed(migrating)
+-- each for the sets.
+local function check_fixed()
   for i = 1, 3 do
     local v = rpcall('GET', KEYS[i])
     if type(v) == 'table' and v.err then
@@ -113,10 +113,10 @@ local function check_fixed(migrating)
       return corrupt(KEYS[10], 'layout ' .. LAYOUT,
         'layout ' .. layout .. ' (written by a newer qupid?)')
     end
-  elseif STORED[1] and not migrating then
-    -- Tokens were drawn, but by a build that wrote no marker: the records are hashes.
+  elseif STORED[1] then
+    -- Every build writes the marker with the namespace's first token.
     return corrupt(KEYS[10], 'layout ' .. LAYOUT,
-      'no layout marker: records of an older qupid, which RedisLedger::connect migrates')
+      'no layout marker beside a token counter (a damaged namespace, or another program\'s keys)')
   end
   return nil
 end
@@ -235,13 +235,11 @@ local function fields(s, p, t, x, a, b, v, n, e)
 end
 
 -- What a key that MGET found no string at holds: false if it does not exist, else its type
--- in words (a hash is most likely a record of an older layout).
+-- in words.
 local function foreign(k)
   local t = typeof(k)
   if t == 'none' then
     return false
-  elseif t == 'hash' then
-    return 'a hash (a record of an older qupid? RedisLedger::connect migrates a namespace)'
   end
   return 'a ' .. t
 end
