@@ -269,3 +269,44 @@ async fn publish_batch_until_gives_back_what_it_could_not_offer_in_time() {
         assert_eq!(state(&ledger, k).await, None, "{k} was not offered");
     }
 }
+
+/// A loop of one's own over the queue's public API does what the pipeline does: an
+/// `Attempt` from the job, a deadline handle, and a completion recorded without waiting
+/// for the answer.
+#[tokio::test(start_paused = true)]
+async fn jobs_complete_later_and_hand_out_their_deadline() {
+    let ledger = MemoryLedger::new();
+    let mut policy = Policy::default();
+    policy.lease = Duration::from_secs(10);
+    let queue = Queue::builder(ledger.clone())
+        .policy(policy)
+        .build()
+        .unwrap();
+    let sub = queue.subscribe();
+    queue.publish(entry("a")).await.unwrap();
+    let job = sub.recv().await.unwrap();
+    let attempt = qupid::Attempt::of(&job);
+    assert_eq!(
+        (attempt.key().as_str(), attempt.token(), attempt.number()),
+        ("a", job.token(), 1)
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &job.shared_entry(),
+        &job.shared_entry()
+    ));
+    let deadline = job.lease_deadline();
+    assert_eq!(deadline.get(), job.deadline());
+    assert_eq!(attempt.deadline(), job.deadline());
+    assert!(!deadline.is_expired());
+
+    job.complete_later();
+    // The completion goes out with the queue's next batch.
+    for _ in 0..100 {
+        if state(&ledger, "a").await == Some(State::Completed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state(&ledger, "a").await, Some(State::Completed));
+    assert_eq!(queue.held(), 0, "the claim is given up");
+}

@@ -7,8 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::key::{Entry, Key, Version};
 use crate::ledger::Token;
-use crate::queue::core::{Grant, Renewals};
-use crate::queue::Job;
+use crate::queue::{Job, LeaseDeadline};
 
 /// One attempt at processing one entry, handed to the pipeline's `process` and `save` steps.
 ///
@@ -20,21 +19,19 @@ pub struct Attempt<T> {
     token: Token,
     number: u32,
     lost: CancellationToken,
-    renewals: Arc<Renewals>,
-    grant: Grant,
+    deadline: LeaseDeadline,
 }
 
 impl<T> Attempt<T> {
-    /// The attempt `job` is making now.
-    pub(crate) fn of(job: &Job<T>) -> Self {
-        let (renewals, grant) = job.lease_clock();
+    /// The attempt `job` is making now (built from the job's public API, as a loop of your
+    /// own over a [`Queue`](crate::Queue) can build one).
+    pub fn of(job: &Job<T>) -> Self {
         Attempt {
             entry: job.shared_entry(),
             token: job.token(),
             number: job.attempt(),
             lost: job.lease_lost().clone(),
-            renewals,
-            grant,
+            deadline: job.lease_deadline(),
         }
     }
 
@@ -77,7 +74,7 @@ impl<T> Attempt<T> {
     /// renew). A `save` that takes long can check it again before its final write; only a
     /// write conditional on the [`token`](Attempt::token) closes the window entirely.
     pub fn deadline(&self) -> tokio::time::Instant {
-        self.renewals.deadline(self.grant)
+        self.deadline.get()
     }
 
     /// Whether the [`deadline`](Attempt::deadline) has passed.
@@ -98,8 +95,7 @@ impl<T> Clone for Attempt<T> {
             token: self.token,
             number: self.number,
             lost: self.lost.clone(),
-            renewals: self.renewals.clone(),
-            grant: self.grant,
+            deadline: self.deadline.clone(),
         }
     }
 }

@@ -110,7 +110,9 @@ impl<T> Job<T> {
         &self.entry
     }
 
-    pub(crate) fn shared_entry(&self) -> Arc<Entry<T>> {
+    /// The entry, shared: a cheap handle to keep past the job (the job's own
+    /// [`entry`](Job::entry) is the same value).
+    pub fn shared_entry(&self) -> Arc<Entry<T>> {
         self.entry.clone()
     }
 
@@ -150,10 +152,14 @@ impl<T> Job<T> {
         self.core.renewals.deadline(self.grant)
     }
 
-    /// What an [`Attempt`](crate::Attempt) needs to follow the deadline: the renewals and
-    /// when the lease was granted.
-    pub(crate) fn lease_clock(&self) -> (Arc<Renewals>, Grant) {
-        (self.core.renewals.clone(), self.grant)
+    /// The [`deadline`](Job::deadline) as a handle to hand to code that does not hold the job
+    /// (a task that saves its output, say): it follows the background renewals as the job
+    /// does, while the job holds the key (after the job ends it means nothing).
+    pub fn lease_deadline(&self) -> LeaseDeadline {
+        LeaseDeadline {
+            renewals: self.core.renewals.clone(),
+            grant: self.grant,
+        }
     }
 
     /// Cancelled when the lease is found lost; select on `lease_lost().cancelled()` to stop.
@@ -241,9 +247,16 @@ impl<T> Job<T> {
         out
     }
 
-    /// Completes without waiting for the answer: the queue's batching task records it (and
-    /// counts a lost lease, if it was lost). Transient ledger errors are not retried here.
-    pub(crate) fn complete_later(mut self) {
+    /// Completes without waiting for the ledger's answer: the queue records the completion
+    /// with others in its next batch, so a worker goes on to its next job at once. For when
+    /// nothing depends on the answer (a [`Pipeline`](crate::Pipeline) completes this way).
+    ///
+    /// The answer is still counted: a lost lease in `qupid_lease_lost_total`, a ledger error
+    /// in `qupid_ledger_errors_total` (and logged). A completion the ledger did not take is
+    /// not retried: the key stays Running until its lease expires, and the next poll offers
+    /// it again (so the save runs again: saves must be idempotent, as always). Use
+    /// [`complete`](Job::complete) to know the outcome.
+    pub fn complete_later(mut self) {
         self.ended = true;
         self.core
             .send_later(super::core::Ask::Complete, self.claim.clone());
@@ -335,5 +348,32 @@ impl<T> fmt::Debug for Job<T> {
             .field("attempt", &self.attempt)
             .field("running", &self.running)
             .finish_non_exhaustive()
+    }
+}
+
+/// When a job's lease runs out by this process's monotonic clock: a cheap handle made by
+/// [`Job::lease_deadline`], that follows the background renewals as the job does, while the
+/// job holds its key.
+#[derive(Clone)]
+pub struct LeaseDeadline {
+    renewals: Arc<Renewals>,
+    grant: Grant,
+}
+
+impl LeaseDeadline {
+    /// The deadline now (renewals move it later); see [`Job::deadline`].
+    pub fn get(&self) -> tokio::time::Instant {
+        self.renewals.deadline(self.grant)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.get()
+    }
+}
+
+impl std::fmt::Debug for LeaseDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaseDeadline").field(&self.get()).finish()
     }
 }

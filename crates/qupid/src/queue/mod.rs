@@ -32,7 +32,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-pub use job::{FailOutcome, Job};
+pub use job::{FailOutcome, Job, LeaseDeadline};
 
 use self::core::{ender, renewer, Core, Grant, Registry, Renewals};
 use crate::error::{Error, ErrorKind, Result};
