@@ -156,7 +156,7 @@ async fn drop_schema(client: &Client, schema: &str) -> Result<(), String> {
 /// One run of qupid's pipeline in a fresh namespace, dropped afterwards.
 async fn qupid_run(url: &str, client: &Client, entries: usize) -> Result<Duration, String> {
     let ns = fresh_name("bench");
-    let ledger = PostgresLedger::connect(url, &ns)
+    let ledger = PostgresLedger::open(url, &ns)
         .await
         .map_err(|e| format!("cannot open a PostgresLedger: {e}"))?;
     let schema = ledger.schema();

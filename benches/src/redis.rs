@@ -172,7 +172,7 @@ async fn qupid_run(
     entries: usize,
 ) -> Result<Duration, String> {
     let ns = fresh_name("bench");
-    let ledger = RedisLedger::connect(url, &ns)
+    let ledger = RedisLedger::open(url, &ns)
         .await
         .map_err(|e| format!("cannot open a RedisLedger: {e}"))?;
     let d = qupid_pipeline(ledger, entries).await;

@@ -169,7 +169,7 @@ fn raw_on_ledger_schema_run(
     let dir = TempDir::new()?;
     rt.block_on(async {
         let ledger = SqliteLedger::builder(dir.file())
-            .build()
+            .open()
             .await
             .map_err(|e| format!("cannot open a SqliteLedger in {}: {e}", dir.0.display()))?;
         drop(ledger);
@@ -210,7 +210,7 @@ fn qupid_run(
     rt.block_on(async {
         let ledger = SqliteLedger::builder(dir.file())
             .synchronous(sync)
-            .build()
+            .open()
             .await
             .map_err(|e| format!("cannot open a SqliteLedger in {}: {e}", dir.0.display()))?;
         Ok(qupid_pipeline(ledger, entries).await)

@@ -86,14 +86,14 @@ async fn main() -> Res<()> {
     // Finished nine and twelve days ago.
     let old = SqliteLedger::builder(&path)
         .clock(Behind(9 * DAY))
-        .build()
+        .open()
         .await?;
     complete(&old, "orders/0997").await?;
     complete(&old, "orders/0998").await?;
     drop(old);
     let older = SqliteLedger::builder(&path)
         .clock(Behind(12 * DAY))
-        .build()
+        .open()
         .await?;
     kill(&older, "orders/0999", "invalid JSON at line 1 column 7").await?;
     drop(older);

@@ -27,7 +27,7 @@ async fn an_unreachable_server_is_unavailable_and_named() {
     let url = "postgres://qupid:s3cret@127.0.0.1:1/test";
     let err = PostgresLedger::builder(url, "orders")
         .connect_timeout(Duration::from_secs(2))
-        .connect()
+        .open()
         .await
         .expect_err("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -48,13 +48,13 @@ async fn an_unreachable_server_is_unavailable_and_named() {
 async fn bad_settings_are_config_errors() {
     for ns in ["", "Orders", "a-b", "a b", "x;drop", &"n".repeat(49)] {
         // Checked before connecting: an unreachable URL does not matter.
-        let err = PostgresLedger::connect("postgres://127.0.0.1:1/test", ns)
+        let err = PostgresLedger::open("postgres://127.0.0.1:1/test", ns)
             .await
             .expect_err(ns);
         assert_eq!(err.kind(), ErrorKind::Config, "{ns:?}: {err}");
         assert!(err.to_string().contains("a-z, 0-9 and _"), "{err}");
     }
-    let err = PostgresLedger::connect("postgres://127.0.0.1:notaport/test", "orders")
+    let err = PostgresLedger::open("postgres://127.0.0.1:notaport/test", "orders")
         .await
         .expect_err("a bad url");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -62,7 +62,7 @@ async fn bad_settings_are_config_errors() {
     let mut missing = url();
     let slash = missing.rfind('/').expect("a url with a database");
     missing.replace_range(slash.., "/qupid_no_such_database");
-    let err = PostgresLedger::connect(&missing, "orders")
+    let err = PostgresLedger::open(&missing, "orders")
         .await
         .expect_err("no such database");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -87,7 +87,7 @@ async fn a_newer_schema_version_is_refused_untouched() {
         .batch_execute(&format!("UPDATE {s}.meta SET schema_version = 999"))
         .await
         .expect("pretend a newer qupid wrote the schema");
-    let err = PostgresLedger::connect(&url, &ns)
+    let err = PostgresLedger::open(&url, &ns)
         .await
         .expect_err("a newer schema");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
@@ -123,7 +123,7 @@ async fn a_foreign_schema_is_refused_and_an_empty_one_is_used() {
         ))
         .await
         .expect("a schema of someone else's");
-    let err = PostgresLedger::connect(&url, &foreign)
+    let err = PostgresLedger::open(&url, &foreign)
         .await
         .expect_err("a foreign schema");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
@@ -149,10 +149,7 @@ async fn many_processes_connecting_at_once_migrate_once() {
     for _ in 0..8 {
         let (url, ns) = (url.clone(), ns.clone());
         tasks.push(tokio::spawn(async move {
-            PostgresLedger::builder(&url, &ns)
-                .pool_size(1)
-                .connect()
-                .await
+            PostgresLedger::builder(&url, &ns).pool_size(1).open().await
         }));
     }
     for t in tasks {
@@ -214,7 +211,7 @@ async fn broken_connections_are_transient_and_replaced() {
     let _cleanup = Cleanup::new(&url, &ns);
     let ledger = PostgresLedger::builder(&url, &ns)
         .pool_size(2)
-        .connect()
+        .open()
         .await
         .expect("connect");
     let p = Policy::default();
@@ -298,7 +295,7 @@ async fn a_dropped_connect_leaves_no_half_made_schema() {
     let mut dropped = 0;
     for micros in [0u64, 500, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000] {
         let wait = Duration::from_micros(micros);
-        match tokio::time::timeout(wait, PostgresLedger::connect(&url, &ns)).await {
+        match tokio::time::timeout(wait, PostgresLedger::open(&url, &ns)).await {
             Err(_) => dropped += 1,
             Ok(r) => {
                 r.expect("a connect that finishes succeeds");

@@ -20,7 +20,7 @@ fn key(s: &str) -> Key {
 async fn read_only(url: &str, ns: &str) -> qupid::Result<PostgresLedger> {
     PostgresLedger::builder(url, ns)
         .read_only(true)
-        .connect()
+        .open()
         .await
 }
 

@@ -89,7 +89,7 @@ impl Cluster {
     async fn connect(&self, namespace: &str) -> RedisLedger {
         let urls = self.urls();
         let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
-        RedisLedger::connect_cluster(&nodes, namespace)
+        RedisLedger::open_cluster(&nodes, namespace)
             .await
             .expect("connect to the cluster")
     }

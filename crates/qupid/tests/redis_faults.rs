@@ -46,7 +46,7 @@ async fn cmd<T: redis::FromRedisValue>(conn: &mut MultiplexedConnection, args: &
 async fn an_unreachable_server_is_unavailable_and_named() {
     // Nothing listens on port 1.
     let started = Instant::now();
-    let err = RedisLedger::connect("redis://127.0.0.1:1/0", "ns")
+    let err = RedisLedger::open("redis://127.0.0.1:1/0", "ns")
         .await
         .expect_err("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -61,7 +61,7 @@ async fn an_unreachable_server_is_unavailable_and_named() {
         "fails promptly"
     );
     // A password in the URL is never shown.
-    let err = RedisLedger::connect("redis://user:hunter2@127.0.0.1:1/", "ns")
+    let err = RedisLedger::open("redis://user:hunter2@127.0.0.1:1/", "ns")
         .await
         .expect_err("unreachable");
     let text = format!("{err} {err:?}");
@@ -72,11 +72,11 @@ async fn an_unreachable_server_is_unavailable_and_named() {
 #[tokio::test]
 async fn bad_namespaces_and_urls_are_config_errors() {
     for ns in ["", "a{b", "a}b", "new\nline"] {
-        let err = RedisLedger::connect(&url(), ns).await.expect_err(ns);
+        let err = RedisLedger::open(&url(), ns).await.expect_err(ns);
         assert_eq!(err.kind(), ErrorKind::Config, "{ns:?}: {err}");
         assert!(err.to_string().contains("namespace"), "{err}");
     }
-    let err = RedisLedger::connect("http://example", "ns")
+    let err = RedisLedger::open("http://example", "ns")
         .await
         .expect_err("not a redis url");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -283,7 +283,7 @@ async fn leases_run_on_the_server_clock() {
 #[tokio::test]
 async fn an_evicting_server_is_refused() {
     let server = SpareServer::start(&["--maxmemory-policy", "allkeys-lru"]);
-    let err = RedisLedger::connect(&server.url(), "ns")
+    let err = RedisLedger::open(&server.url(), "ns")
         .await
         .expect_err("allkeys-lru may evict records");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -293,7 +293,7 @@ async fn an_evicting_server_is_refused() {
         "{text}"
     );
     let server = SpareServer::start(&["--maxmemory-policy", "volatile-lru"]);
-    RedisLedger::connect(&server.url(), "ns")
+    RedisLedger::open(&server.url(), "ns")
         .await
         .expect("volatile-* evicts only keys with a TTL, and qupid sets none");
 }
@@ -310,7 +310,7 @@ async fn a_server_that_forbids_config_is_trusted_with_a_warning() {
     )
     .await;
     let url = format!("redis://app:secret@127.0.0.1:{}/", server.port());
-    let l = RedisLedger::connect(&url, "ns")
+    let l = RedisLedger::open(&url, "ns")
         .await
         .expect("cannot check the policy: warns and starts");
     accept(&l, &Policy::default(), "k").await;

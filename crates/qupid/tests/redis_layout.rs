@@ -68,7 +68,7 @@ async fn an_unknown_layout_or_a_missing_marker_is_refused() {
         .expect_err("layout 2");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains("layout 2"), "{err}");
-    let err = qupid::ledger::RedisLedger::connect(&url, &ns)
+    let err = qupid::ledger::RedisLedger::open(&url, &ns)
         .await
         .expect_err("layout 2");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
@@ -86,7 +86,7 @@ async fn an_unknown_layout_or_a_missing_marker_is_refused() {
         l.stats().await.expect_err("stats").kind(),
         ErrorKind::Corrupt
     );
-    let err = qupid::ledger::RedisLedger::connect(&url, &ns)
+    let err = qupid::ledger::RedisLedger::open(&url, &ns)
         .await
         .expect_err("no marker");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");

@@ -16,10 +16,7 @@ fn key(s: &str) -> Key {
 }
 
 async fn read_only(url: &str, ns: &str) -> qupid::Result<RedisLedger> {
-    RedisLedger::builder(url, ns)
-        .read_only(true)
-        .connect()
-        .await
+    RedisLedger::builder(url, ns).read_only(true).open().await
 }
 
 /// How many keys the namespace holds.

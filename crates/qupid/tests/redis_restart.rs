@@ -27,9 +27,7 @@ async fn a_restarted_server_pauses_the_pipeline_and_loses_nothing() {
     ];
     let mut server = SpareServer::start(&durable);
     let port = server.port();
-    let ledger = RedisLedger::connect(&server.url(), "restart")
-        .await
-        .unwrap();
+    let ledger = RedisLedger::open(&server.url(), "restart").await.unwrap();
 
     let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let entries: Vec<_> = (0..3000)

@@ -90,7 +90,7 @@ async fn fixture() -> Fixture<SqliteLedger> {
     let clock = ManualClock::new();
     let ledger = SqliteLedger::builder(&path)
         .clock(clock.clone())
-        .build()
+        .open()
         .await
         .expect("a fresh ledger file opens");
     Fixture::new(

@@ -30,7 +30,7 @@ fn temp() -> (TempDir, PathBuf) {
 async fn open(path: &Path, clock: &ManualClock) -> SqliteLedger {
     SqliteLedger::builder(path)
         .clock(clock.clone())
-        .build()
+        .open()
         .await
         .expect("the ledger opens")
 }
@@ -285,7 +285,7 @@ async fn a_locked_file_is_unavailable_until_the_lock_goes() {
     let l = SqliteLedger::builder(&path)
         .clock(clock.clone())
         .busy_timeout(Duration::from_millis(100))
-        .build()
+        .open()
         .await
         .expect("open");
     accept(&l, &p, "before", None).await;
@@ -301,7 +301,7 @@ async fn a_locked_file_is_unavailable_until_the_lock_goes() {
     says(&err, &path, &["locked by another connection", "100ms"]);
     let err = SqliteLedger::builder(&path)
         .busy_timeout(Duration::from_millis(100))
-        .build()
+        .open()
         .await
         .expect_err("opening needs the write lock too");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");

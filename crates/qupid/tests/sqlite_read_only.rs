@@ -22,7 +22,7 @@ fn temp() -> (TempDir, PathBuf) {
 }
 
 async fn read_only(path: &Path) -> qupid::Result<SqliteLedger> {
-    SqliteLedger::builder(path).read_only(true).build().await
+    SqliteLedger::builder(path).read_only(true).open().await
 }
 
 /// Every file in `dir` with its bytes, to compare before and after.

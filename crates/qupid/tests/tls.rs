@@ -389,11 +389,11 @@ async fn postgres_over_tls_by_sslmode() {
         pg.port
     );
     let ca_only =
-        qupid::ledger::PostgresLedger::connect(&format!("{other_name} sslmode=verify-ca"), "ca")
+        qupid::ledger::PostgresLedger::open(&format!("{other_name} sslmode=verify-ca"), "ca")
             .await
             .expect("verify-ca ignores the name");
     works(&ca_only).await;
-    let e = qupid::ledger::PostgresLedger::connect(
+    let e = qupid::ledger::PostgresLedger::open(
         &format!("{other_name} sslmode=verify-full"),
         "fullname",
     )

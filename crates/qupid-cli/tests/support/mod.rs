@@ -207,7 +207,7 @@ impl Backend {
                     let path = self.path().expect("a sqlite file");
                     let old = SqliteLedger::builder(path)
                         .clock(Past(OLD))
-                        .build()
+                        .open()
                         .await
                         .expect("open the file with a clock in the past");
                     fill_old(&old).await;
@@ -240,7 +240,7 @@ impl Backend {
                     let path = self.path().expect("a sqlite file");
                     let past = SqliteLedger::builder(path)
                         .clock(Past(behind))
-                        .build()
+                        .open()
                         .await
                         .expect("open the file with a clock in the past");
                     queue(&past, names).await;

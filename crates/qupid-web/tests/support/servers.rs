@@ -66,7 +66,7 @@ pub fn postgres_url() -> String {
 pub async fn redis() -> Fx<RedisLedger> {
     let url = redis_url();
     let ns = namespace("r");
-    let ledger = RedisLedger::connect(&url, &ns)
+    let ledger = RedisLedger::open(&url, &ns)
         .await
         .unwrap_or_else(|e| panic!("cannot open a redis ledger at {url}: {e}\n{REDIS_HOW}"));
     Fx {
@@ -84,7 +84,7 @@ pub async fn postgres() -> Fx<PostgresLedger> {
         url: url.clone(),
         ns: ns.clone(),
     };
-    let ledger = PostgresLedger::connect(&url, &ns)
+    let ledger = PostgresLedger::open(&url, &ns)
         .await
         .unwrap_or_else(|e| panic!("cannot open a postgres ledger at {url}: {e}\n{POSTGRES_HOW}"));
     Fx {

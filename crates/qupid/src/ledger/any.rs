@@ -135,8 +135,8 @@ fn not_built(feature: &str) -> Error {
 
 #[cfg(feature = "sqlite")]
 async fn open_sqlite(url: &str, read_only: bool) -> Result<AnyLedger> {
-    let builder = super::sqlite::Builder::from_url(url)?.read_only(read_only);
-    Ok(AnyLedger::Sqlite(builder.build().await?))
+    let builder = super::sqlite::SqliteBuilder::from_url(url)?.read_only(read_only);
+    Ok(AnyLedger::Sqlite(builder.open().await?))
 }
 
 #[cfg(not(feature = "sqlite"))]
@@ -147,7 +147,7 @@ async fn open_sqlite(_url: &str, _read_only: bool) -> Result<AnyLedger> {
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, namespace: &str, read_only: bool) -> Result<AnyLedger> {
     let builder = super::RedisLedger::builder(url, namespace).read_only(read_only);
-    Ok(AnyLedger::Redis(builder.connect().await?))
+    Ok(AnyLedger::Redis(builder.open().await?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -160,7 +160,7 @@ async fn open_redis_cluster(url: &str, namespace: &str, read_only: bool) -> Resu
     let nodes = cluster_nodes(url);
     let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let builder = super::RedisLedger::cluster_builder(&nodes, namespace).read_only(read_only);
-    Ok(AnyLedger::Redis(builder.connect().await?))
+    Ok(AnyLedger::Redis(builder.open().await?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -193,7 +193,7 @@ fn cluster_nodes(url: &str) -> Vec<String> {
 #[cfg(feature = "postgres")]
 async fn open_postgres(url: &str, namespace: &str, read_only: bool) -> Result<AnyLedger> {
     let builder = super::PostgresLedger::builder(url, namespace).read_only(read_only);
-    Ok(AnyLedger::Postgres(builder.connect().await?))
+    Ok(AnyLedger::Postgres(builder.open().await?))
 }
 
 #[cfg(not(feature = "postgres"))]

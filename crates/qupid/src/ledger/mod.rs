@@ -140,15 +140,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresLedger;
+pub use self::postgres::{PostgresBuilder, PostgresLedger};
 #[cfg(feature = "redis")]
-pub use self::redis::RedisLedger;
+pub use self::redis::{RedisBuilder, RedisLedger};
 pub use any::AnyLedger;
 pub use memory::MemoryLedger;
 
 pub use namespace::{check_namespace, DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteLedger;
+pub use sqlite::{SqliteBuilder, SqliteLedger};
 pub use types::{
     Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
     Removed, Retried, Started, State, Stats, Token, Unreadable,

@@ -48,7 +48,7 @@ pub(crate) fn schema(namespace: &str) -> String {
 
 /// Opens the ledger, failing the test with instructions if the server is not there.
 pub(crate) async fn connect(url: &str, namespace: &str) -> PostgresLedger {
-    match PostgresLedger::connect(url, namespace).await {
+    match PostgresLedger::open(url, namespace).await {
         Ok(l) => l,
         Err(e) => panic!("cannot open a postgres ledger at {url}: {e}\n{HOW_TO_START}"),
     }

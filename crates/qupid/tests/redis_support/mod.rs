@@ -46,7 +46,7 @@ pub(crate) fn redis_key(namespace: &str, suffix: &str) -> String {
 
 /// Opens the ledger, failing the test with instructions if the server is not there.
 pub(crate) async fn connect(url: &str, namespace: &str) -> RedisLedger {
-    match RedisLedger::connect(url, namespace).await {
+    match RedisLedger::open(url, namespace).await {
         Ok(l) => l,
         Err(e) => panic!("cannot open a redis ledger at {url}: {e}\n{HOW_TO_START}"),
     }

@@ -20,9 +20,9 @@ use crate::error::{Error, ErrorKind, Result};
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`pool_size`](Builder::pool_size) | 16 | connections at most, shared by every clone of the ledger |
-/// | [`connect_timeout`](Builder::connect_timeout) | 5 s | how long opening one connection may take (unless the URL sets `connect_timeout`) |
-/// | [`read_only`](Builder::read_only) | `false` | opens read-write: creates the namespace's schema, or upgrades an older one |
+/// | [`pool_size`](PostgresBuilder::pool_size) | 16 | connections at most, shared by every clone of the ledger |
+/// | [`connect_timeout`](PostgresBuilder::connect_timeout) | 5 s | how long opening one connection may take (unless the URL sets `connect_timeout`) |
+/// | [`read_only`](PostgresBuilder::read_only) | `false` | opens read-write: creates the namespace's schema, or upgrades an older one |
 ///
 /// The connections' `application_name` is `qupid:<namespace>` unless the URL sets one, so an
 /// administrator can tell them apart in `pg_stat_activity`.
@@ -35,12 +35,12 @@ use crate::error::{Error, ErrorKind, Result};
 /// let ledger = PostgresLedger::builder("postgres://qupid@db.internal/app", "orders")
 ///     .pool_size(32)
 ///     .connect_timeout(Duration::from_secs(2))
-///     .connect()
+///     .open()
 ///     .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Builder {
+pub struct PostgresBuilder {
     url: String,
     namespace: String,
     pool_size: usize,
@@ -48,9 +48,9 @@ pub struct Builder {
     read_only: bool,
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for PostgresBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("PostgresBuilder")
             .field("url", &redact(&self.url))
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Builder {
 
 impl PostgresLedger {
     /// Connects to the PostgreSQL server at `url` and opens `namespace`, creating or
-    /// upgrading its schema. The same as `PostgresLedger::builder(url, namespace).connect()`.
+    /// upgrading its schema. The same as `PostgresLedger::builder(url, namespace).open()`.
     ///
     /// `url` is a `postgres://user:password@host:port/database?options` URL or a key-value
     /// string (`host=… user=… dbname=…`), as libpq takes them.
@@ -90,13 +90,13 @@ impl PostgresLedger {
     ///
     /// Dropping the future before it completes closes the connections. A schema migration is
     /// one transaction: it is applied whole or not at all.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        Self::builder(url, namespace).connect().await
+    pub async fn open(url: &str, namespace: &str) -> Result<Self> {
+        Self::builder(url, namespace).open().await
     }
 
-    /// Settings for opening the ledger at `url` in `namespace`; see [`Builder`].
-    pub fn builder(url: &str, namespace: &str) -> Builder {
-        Builder {
+    /// Settings for opening the ledger at `url` in `namespace`; see [`PostgresBuilder`].
+    pub fn builder(url: &str, namespace: &str) -> PostgresBuilder {
+        PostgresBuilder {
             url: url.to_owned(),
             namespace: namespace.to_owned(),
             pool_size: 16,
@@ -106,7 +106,7 @@ impl PostgresLedger {
     }
 }
 
-impl Builder {
+impl PostgresBuilder {
     /// How many connections the ledger opens at most (at least 1). Each concurrent call uses
     /// one for the length of its statement.
     pub fn pool_size(mut self, size: usize) -> Self {
@@ -126,7 +126,7 @@ impl Builder {
     /// connection runs with `default_transaction_read_only = on`, so the server itself
     /// refuses a write. See [Read-only ledgers](crate::ledger#read-only-ledgers).
     ///
-    /// [`connect`](Builder::connect) then fails with [`ErrorKind::NotFound`] if the
+    /// [`open`](PostgresBuilder::open) then fails with [`ErrorKind::NotFound`] if the
     /// namespace has no schema (or an empty one), and with [`ErrorKind::Corrupt`] as a
     /// read-write connect does. A schema of an older qupid is read as it is (the versions
     /// differ in their indexes only). The ledger's write methods (`offer`, `start`, `renew`,
@@ -139,17 +139,17 @@ impl Builder {
         self
     }
 
-    /// Connects and opens the namespace; see [`PostgresLedger::connect`].
+    /// Connects and opens the namespace; see [`PostgresLedger::open`].
     ///
     /// # Errors
     ///
-    /// As [`PostgresLedger::connect`]; read-only, also [`ErrorKind::NotFound`] for a
-    /// namespace with no schema (see [`read_only`](Builder::read_only)).
+    /// As [`PostgresLedger::open`]; read-only, also [`ErrorKind::NotFound`] for a
+    /// namespace with no schema (see [`read_only`](PostgresBuilder::read_only)).
     ///
     /// # Cancel safety
     ///
-    /// As [`PostgresLedger::connect`].
-    pub async fn connect(self) -> Result<PostgresLedger> {
+    /// As [`PostgresLedger::open`].
+    pub async fn open(self) -> Result<PostgresLedger> {
         check_namespace(&self.namespace)?;
         let shown = redact(&self.url);
         let (url, tls) = tls::split(&self.url)?;

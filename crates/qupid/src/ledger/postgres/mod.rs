@@ -14,7 +14,7 @@
 //! use qupid::{Key, Ledger, Offer, Policy};
 //!
 //! # async fn demo() -> qupid::Result<()> {
-//! let ledger = PostgresLedger::connect("postgres://qupid@db.internal/app", "orders").await?;
+//! let ledger = PostgresLedger::open("postgres://qupid@db.internal/app", "orders").await?;
 //! let offers = [Offer::new(Key::new("orders/123")?)];
 //! let outcome = ledger.offer(&Policy::default(), &offers).await?;
 //! println!("{outcome:?}");
@@ -26,7 +26,7 @@
 //!
 //! A namespace (1 to 48 of `a-z`, `0-9`, `_`) is one schema, `qupid_<namespace>`, created on
 //! first connect (the role needs `CREATE` on the database, or an administrator creates the
-//! empty schema and grants it); a [read-only](Builder::read_only) connect creates nothing,
+//! empty schema and grants it); a [read-only](PostgresBuilder::read_only) connect creates nothing,
 //! and says there is no ledger where there is no schema. Dropping the schema (`DROP SCHEMA qupid_orders CASCADE`)
 //! forgets the namespace.
 //!
@@ -145,7 +145,7 @@
 //! each statement is parsed and planned once per connection.
 //!
 //! Connections use TLS as the URL's `sslmode` says, on rustls (see
-//! [`PostgresLedger::connect`]): `prefer` by default, up to `verify-full` with a
+//! [`PostgresLedger::open`]): `prefer` by default, up to `verify-full` with a
 //! `sslrootcert`, as managed services want.
 //!
 //! # Cancel safety
@@ -169,12 +169,12 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
-pub use self::builder::Builder;
+pub use self::builder::PostgresBuilder;
 use self::sql::Sql;
 
 /// A [`Ledger`](super::Ledger) kept in PostgreSQL, for pipelines spread over many machines.
 ///
-/// Open one with [`PostgresLedger::connect`] or [`PostgresLedger::builder`]. Cloning is
+/// Open one with [`PostgresLedger::open`] or [`PostgresLedger::builder`]. Cloning is
 /// cheap: clones share one connection pool. See the [module docs](self) for the data layout,
 /// the clock and failures.
 #[derive(Clone)]
@@ -188,7 +188,7 @@ struct Inner {
     namespace: String,
     /// The URL with any password hidden, for messages.
     url: String,
-    /// Opened with [`Builder::read_only`]: every write method refuses.
+    /// Opened with [`PostgresBuilder::read_only`]: every write method refuses.
     read_only: bool,
 }
 
@@ -203,7 +203,7 @@ impl PostgresLedger {
         schema::schema_name(&self.inner.namespace)
     }
 
-    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// Whether the ledger was opened [read-only](PostgresBuilder::read_only): its write methods
     /// answer [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly).
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only

@@ -10,7 +10,7 @@
 //! use qupid::{Key, Ledger, Offer, Policy};
 //!
 //! # async fn demo() -> qupid::Result<()> {
-//! let ledger = RedisLedger::connect("redis://127.0.0.1:6379/0", "orders").await?;
+//! let ledger = RedisLedger::open("redis://127.0.0.1:6379/0", "orders").await?;
 //! let offers = [Offer::new(Key::new("orders/123")?)];
 //! let outcome = ledger.offer(&Policy::default(), &offers).await?;
 //! println!("{outcome:?}");
@@ -70,10 +70,10 @@
 //! ## Layout versions
 //!
 //! This is layout 1: `qupid:{NS}:layout` holds `1`, written with the namespace's first token
-//! (so `connect` alone writes nothing). [`RedisLedger::connect`] and every script read the
+//! (so opening alone writes nothing). [`RedisLedger::open`] and every script read the
 //! marker: a marker of another (newer) layout, or a token counter without a marker, fails
 //! with [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) and changes nothing. A later layout
-//! will come with its migration, run by `connect`.
+//! will come with its migration, run when the ledger is opened.
 //!
 //! # Cost
 //!
@@ -111,7 +111,7 @@
 //! # Eviction
 //!
 //! A Redis that evicts keys under memory pressure would silently forget completed keys (they
-//! would be processed again) and leases (two holders at once). [`RedisLedger::connect`]
+//! would be processed again) and leases (two holders at once). [`RedisLedger::open`]
 //! therefore reads `maxmemory-policy` and refuses to start with
 //! [`ErrorKind::Config`](crate::ErrorKind::Config) unless it is `noeviction` or a
 //! `volatile-*` policy: those evict only keys that have a TTL, and qupid never sets one (when
@@ -124,7 +124,7 @@
 //!
 //! The braces in `qupid:{NS}:` are a hash tag: a whole namespace lives in one slot, so the
 //! scripts touch only keys of one node and the ledger works unchanged against a Cluster.
-//! [`RedisLedger::connect_cluster`] (or the URL `redis+cluster://host:port,host:port` with
+//! [`RedisLedger::open_cluster`] (or the URL `redis+cluster://host:port,host:port` with
 //! [`AnyLedger`](super::AnyLedger) and the CLI) connects through a cluster-aware connection,
 //! which sends each script to the node owning its namespace's slot and follows redirections
 //! and failovers; the whole conformance suite runs against a three-node cluster in the
@@ -146,8 +146,8 @@
 //! fully applied or not applied. `purge` runs in chunks of at most 5,000 records so it never
 //! blocks the server for long; dropping it may leave part of the purge done.
 
+mod builder;
 mod conn;
-mod connect;
 mod decode;
 mod error;
 mod keys;
@@ -158,14 +158,14 @@ mod tls;
 use std::fmt;
 use std::sync::Arc;
 
-pub use self::connect::Builder;
+pub use self::builder::RedisBuilder;
 
 use self::conn::Conn;
 use self::keys::Keys;
 
 /// A [`Ledger`](super::Ledger) kept in Redis, for pipelines spread over many machines.
 ///
-/// Open one with [`RedisLedger::connect`], [`RedisLedger::connect_cluster`] or
+/// Open one with [`RedisLedger::open`], [`RedisLedger::open_cluster`] or
 /// [`RedisLedger::builder`]. Cloning is cheap: clones share one multiplexed
 /// connection. See the [module docs](self) for the data layout, the clock and the eviction
 /// policy it requires.
@@ -180,7 +180,7 @@ struct Inner {
     namespace: String,
     /// The URL with any password hidden, for messages.
     url: String,
-    /// Opened with [`Builder::read_only`]: every write method refuses.
+    /// Opened with [`RedisBuilder::read_only`]: every write method refuses.
     read_only: bool,
 }
 

@@ -52,17 +52,17 @@ impl Synchronous {
 }
 
 /// Settings for opening a [`SqliteLedger`]; made by [`SqliteLedger::builder`] or
-/// [`Builder::from_url`].
+/// [`SqliteBuilder::from_url`].
 ///
 /// ## Defaults
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`synchronous`](Builder::synchronous) | [`Synchronous::Normal`] | durable across process crashes; see [`Synchronous`] for power loss |
-/// | [`clock`](Builder::clock) | [`MonotonicClock`] | leases expire by wall-clock time, so they expire across restarts too |
-/// | [`commit_window`](Builder::commit_window) | 0 | a group holds what is waiting when the previous commit ends; no added latency |
-/// | [`busy_timeout`](Builder::busy_timeout) | 5 s | how long to wait for another process's write lock before [`ErrorKind::Unavailable`] |
-/// | [`read_only`](Builder::read_only) | `false` | opens read-write: creates the file and its schema, migrates an older one |
+/// | [`synchronous`](SqliteBuilder::synchronous) | [`Synchronous::Normal`] | durable across process crashes; see [`Synchronous`] for power loss |
+/// | [`clock`](SqliteBuilder::clock) | [`MonotonicClock`] | leases expire by wall-clock time, so they expire across restarts too |
+/// | [`commit_window`](SqliteBuilder::commit_window) | 0 | a group holds what is waiting when the previous commit ends; no added latency |
+/// | [`busy_timeout`](SqliteBuilder::busy_timeout) | 5 s | how long to wait for another process's write lock before [`ErrorKind::Unavailable`] |
+/// | [`read_only`](SqliteBuilder::read_only) | `false` | opens read-write: creates the file and its schema, migrates an older one |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -72,12 +72,12 @@ impl Synchronous {
 /// let ledger = SqliteLedger::builder("state/ledger.db")
 ///     .synchronous(Synchronous::Full)
 ///     .commit_window(Duration::from_millis(2))
-///     .build()
+///     .open()
 ///     .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Builder {
+pub struct SqliteBuilder {
     path: PathBuf,
     synchronous: Synchronous,
     clock: Option<Arc<dyn Clock>>,
@@ -86,9 +86,9 @@ pub struct Builder {
     read_only: bool,
 }
 
-impl Builder {
-    pub(super) fn new(path: PathBuf) -> Builder {
-        Builder {
+impl SqliteBuilder {
+    pub(super) fn new(path: PathBuf) -> SqliteBuilder {
+        SqliteBuilder {
             path,
             synchronous: Synchronous::Normal,
             clock: None,
@@ -105,10 +105,10 @@ impl Builder {
     /// is absolute; `%XX` escapes are decoded (`%20` for a space).
     ///
     /// ```
-    /// use qupid::ledger::sqlite::Builder;
+    /// use qupid::ledger::sqlite::SqliteBuilder;
     ///
-    /// assert!(Builder::from_url("sqlite:///var/lib/app/ledger.db?synchronous=full").is_ok());
-    /// assert!(Builder::from_url("redis://localhost").is_err());
+    /// assert!(SqliteBuilder::from_url("sqlite:///var/lib/app/ledger.db?synchronous=full").is_ok());
+    /// assert!(SqliteBuilder::from_url("redis://localhost").is_err());
     /// ```
     ///
     /// # Errors
@@ -116,7 +116,7 @@ impl Builder {
     /// [`ErrorKind::Config`] if the URL is not a `sqlite:` URL, has no path, names SQLite's
     /// `:memory:` database (use [`MemoryLedger`](crate::MemoryLedger)), or has an unknown or
     /// malformed parameter.
-    pub fn from_url(url: &str) -> Result<Builder> {
+    pub fn from_url(url: &str) -> Result<SqliteBuilder> {
         let config = |m: String| Error::new(ErrorKind::Config, m);
         let rest = url
             .get(..7)
@@ -141,7 +141,7 @@ impl Builder {
                  MemoryLedger for a ledger that needs no file"
             )));
         }
-        let mut builder = Builder::new(PathBuf::from(path));
+        let mut builder = SqliteBuilder::new(PathBuf::from(path));
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let millis = || {
@@ -218,7 +218,7 @@ impl Builder {
     /// created or migrated, and its journal mode stays as it is (see
     /// [Read-only ledgers](crate::ledger#read-only-ledgers)).
     ///
-    /// [`build`](Builder::build) then fails with [`ErrorKind::NotFound`] where there is no
+    /// [`open`](SqliteBuilder::open) then fails with [`ErrorKind::NotFound`] where there is no
     /// ledger (no file, an empty file, another program's SQLite database), and with
     /// [`ErrorKind::Corrupt`] for a file that is not SQLite at all or holds a ledger of a newer
     /// qupid. A ledger of an older schema would be read as it is, without a migration. The
@@ -231,16 +231,16 @@ impl Builder {
     /// read through its `-wal` and `-shm` files, read-only ones included. When those are
     /// missing and the directory is read-only, the file is read alone (SQLite's
     /// `immutable=1`), since no writer can be running; if a `-wal` with commits is there
-    /// without its `-shm`, `build` fails with [`ErrorKind::Ledger`] rather than read stale
-    /// data. Settings for writes ([`synchronous`](Builder::synchronous),
-    /// [`commit_window`](Builder::commit_window)) are ignored.
+    /// without its `-shm`, `open` fails with [`ErrorKind::Ledger`] rather than read stale
+    /// data. Settings for writes ([`synchronous`](SqliteBuilder::synchronous),
+    /// [`commit_window`](SqliteBuilder::commit_window)) are ignored.
     ///
     /// ```no_run
     /// use qupid::ledger::sqlite::SqliteLedger;
     /// use qupid::LedgerAdmin;
     ///
     /// # async fn example() -> qupid::Result<()> {
-    /// let ledger = SqliteLedger::builder("state/ledger.db").read_only(true).build().await?;
+    /// let ledger = SqliteLedger::builder("state/ledger.db").read_only(true).open().await?;
     /// println!("{:?}", ledger.stats().await?);
     /// # Ok(()) }
     /// ```
@@ -250,7 +250,7 @@ impl Builder {
     }
 
     /// Opens (or creates) the file and starts the ledger's writer and reader threads; only
-    /// the reader thread if [`read_only`](Builder::read_only).
+    /// the reader thread if [`read_only`](SqliteBuilder::read_only).
     ///
     /// A new file gets the current schema; an older one is migrated; the file is switched to
     /// WAL mode. The work happens on the ledger's own threads, so it does not block the
@@ -269,13 +269,13 @@ impl Builder {
     /// - Read-only: [`ErrorKind::NotFound`] where there is no ledger (no file, an empty file,
     ///   a SQLite database without qupid's tables), [`ErrorKind::Corrupt`] as above, and
     ///   [`ErrorKind::Ledger`] for a file this process cannot read (see
-    ///   [`read_only`](Builder::read_only)).
+    ///   [`read_only`](SqliteBuilder::read_only)).
     ///
     /// # Cancel safety
     ///
     /// Dropping the future stops the threads once they have opened the file; a schema
     /// migration already started is either committed whole or not at all.
-    pub async fn build(self) -> Result<SqliteLedger> {
+    pub async fn open(self) -> Result<SqliteLedger> {
         let config = |m: String| Error::new(ErrorKind::Config, m);
         if self.path.as_os_str().is_empty() {
             return Err(config(
@@ -458,17 +458,18 @@ mod tests {
 
     #[test]
     fn urls_name_a_path_and_settings() {
-        let b =
-            Builder::from_url("sqlite:///var/lib/a%20b.db?synchronous=FULL&busy_timeout_ms=250")
-                .expect("valid");
+        let b = SqliteBuilder::from_url(
+            "sqlite:///var/lib/a%20b.db?synchronous=FULL&busy_timeout_ms=250",
+        )
+        .expect("valid");
         assert_eq!(b.path, PathBuf::from("/var/lib/a b.db"));
         assert_eq!(b.synchronous, Synchronous::Full);
         assert_eq!(b.busy_timeout, Duration::from_millis(250));
-        let b = Builder::from_url("SQLITE://rel/x.db?commit_window_ms=2").expect("valid");
+        let b = SqliteBuilder::from_url("SQLITE://rel/x.db?commit_window_ms=2").expect("valid");
         assert_eq!(b.path, PathBuf::from("rel/x.db"));
         assert_eq!(b.commit_window, Duration::from_millis(2));
         assert_eq!(
-            Builder::from_url("sqlite:x.db").expect("valid").path,
+            SqliteBuilder::from_url("sqlite:x.db").expect("valid").path,
             PathBuf::from("x.db")
         );
     }
@@ -485,7 +486,7 @@ mod tests {
             ("sqlite://x%zz.db", "bad escapes"),
             ("sq", "expected a sqlite:// URL"),
         ] {
-            let err = Builder::from_url(url).expect_err(url);
+            let err = SqliteBuilder::from_url(url).expect_err(url);
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(err.to_string().contains(says), "{url}: {err}");
         }

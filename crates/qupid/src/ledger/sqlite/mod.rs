@@ -35,11 +35,11 @@
 //!
 //! # Read-only
 //!
-//! [`Builder::read_only`] opens a file only to read it, with one read-only connection and no
+//! [`SqliteBuilder::read_only`] opens a file only to read it, with one read-only connection and no
 //! writer thread: nothing in the file changes (no schema, no migration, no switch to WAL
 //! mode), a file that holds no ledger is [`ErrorKind::NotFound`], every write method answers
 //! [`ErrorKind::ReadOnly`], and a file or folder this process may not write can still be read
-//! (see [`Builder::read_only`] for WAL files there). See also [Read-only
+//! (see [`SqliteBuilder::read_only`] for WAL files there). See also [Read-only
 //! ledgers](super#read-only-ledgers).
 //!
 //! # The writer thread and group commit
@@ -47,7 +47,7 @@
 //! One thread owns the only write connection. Every write (`offer`, `start`, `complete`, …)
 //! is sent to it over a channel. It takes the first waiting request and every request already
 //! waiting behind it (at most 1,024, or more if they arrive within the
-//! [`commit_window`](Builder::commit_window)), applies them all in **one** transaction
+//! [`commit_window`](SqliteBuilder::commit_window)), applies them all in **one** transaction
 //! (`BEGIN IMMEDIATE … COMMIT`), and only then answers each caller. So one commit (and, with
 //! [`Synchronous::Full`], one fsync) serves many concurrent callers: while a commit runs, the
 //! next group gathers. A request that fails is undone alone and answered with its error while
@@ -92,7 +92,7 @@
 //! Several processes (or several ledgers in one process) may open the same file: writes take
 //! SQLite's write lock, so each transition is atomic across all of them, and two processes
 //! offering the same key never both get it accepted. A process that finds the file locked
-//! waits up to the [`busy_timeout`](Builder::busy_timeout), then fails with a transient
+//! waits up to the [`busy_timeout`](SqliteBuilder::busy_timeout), then fails with a transient
 //! [`ErrorKind::Unavailable`]. The processes must be on one machine (WAL needs shared memory,
 //! so not a network file system), and their clocks are their own.
 //!
@@ -143,7 +143,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use builder::{Builder, Synchronous};
+pub use builder::{SqliteBuilder, Synchronous};
 
 use super::types::*;
 use super::{Ledger, LedgerAdmin};
@@ -220,16 +220,16 @@ impl SqliteLedger {
         })
     }
 
-    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// Whether the ledger was opened [read-only](SqliteBuilder::read_only): its write methods
     /// answer [`ErrorKind::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.writer.is_none()
     }
 
     /// A builder for the ledger in the file at `path`, to choose its settings (see
-    /// [`Builder`] for the defaults).
-    pub fn builder(path: impl AsRef<Path>) -> Builder {
-        Builder::new(path.as_ref().to_path_buf())
+    /// [`SqliteBuilder`] for the defaults).
+    pub fn builder(path: impl AsRef<Path>) -> SqliteBuilder {
+        SqliteBuilder::new(path.as_ref().to_path_buf())
     }
 
     /// Opens the ledger in the file at `path` with the default settings, creating the file
@@ -237,18 +237,18 @@ impl SqliteLedger {
     ///
     /// # Errors
     ///
-    /// As [`Builder::build`]: [`ErrorKind::Config`] for a directory, [`ErrorKind::Ledger`]
+    /// As [`SqliteBuilder::open`]: [`ErrorKind::Config`] for a directory, [`ErrorKind::Ledger`]
     /// for a file that cannot be written, [`ErrorKind::Corrupt`] for a file that is not a
     /// ledger this build reads, [`ErrorKind::Unavailable`] if another process kept it locked.
     ///
     /// # Cancel safety
     ///
-    /// As [`Builder::build`].
+    /// As [`SqliteBuilder::open`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::builder(path).build().await
+        Self::builder(path).open().await
     }
 
-    /// Opens the ledger named by a `sqlite://PATH` URL (see [`Builder::from_url`] for the
+    /// Opens the ledger named by a `sqlite://PATH` URL (see [`SqliteBuilder::from_url`] for the
     /// parameters it takes).
     ///
     /// # Errors
@@ -258,9 +258,9 @@ impl SqliteLedger {
     ///
     /// # Cancel safety
     ///
-    /// As [`Builder::build`].
+    /// As [`SqliteBuilder::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
-        Builder::from_url(url)?.build().await
+        SqliteBuilder::from_url(url)?.open().await
     }
 
     /// How hard commits work to survive a power loss.

@@ -32,7 +32,7 @@ const RECONNECT_RETRIES: usize = 3;
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`read_only`](Builder::read_only) | `false` | opens read-write (connecting itself writes nothing either) |
+/// | [`read_only`](RedisBuilder::read_only) | `false` | opens read-write (connecting itself writes nothing either) |
 ///
 /// ```no_run
 /// use qupid::ledger::RedisLedger;
@@ -41,19 +41,19 @@ const RECONNECT_RETRIES: usize = 3;
 /// # async fn example() -> qupid::Result<()> {
 /// let ledger = RedisLedger::builder("redis://127.0.0.1:6379/0", "orders")
 ///     .read_only(true)
-///     .connect()
+///     .open()
 ///     .await?;
 /// println!("{:?}", ledger.stats().await?);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Builder {
+pub struct RedisBuilder {
     nodes: Nodes,
     namespace: String,
     read_only: bool,
 }
 
-/// Where a [`Builder`] connects.
+/// Where a [`RedisBuilder`] connects.
 #[derive(Clone)]
 enum Nodes {
     /// One server, by URL.
@@ -62,13 +62,13 @@ enum Nodes {
     Cluster(Vec<String>),
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for RedisBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nodes: Vec<String> = match &self.nodes {
             Nodes::One(url) => vec![redact(url)],
             Nodes::Cluster(urls) => urls.iter().map(|u| redact(u)).collect(),
         };
-        f.debug_struct("Builder")
+        f.debug_struct("RedisBuilder")
             .field("nodes", &nodes)
             .field("cluster", &matches!(self.nodes, Nodes::Cluster(_)))
             .field("namespace", &self.namespace)
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Builder {
 impl RedisLedger {
     /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`)
     /// and opens `namespace`, creating nothing until the first offer. The same as
-    /// `RedisLedger::builder(url, namespace).connect()`.
+    /// `RedisLedger::builder(url, namespace).open()`.
     ///
     /// `rediss://` connects over TLS (rustls; no OpenSSL library needed). The server's
     /// certificate must chain to the system's roots, or to the CA certificates of a PEM file
@@ -110,14 +110,14 @@ impl RedisLedger {
     ///
     /// Dropping the future before it completes closes the connection; connecting writes
     /// nothing, so nothing is left half-done.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        Self::builder(url, namespace).connect().await
+    pub async fn open(url: &str, namespace: &str) -> Result<Self> {
+        Self::builder(url, namespace).open().await
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
     /// client learns the others and the slot map from them) and opens `namespace`, creating
     /// nothing until the first offer. The same as
-    /// `RedisLedger::cluster_builder(nodes, namespace).connect()`.
+    /// `RedisLedger::cluster_builder(nodes, namespace).open()`.
     ///
     /// Every key of a namespace shares one hash tag, so a namespace lives in one slot: each
     /// script goes to the node owning it, and the ledger works as against one server. The
@@ -130,19 +130,19 @@ impl RedisLedger {
     ///
     /// # Errors
     ///
-    /// As [`connect`](RedisLedger::connect), with `Config` also for an empty `nodes`.
+    /// As [`open`](RedisLedger::open), with `Config` also for an empty `nodes`.
     ///
     /// # Cancel safety
     ///
-    /// As [`connect`](RedisLedger::connect).
-    pub async fn connect_cluster(nodes: &[&str], namespace: &str) -> Result<Self> {
-        Self::cluster_builder(nodes, namespace).connect().await
+    /// As [`open`](RedisLedger::open).
+    pub async fn open_cluster(nodes: &[&str], namespace: &str) -> Result<Self> {
+        Self::cluster_builder(nodes, namespace).open().await
     }
 
-    /// Settings for opening `namespace` on the Redis server at `url`; see [`Builder`] and
-    /// [`connect`](RedisLedger::connect).
-    pub fn builder(url: &str, namespace: &str) -> Builder {
-        Builder {
+    /// Settings for opening `namespace` on the Redis server at `url`; see [`RedisBuilder`] and
+    /// [`open`](RedisLedger::open).
+    pub fn builder(url: &str, namespace: &str) -> RedisBuilder {
+        RedisBuilder {
             nodes: Nodes::One(url.to_owned()),
             namespace: namespace.to_owned(),
             read_only: false,
@@ -150,9 +150,9 @@ impl RedisLedger {
     }
 
     /// Settings for opening `namespace` on the Redis Cluster that `nodes` belong to; see
-    /// [`Builder`] and [`connect_cluster`](RedisLedger::connect_cluster).
-    pub fn cluster_builder(nodes: &[&str], namespace: &str) -> Builder {
-        Builder {
+    /// [`RedisBuilder`] and [`open_cluster`](RedisLedger::open_cluster).
+    pub fn cluster_builder(nodes: &[&str], namespace: &str) -> RedisBuilder {
+        RedisBuilder {
             nodes: Nodes::Cluster(nodes.iter().map(|n| (*n).to_owned()).collect()),
             namespace: namespace.to_owned(),
             read_only: false,
@@ -164,21 +164,21 @@ impl RedisLedger {
         &self.inner.namespace
     }
 
-    /// Whether the ledger was opened [read-only](Builder::read_only): its write methods
+    /// Whether the ledger was opened [read-only](RedisBuilder::read_only): its write methods
     /// answer [`ErrorKind::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
     }
 }
 
-impl Builder {
+impl RedisBuilder {
     /// Opens the namespace read-only, to look and never write: connecting creates nothing,
     /// and the ledger's write methods (`offer`, `start`, `renew`,
     /// `complete`, `fail`, `release`, `remove`, `retry`, `purge`) answer
     /// [`ErrorKind::ReadOnly`] without a round trip; `get`, `list`, `stats` and `now` read as
     /// usual. See [Read-only ledgers](crate::ledger#read-only-ledgers).
     ///
-    /// [`connect`](Builder::connect) then fails with [`ErrorKind::NotFound`] if the namespace
+    /// [`open`](RedisBuilder::open) then fails with [`ErrorKind::NotFound`] if the namespace
     /// holds none of its keys (no token counter, no index, no layout marker: nothing was ever
     /// offered in it). The layout and the eviction policy are checked as for a read-write
     /// connect.
@@ -187,25 +187,25 @@ impl Builder {
         self
     }
 
-    /// Connects and opens the namespace; see [`RedisLedger::connect`] and
-    /// [`RedisLedger::connect_cluster`].
+    /// Connects and opens the namespace; see [`RedisLedger::open`] and
+    /// [`RedisLedger::open_cluster`].
     ///
     /// # Errors
     ///
-    /// As [`RedisLedger::connect`] (and, for a cluster, `Config` for no nodes); read-only,
+    /// As [`RedisLedger::open`] (and, for a cluster, `Config` for no nodes); read-only,
     /// also [`ErrorKind::NotFound`] and [`ErrorKind::ReadOnly`] as
-    /// [`read_only`](Builder::read_only) says.
+    /// [`read_only`](RedisBuilder::read_only) says.
     ///
     /// # Cancel safety
     ///
-    /// As [`RedisLedger::connect`].
-    pub async fn connect(self) -> Result<RedisLedger> {
+    /// As [`RedisLedger::open`].
+    pub async fn open(self) -> Result<RedisLedger> {
         check_namespace(&self.namespace)?;
         let (conn, shown) = match &self.nodes {
             Nodes::One(url) => connect_node(url).await?,
             Nodes::Cluster(nodes) => connect_nodes(nodes).await?,
         };
-        RedisLedger::open(conn, shown, &self.namespace, self.read_only).await
+        RedisLedger::from_conn(conn, shown, &self.namespace, self.read_only).await
     }
 }
 
@@ -281,7 +281,12 @@ async fn connect_nodes(nodes: &[String]) -> Result<(Conn, String)> {
 impl RedisLedger {
     /// Checks the server's eviction policy and the namespace (a layout this build reads; for
     /// a read-only open, a ledger at all), and answers the ledger.
-    async fn open(conn: Conn, shown: String, namespace: &str, read_only: bool) -> Result<Self> {
+    async fn from_conn(
+        conn: Conn,
+        shown: String,
+        namespace: &str,
+        read_only: bool,
+    ) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
         let keys = Keys::new(namespace);
         probe(&conn, &keys, namespace, &shown, read_only).await?;
