@@ -5,11 +5,13 @@
 //!   ledger's raw speed and footprint;
 //! - sqlite, redis, postgres: a raw driver loop over the same store, unbatched (a) and
 //!   batched (b), with the ratios qupid should reach against each; sqlite-full, the SQLite
-//!   comparison with every commit synced to disk on both sides.
+//!   comparison with every commit synced to disk on both sides;
+//! - latency: p50, p99 and the worst of an entry's time from the source to its saved output,
+//!   per ledger, at a trickle of 100 entries a second and under load.
 //!
 //! ```text
 //! cargo run --release -p qupid-benches --bin qupid-bench -- \
-//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres ...] \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency ...] \
 //!     [--profile qupid|hand]
 //! ```
 //!
@@ -19,6 +21,7 @@
 //! its section with a line saying why. `QUPID_REDIS_URL` and `QUPID_POSTGRES_URL` choose the
 //! servers (defaults: `redis://127.0.0.1:6379/`, `postgres://postgres@127.0.0.1:5432/test`).
 
+mod latency;
 mod memory;
 mod postgres;
 mod redis;
@@ -29,7 +32,14 @@ use std::process::Command;
 
 use workload::{unique, Comparison, Side, CONCURRENCY};
 
-const SECTIONS: [&str; 5] = ["memory", "sqlite", "sqlite-full", "redis", "postgres"];
+const SECTIONS: [&str; 6] = [
+    "memory",
+    "sqlite",
+    "sqlite-full",
+    "redis",
+    "postgres",
+    "latency",
+];
 
 struct Args {
     /// Entries per run; `None` for each section's default.
@@ -47,7 +57,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
-         [--only memory|sqlite|sqlite-full|redis|postgres ...] [--profile qupid|hand]"
+         [--only memory|sqlite|sqlite-full|redis|postgres|latency ...] [--profile qupid|hand]"
     );
     std::process::exit(2);
 }
@@ -305,7 +315,11 @@ fn print_summary(done: &[Comparison], skipped: &[(&str, String)]) {
 
 fn main() {
     let a = args();
-    let ledgers = a.only.iter().filter(|s| **s != "memory").count();
+    let ledgers = a
+        .only
+        .iter()
+        .filter(|s| !matches!(**s, "memory" | "latency"))
+        .count();
     if a.profile != Side::Both {
         for section in &a.only {
             match *section {
@@ -313,6 +327,7 @@ fn main() {
                     let (n, r) = (a.entries.unwrap_or(200_000), a.runs.unwrap_or(5));
                     memory::profile(a.profile, n, r);
                 }
+                "latency" => print_latency(&latency::run(TRICKLE, a.entries.unwrap_or(20_000))),
                 ledger => {
                     let n = a.entries.unwrap_or(50_000);
                     let r = a.runs.unwrap_or(3);
@@ -333,7 +348,11 @@ fn main() {
         println!();
     }
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
-    for ledger in a.only.iter().filter(|s| **s != "memory") {
+    for ledger in a
+        .only
+        .iter()
+        .filter(|s| !matches!(**s, "memory" | "latency"))
+    {
         let (n, r) = (a.entries.unwrap_or(50_000), a.runs.unwrap_or(3));
         match run_ledger(ledger, Side::Both, n, r) {
             Ok(c) => {
@@ -351,6 +370,42 @@ fn main() {
     }
     if ledgers > 0 {
         print_summary(&done, &skipped);
+    }
+    if a.only.contains(&"latency") {
+        println!();
+        print_latency(&latency::run(TRICKLE, a.entries.unwrap_or(20_000)));
+    }
+}
+
+/// Entries of the latency section's trickle (100 a second: 3 s per ledger).
+const TRICKLE: usize = 300;
+
+fn print_latency(rows: &[latency::Row]) {
+    let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    println!("## latency");
+    println!();
+    println!(
+        "From the source handing an entry over to its save done (ms), concurrency {CONCURRENCY}: \
+         {TRICKLE} entries at 100 a second, then a stream as fast as the pipeline takes it."
+    );
+    println!();
+    println!("| ledger | trickle p50 | p99 | max | load p50 | p99 | max | load entries/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        match &row.result {
+            Ok((t, l)) => println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                row.ledger,
+                ms(t.p50),
+                ms(t.p99),
+                ms(t.max),
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.max),
+                l.rate
+            ),
+            Err(why) => println!("| {} | skipped: {why} | | | | | | |", row.ledger),
+        }
     }
 }
 

@@ -20,13 +20,13 @@ use crate::workload::{
 const BATCH: usize = 1_000;
 
 /// The server: `QUPID_POSTGRES_URL`, or the local default the tests use too.
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("QUPID_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// One connection, its driver task spawned on the current runtime.
-async fn connect(url: &str) -> Result<Client, String> {
+pub(crate) async fn connect(url: &str) -> Result<Client, String> {
     let connecting = tokio_postgres::connect(url, NoTls);
     let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connecting)
         .await
@@ -146,7 +146,7 @@ async fn raw_run(client: &Client, entries: usize, batched: bool) -> Result<Durat
     Ok(d)
 }
 
-async fn drop_schema(client: &Client, schema: &str) -> Result<(), String> {
+pub(crate) async fn drop_schema(client: &Client, schema: &str) -> Result<(), String> {
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

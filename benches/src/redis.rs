@@ -20,11 +20,11 @@ use crate::workload::{
 const PIPELINE: usize = 100;
 
 /// The server: `QUPID_REDIS_URL`, or the local default the tests use too.
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("QUPID_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
-async fn connect(url: &str) -> Result<MultiplexedConnection, String> {
+pub(crate) async fn connect(url: &str) -> Result<MultiplexedConnection, String> {
     let client = Client::open(url).map_err(|e| format!("bad redis url {url:?}: {e}"))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
@@ -55,7 +55,10 @@ async fn describe(conn: &mut MultiplexedConnection) -> RedisResult<String> {
 }
 
 /// Deletes every key matching `pattern`.
-async fn delete_matching(conn: &mut MultiplexedConnection, pattern: &str) -> RedisResult<()> {
+pub(crate) async fn delete_matching(
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+) -> RedisResult<()> {
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

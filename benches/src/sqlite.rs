@@ -31,16 +31,16 @@ use crate::workload::{
 const BATCH: usize = 1_000;
 
 /// A fresh directory in the system's temp dir, removed (with everything in it) on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir, String> {
+    pub(crate) fn new() -> Result<TempDir, String> {
         let dir = std::env::temp_dir().join(fresh_name("qupid_bench_sqlite"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(TempDir(dir))
     }
-    fn file(&self) -> PathBuf {
+    pub(crate) fn file(&self) -> PathBuf {
         self.0.join("ledger.db")
     }
 }
