@@ -7,11 +7,13 @@
 //!   batched (b), with the ratios qupid should reach against each; sqlite-full, the SQLite
 //!   comparison with every commit synced to disk on both sides;
 //! - latency: p50, p99 and the worst of an entry's time from the source to its saved output,
-//!   per ledger, at a trickle of 100 entries a second and under load.
+//!   per ledger, at a trickle of 100 entries a second and under load;
+//! - retained: the pipeline's rate per ledger with 0 and 1,000,000 completed keys already in
+//!   it (`--retained 0,1000000,10000000` for other levels), and bytes per retained key.
 //!
 //! ```text
 //! cargo run --release -p qupid-benches --bin qupid-bench -- \
-//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency ...] \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained ...] [--retained N,N,...] \
 //!     [--profile qupid|hand]
 //! ```
 //!
@@ -25,6 +27,7 @@ mod latency;
 mod memory;
 mod postgres;
 mod redis;
+mod retained;
 mod sqlite;
 mod workload;
 
@@ -32,13 +35,14 @@ use std::process::Command;
 
 use workload::{unique, Comparison, Side, CONCURRENCY};
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "memory",
     "sqlite",
     "sqlite-full",
     "redis",
     "postgres",
     "latency",
+    "retained",
 ];
 
 struct Args {
@@ -52,12 +56,14 @@ struct Args {
     only: Vec<&'static str>,
     /// One side alone, for profiling.
     profile: Side,
+    /// Levels of retained keys for the `retained` section.
+    retained: Vec<usize>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
-         [--only memory|sqlite|sqlite-full|redis|postgres|latency ...] [--profile qupid|hand]"
+         [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained ...] [--retained N,N,...] [--profile qupid|hand]"
     );
     std::process::exit(2);
 }
@@ -83,6 +89,7 @@ fn args() -> Args {
         keys: 1_000_000,
         only: Vec::new(),
         profile: Side::Both,
+        retained: vec![0, 1_000_000],
     };
     let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
@@ -90,6 +97,14 @@ fn args() -> Args {
             "--entries" => a.entries = Some(number(it.next())),
             "--runs" => a.runs = Some(number(it.next())),
             "--keys" => a.keys = number(it.next()),
+            "--retained" => {
+                a.retained = it
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|v| v.parse().unwrap_or_else(|_| usage()))
+                    .collect();
+            }
             "--profile" => a.profile = side(&it.next().unwrap_or_default()),
             "--only" => {
                 let mut any = false;
@@ -318,7 +333,7 @@ fn main() {
     let ledgers = a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained"))
         .count();
     if a.profile != Side::Both {
         for section in &a.only {
@@ -328,6 +343,9 @@ fn main() {
                     memory::profile(a.profile, n, r);
                 }
                 "latency" => print_latency(&latency::run(TRICKLE, a.entries.unwrap_or(20_000))),
+                "retained" => {
+                    print_retained(&retained::run(&a.retained, a.entries.unwrap_or(50_000)));
+                }
                 ledger => {
                     let n = a.entries.unwrap_or(50_000);
                     let r = a.runs.unwrap_or(3);
@@ -351,7 +369,7 @@ fn main() {
     for ledger in a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained"))
     {
         let (n, r) = (a.entries.unwrap_or(50_000), a.runs.unwrap_or(3));
         match run_ledger(ledger, Side::Both, n, r) {
@@ -374,6 +392,41 @@ fn main() {
     if a.only.contains(&"latency") {
         println!();
         print_latency(&latency::run(TRICKLE, a.entries.unwrap_or(20_000)));
+    }
+    if a.only.contains(&"retained") {
+        println!();
+        print_retained(&retained::run(&a.retained, a.entries.unwrap_or(50_000)));
+    }
+}
+
+fn print_retained(rows: &[retained::Row]) {
+    println!("## retained keys");
+    println!();
+    println!(
+        "The pipeline's rate (entries/s, fresh keys, 10% duplicates) with completed keys \
+         already in the ledger, and bytes per retained key (memory: resident; Redis: \
+         used_memory; SQLite: file and WAL; PostgreSQL: the table with its indexes)."
+    );
+    println!();
+    println!("| ledger | retained | entries/s | ÷ empty | bytes per retained key |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in rows {
+        match &row.points {
+            Ok(points) => {
+                let empty = points.first().map_or(f64::NAN, |p| p.rate);
+                for p in points {
+                    println!(
+                        "| {} | {} | {:.0} | {:.2}× | {} |",
+                        row.ledger,
+                        p.retained,
+                        p.rate,
+                        p.rate / empty,
+                        p.bytes_per_key.map_or("".to_owned(), |b| format!("{b:.0}"))
+                    );
+                }
+            }
+            Err(why) => println!("| {} | skipped: {why} | | | |", row.ledger),
+        }
     }
 }
 
