@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qupid::ledger::{Claim, Offered, PostgresLedger, RedisLedger, SqliteLedger};
-use qupid::{Entry, Key, Ledger, MemoryLedger, Offer, Pipeline, Policy, Source};
+use qupid::{Entry, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Pipeline, Policy, Source};
 
 use crate::servers::{fresh_name, postgres_exec, postgres_url, redis_delete, redis_url, TempDir};
 use crate::tally::{Outcome, Tally};
@@ -40,7 +40,7 @@ pub async fn run(
         }
         Store::Redis => {
             let ns = fresh_name("peers");
-            let ledger = RedisLedger::connect(&redis_url(), &ns)
+            let ledger = RedisLedger::open(&redis_url(), &ns)
                 .await
                 .map_err(|e| format!("cannot open a RedisLedger: {e}"))?;
             prefill(&ledger, retained).await?;
@@ -50,7 +50,7 @@ pub async fn run(
         }
         Store::Postgres => {
             let ns = fresh_name("peers");
-            let ledger = PostgresLedger::connect(&postgres_url(), &ns)
+            let ledger = PostgresLedger::open(&postgres_url(), &ns)
                 .await
                 .map_err(|e| format!("cannot open a PostgresLedger: {e}"))?;
             let schema = ledger.schema();
@@ -64,7 +64,7 @@ pub async fn run(
 
 /// `Source::stream` of the entries, no-op `process` (which counts) and `save`,
 /// `.concurrency(workers)`, everything else qupid's defaults.
-async fn pipeline<L: Ledger>(
+async fn pipeline<L: LedgerAdmin>(
     ledger: L,
     work: Vec<(String, u64)>,
     workers: usize,
@@ -128,7 +128,7 @@ async fn prefill<L: Ledger>(ledger: &L, n: usize) -> Result<(), String> {
                     key: o.key.clone(),
                     token: lease.token,
                 }),
-                Offered::Duplicate(_) | Offered::Unreadable(_) => None,
+                _ => None,
             })
             .collect();
         ledger
