@@ -3,12 +3,10 @@
 //! for the memory ledger, `used_memory` for Redis, the file for SQLite, the table with its
 //! indexes for PostgreSQL.
 
-use std::time::Instant;
-
 use qupid::ledger::{Claim, Ledger, PostgresLedger, RedisLedger, SqliteLedger};
-use qupid::{Entry, LedgerAdmin, MemoryLedger, Offer, Pipeline, Policy, Source};
+use qupid::{LedgerAdmin, MemoryLedger, Offer, Policy};
 
-use crate::workload::{fresh_name, runtime, unique, CONCURRENCY};
+use crate::workload::{fresh_name, per_sec, qupid_pipeline_under, runtime};
 use crate::{postgres, redis, sqlite};
 
 /// One level of retained keys: the pipeline's rate on top of them (the median of [`RUNS`]),
@@ -62,32 +60,6 @@ async fn fill<L: Ledger>(l: &L, from: usize, to: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The bench's workload (10% duplicates) under keys of their own (`{tag}/…`), through a
-/// pipeline over `ledger`: entries per second.
-async fn rate<L: LedgerAdmin>(ledger: L, tag: &str, n: usize) -> f64 {
-    let unique_keys = unique(n);
-    let entries: Vec<Entry<u64>> = (0..n)
-        .map(|i| Entry::new(format!("{tag}/{:08}", i % unique_keys), i as u64).expect("a key"))
-        .collect();
-    let start = Instant::now();
-    let report = Pipeline::builder(ledger)
-        .source(Source::stream(futures::stream::iter(entries)))
-        .process(|a| {
-            let v = *a.payload();
-            async move { Ok::<_, std::convert::Infallible>(v) }
-        })
-        .save(|_, _| async { Ok::<_, std::convert::Infallible>(()) })
-        .concurrency(CONCURRENCY)
-        .build()
-        .expect("pipeline")
-        .run()
-        .await
-        .expect("run");
-    let d = start.elapsed();
-    assert_eq!(report.completed, unique_keys as u64, "{report:?}");
-    n as f64 / d.as_secs_f64()
-}
-
 /// Fills `ledger` level by level and measures at each: `size` answers the bytes the ledger
 /// takes (or `None` where it cannot tell).
 async fn levels<L, S, Fut>(
@@ -117,7 +89,9 @@ where
         // The median of RUNS runs, each on keys of its own.
         let mut rates = Vec::with_capacity(RUNS);
         for r in 0..RUNS {
-            rates.push(rate(ledger.clone(), &format!("run{i}_{r}"), n).await);
+            let tag = format!("run{i}_{r}");
+            let d = qupid_pipeline_under(ledger.clone(), n, &tag).await;
+            rates.push(per_sec(n, d));
         }
         rates.sort_by(f64::total_cmp);
         let rate = rates[RUNS / 2];

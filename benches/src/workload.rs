@@ -27,9 +27,22 @@ pub(crate) fn unique(n: usize) -> usize {
 /// the pipeline to the end of the run (the ledger is already open), after checking that each
 /// unique key was completed exactly once.
 pub(crate) async fn qupid_pipeline<L: LedgerAdmin>(ledger: L, n: usize) -> Duration {
+    qupid_pipeline_under(ledger, n, "record").await
+}
+
+/// [`qupid_pipeline`] with the workload's keys under `{tag}/` instead of `record/`, so that
+/// several runs over one ledger each process keys of their own.
+pub(crate) async fn qupid_pipeline_under<L: LedgerAdmin>(
+    ledger: L,
+    n: usize,
+    tag: &str,
+) -> Duration {
     let entries: Vec<Entry<u64>> = workload(n)
         .into_iter()
-        .map(|(k, v)| Entry::new(k, v).expect("valid key"))
+        .map(|(k, v)| {
+            let k = k.replacen("record", tag, 1);
+            Entry::new(k, v).expect("valid key")
+        })
         .collect();
     let start = Instant::now();
     let report = Pipeline::builder(ledger)
