@@ -403,8 +403,8 @@ fn print_retained(rows: &[retained::Row]) {
     println!("## retained keys");
     println!();
     println!(
-        "The pipeline's rate (entries/s, fresh keys, 10% duplicates; median of 3 runs) with \
-         completed keys already in the ledger, and bytes per retained key (memory: resident; Redis: \
+        "The pipeline's rate (entries/s, fresh keys, 10% duplicates; median of 3 runs, after \
+         one uncounted warm-up run) with completed keys already in the ledger, and bytes per retained key (memory: resident; Redis: \
          used_memory; SQLite: file and WAL; PostgreSQL: the table with its indexes)."
     );
     println!();

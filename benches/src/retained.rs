@@ -73,6 +73,9 @@ where
     S: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<u64>>,
 {
+    // One run first, not counted: a fresh file or table (SQLite, PostgreSQL) is slower on
+    // its first run than on the next ones, which would read as retained keys helping.
+    qupid_pipeline_under(ledger.clone(), n, "warmup").await;
     let mut points = Vec::new();
     let mut have = 0;
     for (i, &level) in levels.iter().enumerate() {
