@@ -1,73 +1,18 @@
 //! Durations on the command line: `90s`, `15m`, `12h`, `7d`, `2w`, or several (`1d12h`).
 
-use std::time::Duration;
-
-/// The units and their length in seconds, shortest first.
-const UNITS: [(char, u64); 5] = [
-    ('s', 1),
-    ('m', 60),
-    ('h', 3_600),
-    ('d', 86_400),
-    ('w', 604_800),
-];
-
 /// Parses a duration: one or more `<number><unit>` parts, units `s`, `m`, `h`, `d`, `w`.
-///
-/// Used as a clap value parser, so the error is shown as a usage error (exit 2).
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "expected a duration like 90s, 15m, 12h, 7d or 2w (or several, like 1d12h), found \
-             {text:?}"
-        )
-    };
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut total: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let (number, after) = rest.split_at(digits);
-        let mut chars = after.chars();
-        let unit = chars.next().ok_or_else(bad)?;
-        let (_, secs) = UNITS
-            .iter()
-            .find(|(u, _)| *u == unit.to_ascii_lowercase())
-            .ok_or_else(bad)?;
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(*secs)
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(|| format!("the duration {text:?} is too long"))?;
-        rest = chars.as_str();
-    }
-    Ok(Duration::from_secs(total))
-}
+/// Used as a clap value parser, so the error is shown as a usage error (exit 2). The
+/// dashboard reads durations with the same function.
+pub(crate) use qupid_web::text::parse_duration as parse;
 
-/// A duration the way [`parse`] reads it, in its largest exact unit up to days (weeks read
-/// less plainly than days in messages: `14d`, not `2w`): `7d`, `90s`, `36h`.
-pub(crate) fn format(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return "0s".to_owned();
-    }
-    let (unit, size) = UNITS[..4]
-        .iter()
-        .rev()
-        .find(|(_, size)| secs.is_multiple_of(*size))
-        .copied()
-        .unwrap_or(UNITS[0]);
-    format!("{}{unit}", secs / size)
-}
+/// A duration the way [`parse`] reads it, in its largest exact unit up to days: `7d`, `90s`,
+/// `36h`.
+pub(crate) use qupid_web::text::format_duration as format;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn every_unit_and_combinations_parse() {

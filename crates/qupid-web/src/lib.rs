@@ -94,14 +94,14 @@ mod api;
 mod auth;
 mod dashboard;
 mod error;
-mod json;
+pub mod json;
 mod listing;
 mod metrics;
 mod pages;
 mod sampler;
 mod serve;
 mod snapshot;
-mod text;
+pub mod text;
 
 pub use dashboard::{Dashboard, DashboardBuilder, MAX_PAGE_LIMIT};
 pub use error::Error;

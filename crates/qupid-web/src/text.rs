@@ -1,5 +1,8 @@
 //! Text in and out: keys shown safely in HTML, times and durations for people, and URLs
 //! read strictly (a key that is not UTF-8 is refused, never mangled).
+//!
+//! Public: the formats the dashboard shares with the `qupid` CLI, so both write times and
+//! read durations alike — [`relative`], [`utc`], [`parse_duration`], [`format_duration`].
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -103,7 +106,7 @@ pub(crate) fn shown(s: &str) -> Markup {
 }
 
 /// `at` relative to `now`: "in 12s", "3m ago", "2d ago", or "now" within a second.
-pub(crate) fn relative(at: Timestamp, now: Timestamp) -> String {
+pub fn relative(at: Timestamp, now: Timestamp) -> String {
     let (ms, future) = if at >= now {
         (at.as_millis() - now.as_millis(), true)
     } else {
@@ -131,7 +134,7 @@ fn span(secs: u64) -> String {
 }
 
 /// `at` as a UTC date and time to the second: `2026-05-01T12:00:00Z`.
-pub(crate) fn utc(at: Timestamp) -> String {
+pub fn utc(at: Timestamp) -> String {
     let secs = at.as_millis() / 1_000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
@@ -169,7 +172,7 @@ const UNITS: [(char, u64); 5] = [
 
 /// Parses a duration as the CLI does: one or more `<number><unit>` parts, units `s`, `m`,
 /// `h`, `d`, `w` (`90s`, `7d`, `1d12h`).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
             "expected a duration like 90s, 15m, 12h, 7d or 2w (or several, like 1d12h), found \
@@ -205,7 +208,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration the way [`parse_duration`] reads it, in its largest exact unit up to days.
-pub(crate) fn format_duration(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
         return "0s".to_owned();
