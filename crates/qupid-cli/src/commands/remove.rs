@@ -2,7 +2,6 @@
 //! offer.
 
 use qupid::ledger::Removed;
-use qupid::Key;
 
 use super::{ledger_name, plural};
 use crate::args::RemoveArgs;
@@ -46,7 +45,7 @@ pub(super) async fn run(args: RemoveArgs, target: &Target, json: bool) -> anyhow
             results: keys
                 .iter()
                 .zip(&outcomes)
-                .map(|(k, o)| outcome_json(k, *o))
+                .map(|(k, o)| OutcomeJson::removed(k, *o))
                 .collect(),
         })?)?;
     } else {
@@ -80,18 +79,5 @@ pub(super) async fn run(args: RemoveArgs, target: &Target, json: bool) -> anyhow
         Ok(())
     } else {
         Err(refused(problems.join("; ")))
-    }
-}
-
-fn outcome_json(key: &Key, outcome: Removed) -> OutcomeJson<'_> {
-    let (outcome, state) = match outcome {
-        Removed::Removed => ("removed", None),
-        Removed::NotFound => ("not_found", None),
-        Removed::Leased(s) => ("refused", Some(s.as_str())),
-    };
-    OutcomeJson {
-        key: key.as_str(),
-        outcome,
-        state,
     }
 }

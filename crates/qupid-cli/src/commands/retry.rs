@@ -48,7 +48,7 @@ pub(super) async fn run(args: RetryArgs, target: &Target, json: bool) -> anyhow:
             results: keys
                 .iter()
                 .zip(&outcomes)
-                .map(|(k, o)| outcome_json(k, *o))
+                .map(|(k, o)| OutcomeJson::retried(k, *o))
                 .collect(),
         })?)?;
     } else if args.all_dead {
@@ -121,18 +121,5 @@ async fn all_dead(target: &Target, yes: bool) -> anyhow::Result<Option<(Vec<Key>
             Some(next) => query.after = Some(next),
             None => return Ok(Some((keys, outcomes))),
         }
-    }
-}
-
-fn outcome_json(key: &Key, outcome: Retried) -> OutcomeJson<'_> {
-    let (outcome, state) = match outcome {
-        Retried::Retried => ("retried", None),
-        Retried::NotFound => ("not_found", None),
-        Retried::NotDead(s) => ("not_dead", Some(s.as_str())),
-    };
-    OutcomeJson {
-        key: key.as_str(),
-        outcome,
-        state,
     }
 }
