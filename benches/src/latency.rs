@@ -78,7 +78,12 @@ async fn measure<L: LedgerAdmin>(ledger: L, n: usize, every: Option<Duration>) -
     );
     let mut all = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     all.sort_unstable();
-    let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
+    let at = |q: f64| {
+        let last = all.len().saturating_sub(1);
+        all.get((last as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     Latencies {
         p50: at(0.50),
         p99: at(0.99),
