@@ -39,7 +39,7 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::ledger::Unreadable;
 
@@ -93,7 +93,7 @@ pub(crate) struct Count {
 }
 
 impl Count {
-    fn new(name: &'static str, queue: &str) -> Self {
+    pub(crate) fn new(name: &'static str, queue: &str) -> Self {
         Count {
             n: AtomicU64::new(0),
             m: metrics::counter!(name, "queue" => queue.to_owned()),
@@ -137,9 +137,38 @@ impl Level {
     }
 }
 
-/// Every counter and gauge of one queue.
+/// Every counter and gauge of one [`Queue`](crate::Queue), and whether its ledger answers.
+///
+/// A queue makes its own, or takes one made beforehand ([`QueueBuilder::counters`]), so that
+/// something can watch a queue that does not exist yet (a progress line built before the
+/// run). Every ledger call the queue makes reports here: [`counts`](Counters::counts) reads
+/// the counts, [`ledger_outage`](Counters::ledger_outage) and
+/// [`ledger_failure`](Counters::ledger_failure) the ledger's health. Each counter is also a
+/// [metric](self), labelled with the queue's name.
+///
+/// ```
+/// use std::sync::Arc;
+/// use qupid::observe::Counters;
+/// use qupid::{Entry, MemoryLedger, Queue};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> qupid::Result<()> {
+/// let counters = Arc::new(Counters::new("orders"));
+/// let queue = Queue::builder(MemoryLedger::new())
+///     .name("orders")
+///     .counters(counters.clone())
+///     .build()?;
+/// queue.publish(Entry::new("orders/1", ())?).await?;
+/// queue.publish(Entry::new("orders/1", ())?).await?;
+/// let counts = counters.counts();
+/// assert_eq!((counts.offered, counts.accepted, counts.duplicates), (2, 1, 1));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`QueueBuilder::counters`]: crate::queue::QueueBuilder::counters
 #[derive(Debug)]
-pub(crate) struct Counters {
+pub struct Counters {
     pub(crate) offered: Count,
     pub(crate) duplicates: Count,
     pub(crate) in_flight: Count,
@@ -150,10 +179,6 @@ pub(crate) struct Counters {
     pub(crate) dead: Count,
     pub(crate) released: Count,
     pub(crate) lease_lost: Count,
-    pub(crate) lease_expired: Count,
-    pub(crate) poll_errors: Count,
-    pub(crate) invalid: Count,
-    pub(crate) stale: Count,
     unreadable: Count,
     /// Keys whose unreadable record was logged: each is logged once.
     unreadable_logged: LogOnce,
@@ -164,7 +189,8 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn new(queue: &str) -> Self {
+    /// Counters for the queue named `queue` (the `queue` label of the metrics), all zero.
+    pub fn new(queue: &str) -> Self {
         use names::*;
         Counters {
             offered: Count::new(OFFERED, queue),
@@ -177,10 +203,6 @@ impl Counters {
             dead: Count::new(DEAD, queue),
             released: Count::new(RELEASED, queue),
             lease_lost: Count::new(LEASE_LOST, queue),
-            lease_expired: Count::new(LEASE_EXPIRED, queue),
-            poll_errors: Count::new(POLL_ERRORS, queue),
-            invalid: Count::new(INVALID, queue),
-            stale: Count::new(STALE, queue),
             unreadable: Count::new(UNREADABLE, queue),
             unreadable_logged: LogOnce::default(),
             ledger_errors: Count::new(LEDGER_ERRORS, queue),
@@ -189,9 +211,70 @@ impl Counters {
             ledger: Health::default(),
         }
     }
-}
 
-impl Counters {
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            offered: self.offered.get(),
+            duplicates: self.duplicates.get(),
+            duplicates_in_flight: self.in_flight.get(),
+            outdated: self.outdated.get(),
+            accepted: self.accepted.get(),
+            completed: self.completed.get(),
+            failed_attempts: self.failed.get(),
+            dead: self.dead.get(),
+            released: self.released.get(),
+            lease_lost: self.lease_lost.get(),
+            unreadable: self.unreadable.get(),
+            ledger_errors: self.ledger_errors.get(),
+            queued: u64::try_from(self.queued.get()).unwrap_or(0),
+            running: u64::try_from(self.running.get()).unwrap_or(0),
+        }
+    }
+
+    /// While the ledger is unavailable (its calls fail with errors worth retrying): how long
+    /// it has been so, and its last error. `None` while it answers.
+    pub fn ledger_outage(&self) -> Option<(Duration, Error)> {
+        self.ledger.outage()
+    }
+
+    /// The first ledger error that retrying cannot fix (corrupt data, a newer schema,
+    /// permission denied), if one was met. A queue keeps working after it; a
+    /// [`Pipeline`](crate::Pipeline) stops with it.
+    pub fn ledger_failure(&self) -> Option<Error> {
+        self.ledger.fatal()
+    }
+
+    /// Waits for a ledger error that retrying cannot fix, and answers it (at once if one was
+    /// already met).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn ledger_failed(&self) -> Error {
+        loop {
+            let reported = self.ledger.fatal_reported();
+            tokio::pin!(reported);
+            reported.as_mut().enable();
+            if let Some(e) = self.ledger.fatal() {
+                return e;
+            }
+            reported.await;
+        }
+    }
+
+    /// Records the outcome of a ledger call made on the queue's behalf outside the queue
+    /// (a purge, say), so that its failures count like the queue's own.
+    pub(crate) fn ledger_call<T>(&self, out: &Result<T>) {
+        match out {
+            Ok(_) => self.ledger.ok(),
+            Err(e) => {
+                self.ledger_errors.add(1);
+                self.ledger.failed(e);
+            }
+        }
+    }
+
     /// Counts an unreadable record met under `key`, and logs it the first time.
     pub(crate) fn unreadable(&self, key: &Key, u: &Unreadable) {
         self.unreadable.add(1);
@@ -204,10 +287,42 @@ impl Counters {
             );
         }
     }
+}
 
-    pub(crate) fn unreadable_count(&self) -> u64 {
-        self.unreadable.get()
-    }
+/// What a queue's [`Counters`] counted so far. The pipeline's [`Report`] adds its own.
+///
+/// [`Report`]: crate::Report
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Keys offered to the ledger.
+    pub offered: u64,
+    /// Offers answered `Duplicate`.
+    pub duplicates: u64,
+    /// Of those, offers that found the key leased (in flight here or in another instance).
+    pub duplicates_in_flight: u64,
+    /// Offers refused as outdated.
+    pub outdated: u64,
+    /// Offers accepted.
+    pub accepted: u64,
+    /// Keys completed.
+    pub completed: u64,
+    /// Failed attempts (including the last one of a key that went Dead).
+    pub failed_attempts: u64,
+    /// Keys that went Dead.
+    pub dead: u64,
+    /// Keys released without an ending.
+    pub released: u64,
+    /// Jobs that found their lease taken over.
+    pub lease_lost: u64,
+    /// Offers and claims that met a record the ledger cannot read.
+    pub unreadable: u64,
+    /// Ledger calls that failed.
+    pub ledger_errors: u64,
+    /// Accepted keys held and not running, now.
+    pub queued: u64,
+    /// Attempts running, now.
+    pub running: u64,
 }
 
 /// Remembers what was logged, so that something met at every poll is logged once. Bounded:

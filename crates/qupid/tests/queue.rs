@@ -310,3 +310,64 @@ async fn jobs_complete_later_and_hand_out_their_deadline() {
     assert_eq!(state(&ledger, "a").await, Some(State::Completed));
     assert_eq!(queue.held(), 0, "the claim is given up");
 }
+
+#[tokio::test]
+async fn counters_made_beforehand_count_the_queue_and_its_purges() {
+    use qupid::observe::Counters;
+    use qupid::Keep;
+    use qupid_testkit::FaultyLedger;
+    use std::sync::Arc;
+
+    let counters = Arc::new(Counters::new("watched"));
+    let ledger = FaultyLedger::new(MemoryLedger::new());
+    let mut policy = Policy::default();
+    policy.retention.completed = Keep::younger_than(Duration::ZERO);
+    let queue = Queue::builder(ledger.clone())
+        .name("watched")
+        .policy(policy)
+        .counters(counters.clone())
+        .build()
+        .unwrap();
+    assert!(Arc::ptr_eq(queue.counters(), &counters));
+    let sub = queue.subscribe();
+    queue.publish(entry("a")).await.unwrap();
+    queue.publish(entry("a")).await.unwrap();
+    sub.recv().await.unwrap().complete().await.unwrap();
+    let c = counters.counts();
+    assert_eq!(
+        (c.offered, c.accepted, c.duplicates, c.completed, c.running),
+        (2, 1, 1, 1, 0)
+    );
+
+    // A purge through the queue purges by the policy and counts like the queue's calls.
+    assert_eq!(queue.purge().await.unwrap().completed, 1);
+    assert_eq!(state(ledger.inner(), "a").await, None);
+    ledger.fail_next(1);
+    assert!(queue.purge().await.is_err());
+    assert_eq!(counters.counts().ledger_errors, 1);
+    assert!(
+        counters.ledger_outage().is_some(),
+        "a transient failure is an outage"
+    );
+    queue.purge().await.unwrap();
+    assert!(counters.ledger_outage().is_none(), "a success ends it");
+    assert!(counters.ledger_failure().is_none());
+
+    // A failure retrying cannot fix is kept, and wakes whoever waits for one; a wait dropped
+    // before it changes nothing.
+    let dropped = tokio::time::timeout(Duration::from_millis(5), counters.ledger_failed()).await;
+    assert!(dropped.is_err(), "no failure yet");
+    let waiting = tokio::spawn({
+        let counters = counters.clone();
+        async move { counters.ledger_failed().await }
+    });
+    tokio::task::yield_now().await;
+    ledger.break_with(Some(ErrorKind::Corrupt));
+    assert_eq!(queue.purge().await.unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(waiting.await.unwrap().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        counters.ledger_failure().unwrap().kind(),
+        ErrorKind::Corrupt
+    );
+    assert_eq!(counters.ledger_failed().await.kind(), ErrorKind::Corrupt);
+}

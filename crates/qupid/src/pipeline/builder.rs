@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use super::report::PipelineCounters;
 use super::{Attempt, Backoff, Pipeline, Source, StepError, WorkFn};
 use crate::error::{BoxError, Error, Result};
 use crate::ledger::LedgerAdmin;
@@ -233,10 +234,12 @@ impl<L: LedgerAdmin, T: Send + Sync + 'static> PipelineBuilder<L, T> {
             return Err(Error::config("buffer must be at least 1, found 0"));
         }
         let counters = Arc::new(Counters::new(&self.name));
+        let own = Arc::new(PipelineCounters::new(&self.name));
         Ok(Pipeline {
             builder: self,
             work,
             counters,
+            own,
         })
     }
 }

@@ -57,6 +57,7 @@ pub use source::{Source, SourceItem};
 use crate::error::{BoxError, Result};
 use crate::ledger::LedgerAdmin;
 use crate::observe::Counters;
+use report::PipelineCounters;
 
 /// `process` then `save`, boxed once per attempt.
 pub(crate) type WorkFn<T> =
@@ -108,7 +109,10 @@ impl fmt::Display for StepError {
 pub struct Pipeline<L, T> {
     builder: PipelineBuilder<L, T>,
     work: Arc<WorkFn<T>>,
+    /// The queue's counters, made before the queue so that [`Progress`] can show them.
     counters: Arc<Counters>,
+    /// What the pipeline counts besides.
+    own: Arc<PipelineCounters>,
 }
 
 impl<L: LedgerAdmin> Pipeline<L, ()> {
@@ -128,6 +132,7 @@ impl<L: LedgerAdmin, T: Send + Sync + 'static> Pipeline<L, T> {
     pub fn progress(&self) -> Progress {
         Progress {
             counters: self.counters.clone(),
+            own: self.own.clone(),
             started: tokio::time::Instant::now(),
         }
     }
@@ -176,19 +181,20 @@ impl<L: fmt::Debug, T> fmt::Debug for Pipeline<L, T> {
 #[derive(Debug, Clone)]
 pub struct Progress {
     counters: Arc<Counters>,
+    own: Arc<PipelineCounters>,
     started: tokio::time::Instant,
 }
 
 impl Progress {
     /// The counters so far, as a [`Report`].
     pub fn snapshot(&self) -> Report {
-        Report::from_counters(&self.counters, self.started.elapsed())
+        Report::new(self.counters.counts(), &self.own, self.started.elapsed())
     }
 
     /// Attempts running now in this process (including accepted entries waiting for a
     /// worker, which the ledger already counts as Running).
     pub fn running(&self) -> u64 {
-        u64::try_from(self.counters.running.get()).unwrap_or(0)
+        self.counters.counts().running
     }
 
     /// How long the ledger has been unavailable (failing with errors worth retrying), while
@@ -196,11 +202,11 @@ impl Progress {
     /// rides out an outage, retrying, unless told to
     /// [`give_up_after`](PipelineBuilder::give_up_after) a limit.
     pub fn ledger_down_for(&self) -> Option<std::time::Duration> {
-        self.counters.ledger.outage().map(|(down, _)| down)
+        self.counters.ledger_outage().map(|(down, _)| down)
     }
 
     /// The last error of the ledger while it is unavailable, as text.
     pub fn ledger_error(&self) -> Option<String> {
-        self.counters.ledger.outage().map(|(_, e)| e.to_string())
+        self.counters.ledger_outage().map(|(_, e)| e.to_string())
     }
 }

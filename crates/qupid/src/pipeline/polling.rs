@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::builder::Until;
+use super::report::PipelineCounters;
 use super::source::{Item, Kind};
 use super::worker::panic_message;
 use super::Source;
 use crate::key::Entry;
 use crate::ledger::Ledger;
-use crate::observe::{Counters, LogOnce};
+use crate::observe::LogOnce;
 use crate::queue::{Published, Queue};
 
 /// What the stop logic needs to know about sources and jobs.
@@ -75,12 +76,12 @@ struct Polled {
 /// distinct error (a source polled every second would otherwise log the same bad row every
 /// second).
 pub(super) struct Invalid {
-    counters: Arc<Counters>,
+    counters: Arc<PipelineCounters>,
     logged: LogOnce,
 }
 
 impl Invalid {
-    pub(super) fn new(counters: Arc<Counters>) -> Self {
+    pub(super) fn new(counters: Arc<PipelineCounters>) -> Self {
         Invalid {
             counters,
             logged: LogOnce::default(),
@@ -113,7 +114,7 @@ pub(super) struct Polling<L, T> {
     pub(super) queue: Queue<L, T>,
     pub(super) idle: Arc<Idle>,
     pub(super) invalid: Arc<Invalid>,
-    pub(super) counters: Arc<Counters>,
+    pub(super) counters: Arc<PipelineCounters>,
     pub(super) stop: CancellationToken,
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::observe::Counters;
+use crate::observe::{Count, Counts};
 
 /// What a pipeline did: returned by [`Pipeline::run`](crate::Pipeline::run), and available
 /// while it runs through [`Progress`](crate::Progress).
@@ -64,24 +64,25 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn from_counters(c: &Counters, elapsed: Duration) -> Self {
+    /// The queue's counts and the pipeline's own, as a report.
+    pub(crate) fn new(c: Counts, p: &PipelineCounters, elapsed: Duration) -> Self {
         Report {
-            polled: c.offered.get(),
-            duplicates: c.duplicates.get(),
-            duplicates_in_flight: c.in_flight.get(),
-            outdated: c.outdated.get(),
-            accepted: c.accepted.get(),
-            completed: c.completed.get(),
-            failed_attempts: c.failed.get(),
-            dead: c.dead.get(),
-            released: c.released.get(),
-            lease_lost: c.lease_lost.get(),
-            lease_expired: c.lease_expired.get(),
-            unreadable: c.unreadable_count(),
-            poll_errors: c.poll_errors.get(),
-            invalid: c.invalid.get(),
-            stale: c.stale.get(),
-            ledger_errors: c.ledger_errors.get(),
+            polled: c.offered,
+            duplicates: c.duplicates,
+            duplicates_in_flight: c.duplicates_in_flight,
+            outdated: c.outdated,
+            accepted: c.accepted,
+            completed: c.completed,
+            failed_attempts: c.failed_attempts,
+            dead: c.dead,
+            released: c.released,
+            lease_lost: c.lease_lost,
+            lease_expired: p.lease_expired.get(),
+            unreadable: c.unreadable,
+            poll_errors: p.poll_errors.get(),
+            invalid: p.invalid.get(),
+            stale: p.stale.get(),
+            ledger_errors: c.ledger_errors,
             elapsed,
         }
     }
@@ -138,5 +139,26 @@ impl fmt::Display for Report {
         writeln!(f, "stale       {:>10}  (dropped unoffered)", self.stale)?;
         writeln!(f, "ledger errs {:>10}", self.ledger_errors)?;
         write!(f, "elapsed     {:>10.2?}", self.elapsed)
+    }
+}
+
+/// What the pipeline counts on top of its queue's [`Counts`].
+#[derive(Debug)]
+pub(crate) struct PipelineCounters {
+    pub(crate) lease_expired: Count,
+    pub(crate) poll_errors: Count,
+    pub(crate) invalid: Count,
+    pub(crate) stale: Count,
+}
+
+impl PipelineCounters {
+    pub(crate) fn new(queue: &str) -> Self {
+        use crate::observe::names::*;
+        PipelineCounters {
+            lease_expired: Count::new(LEASE_EXPIRED, queue),
+            poll_errors: Count::new(POLL_ERRORS, queue),
+            invalid: Count::new(INVALID, queue),
+            stale: Count::new(STALE, queue),
+        }
     }
 }

@@ -24,6 +24,7 @@ pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
         builder: b,
         work,
         counters,
+        own,
     } = p;
     let queue: Queue<L, T> = Queue::builder(b.ledger)
         .capacity(b.buffer.unwrap_or(b.concurrency.saturating_mul(4)).max(1))
@@ -39,12 +40,12 @@ pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
         .signals
         .map(|which| signals::listen(which, stop.clone(), hard.clone()));
     let purger = (!b.policy.retention.is_forever()).then(|| {
-        let (queue, stop, counters) = (queue.clone(), stop.clone(), counters.clone());
-        tokio::spawn(purge(queue, counters, stop))
+        let (queue, stop) = (queue.clone(), stop.clone());
+        tokio::spawn(purge(queue, stop))
     });
 
     let idle = Arc::new(Idle::new(b.sources.len(), b.until));
-    let invalid = Arc::new(Invalid::new(counters.clone()));
+    let invalid = Arc::new(Invalid::new(own.clone()));
     let polling = stop.child_token();
     let mut sources = JoinSet::new();
     for (i, source) in b.sources.into_iter().enumerate() {
@@ -52,7 +53,7 @@ pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
             queue: queue.clone(),
             idle: idle.clone(),
             invalid: invalid.clone(),
-            counters: counters.clone(),
+            counters: own.clone(),
             stop: polling.clone(),
         };
         sources.spawn(task.run(i, source));
@@ -67,7 +68,7 @@ pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
             draining: draining.clone(),
             hard: hard.clone(),
             idle: idle.clone(),
-            counters: counters.clone(),
+            counters: own.clone(),
         };
         workers.spawn(w.run());
     }
@@ -106,7 +107,7 @@ pub(super) async fn run<L: LedgerAdmin, T: Send + Sync + 'static>(
         t.abort();
     }
     queue.shutdown().await;
-    let report = Report::from_counters(&counters, started.elapsed());
+    let report = Report::new(counters.counts(), &own, started.elapsed());
     match failure {
         Some(e) => {
             tracing::debug!(error = %e, ?report, "the pipeline stopped on a ledger failure");
@@ -126,20 +127,20 @@ async fn wait_for_stop<L: LedgerAdmin, T: Send + Sync + 'static>(
     stop: &CancellationToken,
     give_up_after: Option<Duration>,
 ) -> Option<Error> {
-    let health = &counters.ledger;
     let lease = queue.policy().lease;
     let mut outage_logged = false;
+    let failed = counters.ledger_failed();
+    tokio::pin!(failed);
     loop {
         let notified = idle.changed.notified();
-        let fatal = health.fatal_reported();
-        if let Some(e) = health.fatal() {
+        if let Some(e) = counters.ledger_failure() {
             return Some(e);
         }
         if idle.all() && queue.held() == 0 {
             tracing::debug!("nothing left to do: stopping");
             return None;
         }
-        match health.outage() {
+        match counters.ledger_outage() {
             Some((down, last)) => {
                 if let Some(limit) = give_up_after.filter(|limit| down >= *limit) {
                     return Some(Error::new(
@@ -169,7 +170,7 @@ async fn wait_for_stop<L: LedgerAdmin, T: Send + Sync + 'static>(
         tokio::select! {
             _ = stop.cancelled() => return None,
             _ = notified => {}
-            _ = fatal => {}
+            e = &mut failed => return Some(e),
             // Jobs ending do not wake this loop (that would cost a wake-up per job); it looks
             // again every few milliseconds.
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -180,7 +181,6 @@ async fn wait_for_stop<L: LedgerAdmin, T: Send + Sync + 'static>(
 /// Purges by the policy's retention on its timer until the pipeline stops.
 async fn purge<L: LedgerAdmin, T: Send + Sync + 'static>(
     queue: Queue<L, T>,
-    counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(queue.policy().purge_every);
@@ -189,16 +189,13 @@ async fn purge<L: LedgerAdmin, T: Send + Sync + 'static>(
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
-        match queue.ledger().purge(&queue.policy().retention).await {
+        match queue.purge().await {
             Ok(p) => {
-                counters.ledger.ok();
                 if p.completed + p.dead > 0 {
                     tracing::info!(completed = p.completed, dead = p.dead, "purged");
                 }
             }
             Err(e) => {
-                counters.ledger_errors.add(1);
-                counters.ledger.failed(&e);
                 tracing::warn!(error = %e, "purge failed");
             }
         }

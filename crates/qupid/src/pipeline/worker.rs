@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::polling::Idle;
+use super::report::PipelineCounters;
 use super::{Attempt, Backoff, StepError, WorkFn};
-use crate::observe::Counters;
 use crate::queue::{FailOutcome, Job, Subscriber};
 
 pub(super) struct Worker<T> {
@@ -22,7 +22,7 @@ pub(super) struct Worker<T> {
     pub(super) draining: CancellationToken,
     pub(super) hard: CancellationToken,
     pub(super) idle: Arc<Idle>,
-    pub(super) counters: Arc<Counters>,
+    pub(super) counters: Arc<PipelineCounters>,
 }
 
 impl<T: Send + Sync + 'static> Worker<T> {

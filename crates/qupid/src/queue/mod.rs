@@ -37,7 +37,7 @@ pub use job::{FailOutcome, Job, LeaseDeadline};
 use self::core::{ender, renewer, Core, Grant, Registry, Renewals};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Entry;
-use crate::ledger::{Ledger, Offered, State, Token, Unreadable};
+use crate::ledger::{Ledger, LedgerAdmin, Offered, Purged, State, Token, Unreadable};
 use crate::observe::Counters;
 use crate::policy::Policy;
 
@@ -141,8 +141,12 @@ pub struct QueueBuilder<L> {
 }
 
 impl<L: Ledger> QueueBuilder<L> {
-    /// Counters made beforehand (a pipeline shows them while the queue runs).
-    pub(crate) fn counters(mut self, counters: Arc<Counters>) -> Self {
+    /// Counts into `counters`, made beforehand, instead of into counters of its own: for
+    /// something that watches the queue before it exists (a progress line made before the
+    /// run). See [`Counters`] for an example.
+    ///
+    /// The counters' name labels their metrics; give it the queue's [`name`](Self::name).
+    pub fn counters(mut self, counters: Arc<Counters>) -> Self {
         self.counters = Some(counters);
         self
     }
@@ -583,6 +587,12 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
         &self.inner.policy
     }
 
+    /// The queue's counters: what it offered, accepted, ended, and whether its ledger
+    /// answers.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.inner.core.counters
+    }
+
     /// Closes the queue, releases what is buffered, and waits until every ending asked of
     /// the ledger has been sent to it. Jobs still alive elsewhere keep working; their endings
     /// are sent when they end.
@@ -600,6 +610,26 @@ impl<L: Ledger, T: Send + Sync + 'static> Queue<L, T> {
             // The ender stops once the queue and every job are gone.
             let _ = handle.await;
         }
+    }
+}
+
+impl<L: LedgerAdmin, T: Send + Sync + 'static> Queue<L, T> {
+    /// Purges finished records by the policy's [`retention`](Policy::retention), as
+    /// [`LedgerAdmin::purge`] does, and counts the call like the queue's own: a failure is
+    /// a ledger error in the [`counters`](Queue::counters), and one that retrying cannot
+    /// fix is their [`ledger_failure`](Counters::ledger_failure).
+    ///
+    /// # Errors
+    ///
+    /// The ledger's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the ledger's `purge`: dropping it may leave part of the purge done.
+    pub async fn purge(&self) -> Result<Purged> {
+        let out = self.inner.ledger.purge(&self.inner.policy.retention).await;
+        self.inner.core.counters.ledger_call(&out);
+        out
     }
 }
 
