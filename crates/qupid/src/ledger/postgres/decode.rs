@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use crate::clock::{millis, Timestamp};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Version};
-use crate::ledger::types::{Record, State, Token, Unreadable};
+use crate::ledger::types::{Record, State, Token};
 use crate::policy::Blocking;
 
 /// The largest duration sent to the server, in ms: far beyond any real lease or window, and
@@ -167,84 +167,6 @@ fn version(v: Option<Vec<u8>>, ns: &str) -> Result<Option<Version>> {
             .ok_or_else(|| corrupt(ns, "a record's version is not a valid version".to_owned()))
     })
     .transpose()
-}
-
-/// One item's answer from a transition statement: `ord` (its place in the statement's
-/// arrays, from 1), `m` (the decision), the state the decision saw, whether the write
-/// happened, up to three numbers the operation returns, and, last, what an unreadable row
-/// holds (`found`).
-#[derive(Debug)]
-pub(super) struct Answer {
-    pub(super) ord: usize,
-    pub(super) m: i32,
-    pub(super) state: Option<i32>,
-    pub(super) written: bool,
-    pub(super) a: Option<i64>,
-    pub(super) b: Option<i64>,
-    pub(super) c: Option<i64>,
-    pub(super) found: Option<String>,
-}
-
-impl Answer {
-    /// Decodes one answer row.
-    pub(super) fn read(row: &Row, ns: &str) -> Result<Answer> {
-        let pg = |e| pg_corrupt(ns, e);
-        let ord: i64 = row.try_get(0).map_err(pg)?;
-        let last = row.len().saturating_sub(1);
-        Ok(Answer {
-            ord: usize::try_from(ord).map_err(|_| corrupt(ns, format!("answer #{ord}")))?,
-            m: row.try_get(1).map_err(pg)?,
-            state: row.try_get(2).map_err(pg)?,
-            written: row.try_get(3).map_err(pg)?,
-            a: row.try_get(4).map_err(pg)?,
-            b: row.try_get(5).map_err(pg)?,
-            c: if last > 6 {
-                row.try_get(6).map_err(pg)?
-            } else {
-                None
-            },
-            found: row.try_get(last).map_err(pg)?,
-        })
-    }
-
-    /// The state the decision saw.
-    pub(super) fn state(&self, ns: &str) -> Result<State> {
-        let code = self
-            .state
-            .ok_or_else(|| corrupt(ns, "an answer without a state".to_owned()))?;
-        state(i64::from(code), ns)
-    }
-
-    /// The first returned number.
-    pub(super) fn a(&self, ns: &str) -> Result<i64> {
-        self.a
-            .ok_or_else(|| corrupt(ns, "an answer without its value".to_owned()))
-    }
-
-    /// The second returned number.
-    pub(super) fn b(&self, ns: &str) -> Result<i64> {
-        self.b
-            .ok_or_else(|| corrupt(ns, "an answer without its value".to_owned()))
-    }
-
-    /// The third returned number.
-    pub(super) fn c(&self, ns: &str) -> Result<i64> {
-        self.c
-            .ok_or_else(|| corrupt(ns, "an answer without its value".to_owned()))
-    }
-
-    /// What an unreadable row holds, for the answer of its key.
-    pub(super) fn unreadable(&self, ns: &str) -> Result<Unreadable> {
-        self.found
-            .clone()
-            .map(Unreadable::new)
-            .ok_or_else(|| corrupt(ns, "an unreadable answer without what was found".to_owned()))
-    }
-
-    /// An unexpected decision code.
-    pub(super) fn unexpected(&self, ns: &str) -> Error {
-        corrupt(ns, format!("unexpected answer {self:?}"))
-    }
 }
 
 /// A namespace whose data is not what this build wrote.

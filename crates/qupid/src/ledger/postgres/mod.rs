@@ -163,6 +163,7 @@ mod ops;
 mod schema;
 mod sql;
 mod tls;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;

@@ -8,9 +8,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::decode::{
-    self, ceil_ms, count_cap, floor_ms, state_code, token_param, unreadable_key, window_ms, Answer,
+    self, ceil_ms, count_cap, floor_ms, state_code, token_param, unreadable_key, window_ms,
 };
 use super::errors::{is_retryable, map_pg, map_pool};
+use super::wire::{
+    Answer, ClaimDecision, ClaimParams, FailParams, KeyDecision, KeyParams, OfferDecision,
+    OfferParams, Params,
+};
 use super::PostgresLedger;
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
@@ -27,9 +31,6 @@ const CONFLICT_RETRIES: u32 = 5;
 const MAX_DECISIONS: u32 = 12;
 /// Records deleted per purge statement.
 const PURGE_CHUNK: i64 = 5_000;
-
-/// Parameters of one statement, owned so a batch can be re-sent.
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 fn keys_of<I>(batch: &[&I], key: impl Fn(&I) -> &str) -> Vec<Vec<u8>> {
     batch.iter().map(|i| key(i).as_bytes().to_vec()).collect()
@@ -183,20 +184,19 @@ impl PostgresLedger {
             .collect()
     }
 
-    /// The answer of a claim operation: refused (`m` 1 or 2, or 3 for an unreadable row),
-    /// done, or to decide again.
+    /// The answer of a claim operation: refused, done, or to decide again.
     fn claimed<T>(
         &self,
         a: &Answer,
         done: impl FnOnce(&Answer) -> Result<T>,
     ) -> Result<Option<Result<T, Refused>>> {
-        match (a.m, a.written) {
-            (1, _) => Ok(Some(Err(Refused::LeaseLost))),
-            (2, _) => Ok(Some(Err(Refused::WrongState(a.state(self.ns())?)))),
-            (3, _) => Ok(Some(Err(Refused::Unreadable(a.unreadable(self.ns())?)))),
-            (0, true) => done(a).map(|t| Some(Ok(t))),
-            (0, false) => Ok(None),
-            _ => Err(a.unexpected(self.ns())),
+        let ns = self.ns();
+        match a.claim(ns)? {
+            ClaimDecision::LeaseLost => Ok(Some(Err(Refused::LeaseLost))),
+            ClaimDecision::WrongState => Ok(Some(Err(Refused::WrongState(a.state(ns)?)))),
+            ClaimDecision::Unreadable => Ok(Some(Err(Refused::Unreadable(a.unreadable(ns)?)))),
+            ClaimDecision::Go if a.written => done(a).map(|t| Some(Ok(t))),
+            ClaimDecision::Go => Ok(None),
         }
     }
 
@@ -214,14 +214,12 @@ impl PostgresLedger {
             claims,
             |c| c.key.as_str(),
             |b| {
-                let mut p: Params = vec![
-                    Box::new(keys_of(b, |c| c.key.as_str())),
-                    Box::new(tokens_of(b)),
-                ];
-                if let Some(lease) = lease {
-                    p.push(Box::new(lease));
+                ClaimParams {
+                    keys: keys_of(b, |c| c.key.as_str()),
+                    tokens: tokens_of(b),
+                    lease_ms: lease,
                 }
-                p
+                .into_params()
             },
             |a, _| self.claimed(a, &done),
         )
@@ -312,10 +310,6 @@ impl PostgresLedger {
         policy: &Policy,
         offers: &[Offer],
     ) -> Result<Vec<Offered>> {
-        let lease = floor_ms(policy.lease);
-        let cap = i64::from(policy.crash_cap);
-        let remember = policy.newer_versions == NewerVersions::Remember;
-        let (completed, dead) = (window_ms(policy.completed), window_ms(policy.dead));
         let ns = self.ns();
         self.transition(
             what,
@@ -323,33 +317,35 @@ impl PostgresLedger {
             offers,
             |o| o.key.as_str(),
             |b| {
-                let versions: Vec<Option<Vec<u8>>> = b
-                    .iter()
-                    .map(|o| o.version.as_ref().map(|v| v.as_str().as_bytes().to_vec()))
-                    .collect();
-                vec![
-                    Box::new(keys_of(b, |o| o.key.as_str())),
-                    Box::new(versions),
-                    Box::new(lease),
-                    Box::new(cap),
-                    Box::new(remember),
-                    Box::new(completed),
-                    Box::new(dead),
-                ]
+                OfferParams {
+                    keys: keys_of(b, |o| o.key.as_str()),
+                    versions: b
+                        .iter()
+                        .map(|o| o.version.as_ref().map(|v| v.as_str().as_bytes().to_vec()))
+                        .collect(),
+                    lease_ms: floor_ms(policy.lease),
+                    crash_cap: i64::from(policy.crash_cap),
+                    remember: policy.newer_versions == NewerVersions::Remember,
+                    completed_ms: window_ms(policy.completed),
+                    dead_ms: window_ms(policy.dead),
+                }
+                .into_params()
             },
-            |a, _| match (a.m, a.written) {
-                (0, _) => Ok(Some(Offered::Duplicate(a.state(ns)?))),
-                (6, _) => Ok(Some(Offered::Unreadable(a.unreadable(ns)?))),
-                (7, _) => Ok(Some(Offered::Outdated(a.state(ns)?))),
-                (1..=3, true) => Ok(Some(Offered::Accepted(Lease {
-                    token: Token(u64::try_from(a.a(ns)?).map_err(|_| a.unexpected(ns))?),
-                    expires_at: decode::timestamp(a.b(ns)?, ns)?,
-                    attempts: u32::try_from(a.c(ns)?).map_err(|_| a.unexpected(ns))?,
-                }))),
-                (4, true) => Ok(Some(Offered::Duplicate(State::Dead))),
-                (5, true) => Ok(Some(Offered::Duplicate(a.state(ns)?))),
-                (1..=5, false) => Ok(None),
-                _ => Err(a.unexpected(ns)),
+            |a, _| {
+                use OfferDecision::*;
+                match a.offer(ns)? {
+                    Duplicate => Ok(Some(Offered::Duplicate(a.state(ns)?))),
+                    Unreadable => Ok(Some(Offered::Unreadable(a.unreadable(ns)?))),
+                    Outdated => Ok(Some(Offered::Outdated(a.state(ns)?))),
+                    _ if !a.written => Ok(None),
+                    Insert | Reclaim | Renew => Ok(Some(Offered::Accepted(Lease {
+                        token: Token(a.number(a.token, "token", ns)?),
+                        expires_at: decode::timestamp(a.value(a.expires_ms, "expiry", ns)?, ns)?,
+                        attempts: a.number(a.attempts, "attempts", ns)?,
+                    }))),
+                    CrashCapped => Ok(Some(Offered::Duplicate(State::Dead))),
+                    Remember => Ok(Some(Offered::Duplicate(a.state(ns)?))),
+                }
             },
         )
         .await
@@ -384,8 +380,8 @@ impl Ledger for PostgresLedger {
         let lease = floor_ms(policy.lease);
         self.claims("start", &self.inner.sql.start, claims, Some(lease), |a| {
             Ok(Started {
-                attempt: u32::try_from(a.a(ns)?).map_err(|_| a.unexpected(ns))?,
-                expires_at: decode::timestamp(a.b(ns)?, ns)?,
+                attempt: a.number(a.attempts, "attempts", ns)?,
+                expires_at: decode::timestamp(a.value(a.expires_ms, "expiry", ns)?, ns)?,
             })
         })
         .await
@@ -400,7 +396,7 @@ impl Ledger for PostgresLedger {
         let ns = self.ns();
         let lease = floor_ms(policy.lease);
         self.claims("renew", &self.inner.sql.renew, claims, Some(lease), |a| {
-            decode::timestamp(a.a(ns)?, ns)
+            decode::timestamp(a.value(a.expires_ms, "expiry", ns)?, ns)
         })
         .await
     }
@@ -410,7 +406,7 @@ impl Ledger for PostgresLedger {
         let ns = self.ns();
         self.claims("complete", &self.inner.sql.complete, claims, None, |a| {
             Ok(Done {
-                superseded: a.a(ns)? != 0,
+                superseded: a.value(a.superseded, "superseded", ns)?,
             })
         })
         .await
@@ -432,23 +428,22 @@ impl Ledger for PostgresLedger {
             |f| f.claim.key.as_str(),
             |b| {
                 let claims: Vec<&Claim> = b.iter().map(|f| &f.claim).collect();
-                let errors: Vec<Vec<u8>> = b.iter().map(|f| f.error.as_bytes().to_vec()).collect();
-                vec![
-                    Box::new(keys_of(&claims, |c| c.key.as_str())),
-                    Box::new(tokens_of(&claims)),
-                    Box::new(errors),
-                    Box::new(lease),
-                    Box::new(max),
-                ]
+                FailParams {
+                    keys: keys_of(&claims, |c| c.key.as_str()),
+                    tokens: tokens_of(&claims),
+                    errors: b.iter().map(|f| f.error.as_bytes().to_vec()).collect(),
+                    lease_ms: lease,
+                    max_attempts: max,
+                }
+                .into_params()
             },
             |a, _| {
                 self.claimed(a, |a| {
-                    let attempts = u32::try_from(a.b(ns)?).map_err(|_| a.unexpected(ns))?;
-                    match a.a(ns)? {
-                        3 => Ok(Failed::Dead { attempts }),
-                        0 => Ok(Failed::Retry { attempts }),
-                        _ => Err(a.unexpected(ns)),
-                    }
+                    let attempts = a.number(a.attempts, "attempts", ns)?;
+                    Ok(match a.value(a.dead, "dead", ns)? {
+                        true => Failed::Dead { attempts },
+                        false => Failed::Retry { attempts },
+                    })
                 })
             },
         )
@@ -471,18 +466,23 @@ impl LedgerAdmin for PostgresLedger {
             &self.inner.sql.remove,
             keys,
             Key::as_str,
-            |b| vec![Box::new(keys_of(b, Key::as_str)), Box::new(force)],
-            |a, k: &Key| match (a.m, a.written) {
-                (1, _) => Ok(Some(Removed::NotFound)),
-                (3, _) => Err(unreadable_key(
+            |b| {
+                KeyParams {
+                    keys: keys_of(b, Key::as_str),
+                    force: Some(force),
+                }
+                .into_params()
+            },
+            |a, k: &Key| match a.by_key(ns)? {
+                KeyDecision::NotFound => Ok(Some(Removed::NotFound)),
+                KeyDecision::Unreadable => Err(unreadable_key(
                     ns,
                     k.as_str(),
                     a.found.as_deref().unwrap_or(""),
                 )),
-                (2, _) => Ok(Some(Removed::Leased(a.state(ns)?))),
-                (0, true) => Ok(Some(Removed::Removed)),
-                (0, false) => Ok(None),
-                _ => Err(a.unexpected(ns)),
+                KeyDecision::Refused => Ok(Some(Removed::Leased(a.state(ns)?))),
+                KeyDecision::Delete if a.written => Ok(Some(Removed::Removed)),
+                KeyDecision::Delete => Ok(None),
             },
         )
         .await
@@ -496,18 +496,23 @@ impl LedgerAdmin for PostgresLedger {
             &self.inner.sql.retry,
             keys,
             Key::as_str,
-            |b| vec![Box::new(keys_of(b, Key::as_str))],
-            |a, k: &Key| match (a.m, a.written) {
-                (1, _) => Ok(Some(Retried::NotFound)),
-                (3, _) => Err(unreadable_key(
+            |b| {
+                KeyParams {
+                    keys: keys_of(b, Key::as_str),
+                    force: None,
+                }
+                .into_params()
+            },
+            |a, k: &Key| match a.by_key(ns)? {
+                KeyDecision::NotFound => Ok(Some(Retried::NotFound)),
+                KeyDecision::Unreadable => Err(unreadable_key(
                     ns,
                     k.as_str(),
                     a.found.as_deref().unwrap_or(""),
                 )),
-                (2, _) => Ok(Some(Retried::NotDead(a.state(ns)?))),
-                (0, true) => Ok(Some(Retried::Retried)),
-                (0, false) => Ok(None),
-                _ => Err(a.unexpected(ns)),
+                KeyDecision::Refused => Ok(Some(Retried::NotDead(a.state(ns)?))),
+                KeyDecision::Delete if a.written => Ok(Some(Retried::Retried)),
+                KeyDecision::Delete => Ok(None),
             },
         )
         .await

@@ -10,7 +10,8 @@
 //!    the rows that need it, **guarded by the row's revision** (`rev`, bumped by every write):
 //!    a row that another transaction changed after the snapshot is left alone.
 //! 3. The answer: one row per item, in input order, saying what was decided and whether it
-//!    was written.
+//!    was written, in named columns that [`wire`](super::wire) reads (with the parameters
+//!    it names).
 //!
 //! An item decided from the snapshot but not written (its row changed in between) is sent
 //! again in a fresh statement, with a fresh snapshot; an item with nothing to write is
@@ -244,8 +245,8 @@ w AS (
   WHERE r.rev = excluded.rev - 1
   RETURNING r.key, r.token, r.at_ms, r.attempts
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL,
-       w.token, w.at_ms, w.attempts::bigint, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written,
+       w.token, w.at_ms AS expires_ms, w.attempts::bigint AS attempts, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key";
 
 /// `offer`, or with `start` offer-and-start: a new lease (`m` 1 to 3) is then written
@@ -291,7 +292,7 @@ fn claims(allowed: &str, extra: &str, arrays: &str, names: &str) -> String {
         .replace("{names}", names)
 }
 
-/// `$3` lease ms. Answers the attempt and the new expiry.
+/// `$3` lease ms. Answers the attempt (`attempts`) and the new expiry (`expires_ms`).
 fn start() -> String {
     claims("r.state = 0", "", "", "")
         + "
@@ -299,26 +300,28 @@ w AS (
   UPDATE {s}.records r SET rev = p.rev + 1, state = 1,
     attempts = least(p.attempts + 1, 65535), at_ms = p.now + $3::bigint
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
-  RETURNING r.key, r.attempts::bigint AS a, r.at_ms AS b
+  RETURNING r.key, r.attempts::bigint AS attempts, r.at_ms AS expires_ms
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, w.attempts,
+       w.expires_ms, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
-/// `$3` lease ms. Answers the new expiry.
+/// `$3` lease ms. Answers the new expiry (`expires_ms`).
 fn renew() -> String {
     claims("r.state < 2", "", "", "")
         + "
 w AS (
   UPDATE {s}.records r SET rev = p.rev + 1, at_ms = p.now + $3::bigint
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
-  RETURNING r.key, r.at_ms AS a, 0::bigint AS b
+  RETURNING r.key, r.at_ms AS expires_ms
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, w.expires_ms,
+       p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
-/// Answers whether a newer version was remembered (superseded, as 1 or 0).
+/// Answers whether a newer version was remembered (`superseded`).
 fn complete() -> String {
     claims("r.state = 1", "", "", "")
         + "
@@ -326,13 +329,15 @@ w AS (
   UPDATE {s}.records r SET rev = p.rev + 1, state = 2, at_ms = p.now, newer = NULL,
     superseded = (p.newer IS NOT NULL AND p.version IS DISTINCT FROM p.newer)
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
-  RETURNING r.key, r.superseded::integer::bigint AS a, 0::bigint AS b
+  RETURNING r.key, r.superseded
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, w.superseded,
+       p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
-/// `$3` errors, `$4` lease ms, `$5` max attempts. Answers the new state and the attempts.
+/// `$3` errors, `$4` lease ms, `$5` max attempts. Answers whether the key went Dead (`dead`)
+/// and the attempts (`attempts`).
 fn fail() -> String {
     claims("r.state = 1", "i.err,", ", $3::bytea[]", ", err")
         + "
@@ -342,9 +347,10 @@ w AS (
     at_ms = CASE WHEN p.attempts >= $5::bigint THEN p.now ELSE p.now + $4::bigint END,
     newer = CASE WHEN p.attempts >= $5::bigint THEN NULL ELSE p.newer END
   FROM p WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
-  RETURNING r.key, r.state::bigint AS a, r.attempts::bigint AS b
+  RETURNING r.key, r.state = 3 AS dead, r.attempts::bigint AS attempts
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, w.a, w.b, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, w.dead,
+       w.attempts, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -357,7 +363,7 @@ w AS (
   WHERE p.m = 0 AND r.key = p.key AND r.rev = p.rev
   RETURNING r.key
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key"
 }
 
@@ -378,7 +384,7 @@ w AS (
     AND NOT EXISTS (SELECT 1 FROM p WHERE p.m = 3)
   RETURNING r.key
 )
-SELECT p.ord, p.m, p.state::integer, w.key IS NOT NULL, 0::bigint, 0::bigint, p.u AS found
+SELECT p.ord, p.m, p.state::integer AS state, w.key IS NOT NULL AS written, p.u AS found
 FROM p LEFT JOIN w ON w.key = p.key";
 
 /// `$2` force: a leased record is refused unless it is set; an unreadable one is deleted
