@@ -79,6 +79,15 @@
 //! syncs every group commit to disk before answering. See [`Synchronous`] for what a lost
 //! commit means for keys and tokens.
 //!
+//! # Cancel safety
+//!
+//! Every write but `purge` is one job on the writer thread, committed whole or not at all,
+//! and once sent it runs whether or not its caller still waits: dropping the call's future
+//! leaves the whole batch either applied or not. `purge` removes rows in chunks of at most
+//! 5,000, each chunk its own job, so that the offers and completions sent meanwhile run
+//! between two chunks instead of waiting for the whole purge; dropping it may leave part of
+//! the purge done.
+//!
 //! # Time, leases and tokens
 //!
 //! Leases expire by the ledger's [`Clock`], a [`MonotonicClock`] by default: wall-clock time,
@@ -302,6 +311,25 @@ impl SqliteLedger {
     }
 }
 
+/// Deletes the rows of `state` within `bound`, [`PURGE_CHUNK`](transitions::PURGE_CHUNK)
+/// rows per job on the writer `w`, until a job deletes fewer: how many in all.
+async fn purge_chunks(w: &Worker, state: State, bound: transitions::PurgeBound) -> Result<u64> {
+    let chunk = transitions::PURGE_CHUNK;
+    let mut removed = 0;
+    loop {
+        let bound = bound.clone();
+        let n = w
+            .run("purging", move |cx| {
+                transitions::purge_chunk(cx.conn, state, &bound, chunk)
+            })
+            .await?;
+        removed += n;
+        if n < chunk {
+            return Ok(removed);
+        }
+    }
+}
+
 impl Ledger for SqliteLedger {
     async fn offer(&self, policy: &Policy, offers: &[Offer]) -> Result<Vec<Offered>> {
         self.offers(policy, offers, false).await
@@ -412,14 +440,54 @@ impl LedgerAdmin for SqliteLedger {
             .await
     }
 
+    /// Removes the finished rows `retention` no longer keeps, by age then by count, each
+    /// finished state by its own rule.
+    ///
+    /// The rows go in chunks of at most 5,000, each chunk its own job on the writer thread
+    /// (its own transaction), the oldest rows first, until a chunk removes fewer: the
+    /// offers, starts and completions sent meanwhile run between two chunks, so a purge of
+    /// a million rows holds them up for one chunk at a time, not for the whole purge. The
+    /// time the rows are compared with is read once, when the purge starts. Keeping the
+    /// newest `max_count` rows first finds, on the reader thread, the newest row past them
+    /// (ties broken by key), then removes that row and every older one: a row that
+    /// finishes while the purge runs is newer, and stays until the next purge.
+    ///
+    /// # Cancel safety
+    ///
+    /// Each chunk commits whole or not at all. Dropping the future leaves the chunks already
+    /// sent done and sends no more, so part of the purge may be done; purging again finishes
+    /// it.
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
         let w = self.writer("purging")?;
         if retention.is_forever() {
             return Ok(Purged::default());
         }
-        let retention = *retention;
-        w.run("purging", move |cx| transitions::purge(cx, &retention))
-            .await
+        let now = self.inner.clock.now().0;
+        let mut purged = Purged::default();
+        for (state, keep, n) in [
+            (State::Completed, retention.completed, &mut purged.completed),
+            (State::Dead, retention.dead, &mut purged.dead),
+        ] {
+            if let Some(bound) = keep
+                .max_age
+                .and_then(|age| transitions::age_bound(age, now))
+            {
+                *n += purge_chunks(w, state, bound).await?;
+            }
+            if let Some(max) = keep.max_count {
+                let bound = self
+                    .inner
+                    .reader
+                    .run("purging", move |cx| {
+                        transitions::count_bound(cx.conn, state, max)
+                    })
+                    .await?;
+                if let Some(bound) = bound {
+                    *n += purge_chunks(w, state, bound).await?;
+                }
+            }
+        }
+        Ok(purged)
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Record>> {

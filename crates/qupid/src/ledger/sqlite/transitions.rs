@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use rusqlite::types::{ToSql, ValueRef};
+use rusqlite::types::{ToSql, Value, ValueRef};
 use rusqlite::{params, Connection};
 
 use super::errors::{corrupt, of_key, unreadable, Fault, Res};
@@ -32,7 +32,7 @@ use crate::clock::Timestamp;
 use crate::key::{Key, Offer, Version};
 use crate::ledger::rules::{decide, Answer, Event, Facts, Write};
 use crate::ledger::types::*;
-use crate::policy::{Keep, Policy, Retention};
+use crate::policy::Policy;
 
 /// One key's row.
 #[derive(Debug, Clone)]
@@ -580,56 +580,90 @@ fn admin(cx: &mut Ctx<'_>, key: &Key, event: &Event<'_>) -> Res<Answer> {
     Ok(d.answer)
 }
 
-/// The ledger's `purge`: by age, then by count, for each finished state whose rule is not
-/// "forever".
-pub(super) fn purge(cx: &mut Ctx<'_>, retention: &Retention) -> Res<Purged> {
-    let now = cx.now().0;
-    let mut purged = Purged::default();
-    for (state, keep, n) in [
-        (State::Completed, retention.completed, &mut purged.completed),
-        (State::Dead, retention.dead, &mut purged.dead),
-    ] {
-        if !keep.is_forever() {
-            *n = purge_state(cx.conn, state, keep, now)?;
-        }
-    }
-    Ok(purged)
+/// Rows deleted per writer job by `purge`: each chunk is one job on the writer thread, so
+/// the offers, starts and completions queued behind it run before the next chunk.
+pub(super) const PURGE_CHUNK: u64 = 5_000;
+
+/// Which rows of one finished state a purge deletes: the rows of a chunk are the oldest
+/// that match (the purge index keeps them in `(at, key)` order).
+#[derive(Debug, Clone)]
+pub(super) enum PurgeBound {
+    /// Every row of the state.
+    All,
+    /// The rows finished at or before this time (milliseconds).
+    AtOrBefore(i64),
+    /// The rows at or below the row with this `at` and key in `(at, key)` order: the oldest
+    /// rows past the newest that `max_count` keeps. The values are bound as they were read,
+    /// whatever they are stored as.
+    UpTo(Value, Value),
 }
 
-/// Every statement says `state >= 2`, the condition of the purge index, so SQLite may use it.
-fn purge_state(conn: &Connection, state: State, keep: Keep, now: u64) -> Res<u64> {
-    let code = state_code(state);
-    let mut removed = 0;
-    if let Some(age) = keep.max_age {
-        // The memory ledger purges when `now.since(at) >= age`, with `since` in whole
-        // milliseconds, saturating at zero: that is `at <= now - ceil_ms(age)`, or every
-        // record when the age is zero.
-        let age_ms = ceil_millis(age);
-        let n = if age_ms == 0 {
-            conn.prepare_cached("DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2")?
-                .execute([code])?
-        } else if let Some(before) = now.checked_sub(age_ms) {
-            conn.prepare_cached(
-                "DELETE FROM qupid_entries WHERE state = ?1 AND state >= 2 AND at <= ?2",
-            )?
-            .execute([code, sql_int(before)])?
-        } else {
-            0
-        };
-        removed += n as u64;
+/// The bound of a purge of `keep.max_age` at `now`, if it has one: the memory ledger purges
+/// when `now.since(at) >= age`, with `since` in whole milliseconds, saturating at zero:
+/// that is `at <= now - ceil_ms(age)`, or every record when the age is zero. `None` when
+/// nothing is that old (the clock is not yet `age` past the epoch).
+pub(super) fn age_bound(age: Duration, now: u64) -> Option<PurgeBound> {
+    let age_ms = ceil_millis(age);
+    if age_ms == 0 {
+        Some(PurgeBound::All)
+    } else {
+        now.checked_sub(age_ms)
+            .map(|before| PurgeBound::AtOrBefore(sql_int(before)))
     }
-    if let Some(max) = keep.max_count {
-        // Newest first; ties broken by key, as in every ledger.
-        let n = conn
+}
+
+/// The bound of a purge keeping the newest `max` rows of `state` (ties broken by key, as in
+/// every ledger): the newest row past them, or `None` when there are at most `max` rows.
+/// One read of the purge index, stopping at that row.
+pub(super) fn count_bound(conn: &Connection, state: State, max: u64) -> Res<Option<PurgeBound>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, key FROM qupid_entries WHERE state = ?1 AND state >= 2
+         ORDER BY at DESC, key DESC LIMIT 1 OFFSET ?2",
+    )?;
+    let mut rows = stmt.query([state_code(state), sql_int(max)])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(PurgeBound::UpTo(row.get(0)?, row.get(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// Deletes at most `limit` rows of `state` within `bound`, the oldest first: how many. One
+/// chunk of a purge, which loops until a chunk deletes fewer than `limit`.
+///
+/// Every statement says `state >= 2`, the condition of the purge index, so SQLite may use
+/// it; the rows to delete are the first of the index's range for the state, so a chunk reads
+/// about as many index entries as it deletes.
+pub(super) fn purge_chunk(
+    conn: &Connection,
+    state: State,
+    bound: &PurgeBound,
+    limit: u64,
+) -> Res<u64> {
+    let (code, limit) = (state_code(state), sql_int(limit));
+    let n = match bound {
+        PurgeBound::All => conn
             .prepare_cached(
-                "DELETE FROM qupid_entries WHERE state = ?1 AND key IN (
-                   SELECT key FROM qupid_entries WHERE state = ?1 AND state >= 2
-                   ORDER BY at DESC, key DESC LIMIT -1 OFFSET ?2)",
+                "DELETE FROM qupid_entries WHERE key IN (
+                   SELECT key FROM qupid_entries WHERE state = ?1 AND state >= 2 LIMIT ?2)",
             )?
-            .execute([code, sql_int(max)])?;
-        removed += n as u64;
-    }
-    Ok(removed)
+            .execute(params![code, limit])?,
+        PurgeBound::AtOrBefore(before) => conn
+            .prepare_cached(
+                "DELETE FROM qupid_entries WHERE key IN (
+                   SELECT key FROM qupid_entries WHERE state = ?1 AND state >= 2 AND at <= ?2
+                   LIMIT ?3)",
+            )?
+            .execute(params![code, before, limit])?,
+        PurgeBound::UpTo(at, key) => conn
+            .prepare_cached(
+                "DELETE FROM qupid_entries WHERE key IN (
+                   SELECT key FROM qupid_entries WHERE state = ?1 AND state >= 2 AND at <= ?2
+                     AND (at < ?2 OR key <= ?3)
+                   LIMIT ?4)",
+            )?
+            .execute(params![code, at, key, limit])?,
+    };
+    Ok(n as u64)
 }
 
 fn ceil_millis(d: Duration) -> u64 {
