@@ -5,7 +5,7 @@ use ::redis::Value;
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, Version};
-use crate::ledger::types::{Record, Refused, State, Token, Unreadable};
+use crate::ledger::types::{Record, State, Token, Unreadable};
 
 /// The largest duration in ms handed to a script: Lua numbers are doubles, exact below 2^53,
 /// and a timestamp plus this stays below that (this is about 35,000 years).
@@ -109,15 +109,6 @@ pub(super) fn expect_len(values: &[Value], n: usize, per: usize, what: &str) -> 
                 n * per
             ),
         ))
-    }
-}
-
-/// Why a claim was refused, from a reply's code and value (1 = lease lost, 2 = wrong state).
-pub(super) fn refusal(code: i64, value: i64, what: &str) -> Result<Refused> {
-    match code {
-        1 => Ok(Refused::LeaseLost),
-        2 => Ok(Refused::WrongState(state(value, what)?)),
-        n => Err(bad_reply(what, format!("unknown outcome code {n}"))),
     }
 }
 

@@ -154,6 +154,7 @@ mod keys;
 mod ops;
 mod scripts;
 mod tls;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;

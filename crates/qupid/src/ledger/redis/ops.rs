@@ -5,20 +5,20 @@ use std::collections::HashSet;
 use ::redis::{Script, ScriptInvocation, Value};
 
 use super::decode::{
-    bad_reply, bytes, count, expect_len, int, key, letter, ms_ceil, ms_floor, record, refusal,
-    state, uint, unreadable,
+    bad_reply, bytes, expect_len, int, key, letter, ms_ceil, ms_floor, record, uint,
 };
 use super::scripts::{prepare, run, SCRIPTS};
+use super::wire::{self, ByKey, ClaimArgs, FailArgs, OfferArgs, PurgeArgs, RemoveArgs};
 use super::RedisLedger;
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::key::{Key, Offer, Version};
+use crate::key::{Key, Offer};
 use crate::ledger::types::{
-    Claim, Done, Failed, Failure, Lease, ListQuery, Offered, Page, Purged, Record, Refused,
-    Removed, Retried, Started, Stats, Token,
+    Claim, Done, Failed, Failure, ListQuery, Offered, Page, Purged, Record, Refused, Removed,
+    Retried, Started, Stats,
 };
 use crate::ledger::{Ledger, LedgerAdmin};
-use crate::policy::{Blocking, Keep, NewerVersions, Policy, Retention};
+use crate::policy::{Keep, NewerVersions, Policy, Retention};
 
 /// The most records one purge script removes; `purge` loops until done.
 const PURGE_CHUNK: u64 = 5_000;
@@ -28,22 +28,6 @@ const STATS_CHUNK: u64 = 2_000;
 /// The largest page `list` answers (a page is one script, which blocks the server while it
 /// runs); callers follow `next` for more.
 const MAX_PAGE: usize = 10_000;
-
-/// How a blocking rule travels to the scripts: -1 forever, -2 never, or a window in ms.
-fn blocking(b: Blocking) -> i64 {
-    match b {
-        Blocking::Forever => -1,
-        Blocking::Never => -2,
-        Blocking::For(d) => i64::try_from(ms_ceil(d)).unwrap_or(i64::MAX),
-    }
-}
-
-/// How a retention limit travels to the scripts: -1 for none.
-fn limit(n: Option<u64>) -> i64 {
-    n.map_or(-1, |n| {
-        i64::try_from(n.min(super::decode::MAX_MS)).unwrap_or(i64::MAX)
-    })
-}
 
 impl RedisLedger {
     /// `Ok` unless the ledger was opened read-only; `doing` names the refused call.
@@ -98,77 +82,20 @@ impl RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.offer, offers.iter().map(|o| &o.key));
-        let remember = policy.newer_versions == NewerVersions::Remember;
-        inv.arg(ms_floor(policy.lease))
-            .arg(policy.crash_cap)
-            .arg(if remember { "1" } else { "0" })
-            .arg(blocking(policy.completed))
-            .arg(blocking(policy.dead))
-            .arg(if start { "1" } else { "0" });
-        // Without any version, the versions are left out (each argument costs the server).
-        if offers.iter().any(|o| o.version.is_some()) {
-            for o in offers {
-                inv.arg(o.version.as_ref().map_or("", Version::as_str));
-            }
+        OfferArgs {
+            lease_ms: ms_floor(policy.lease),
+            crash_cap: policy.crash_cap,
+            remember: policy.newer_versions == NewerVersions::Remember,
+            completed: policy.completed,
+            dead: policy.dead,
+            start,
+            offers,
         }
+        .add_to(&mut inv);
         let what = if start { "offer_and_start" } else { "offer" };
         let values = self.call(&inv, what).await?;
-        // The lease expiry of every accepted key, then two values per item.
-        let expires_at = Timestamp(uint(&values, 0, what)?);
-        let items = values.get(1..).unwrap_or_default();
-        expect_len(items, offers.len(), 2, what)?;
-        items
-            .chunks(2)
-            .map(|c| match unreadable(c, 0) {
-                Some(u) => Ok(Offered::Unreadable(u)),
-                None => self.offered(c, expires_at, what),
-            })
-            .collect()
+        wire::offered(&values, offers.len(), what)
     }
-
-    /// One item of the offer script's reply that is not unreadable.
-    fn offered(&self, c: &[Value], expires_at: Timestamp, what: &str) -> Result<Offered> {
-        match int(c, 0, what)? {
-            0 => Ok(Offered::Duplicate(state(int(c, 1, what)?, what)?)),
-            -1 => Ok(Offered::Outdated(state(int(c, 1, what)?, what)?)),
-            _ => Ok(Offered::Accepted(Lease {
-                token: Token(uint(c, 0, what)?),
-                expires_at,
-                attempts: count(c, 1, what)?,
-            })),
-        }
-    }
-
-    /// Runs a claim script and decodes `per` values per claim: code 0 is success, read by
-    /// `ok`; codes 1 and 2 are refusals, and a string in place of the code an unreadable
-    /// record.
-    async fn claims<T>(
-        &self,
-        inv: &ScriptInvocation<'_>,
-        n: usize,
-        per: usize,
-        what: &str,
-        ok: impl Fn(&[Value]) -> Result<T>,
-    ) -> Result<Vec<Result<T, Refused>>> {
-        let values = self.call(inv, what).await?;
-        expect_len(&values, n, per, what)?;
-        values
-            .chunks(per)
-            .map(|c| {
-                if let Some(u) = unreadable(c, 0) {
-                    return Ok(Err(Refused::Unreadable(u)));
-                }
-                match int(c, 0, what)? {
-                    0 => ok(c).map(Ok),
-                    code => Ok(Err(refusal(code, int(c, 1, what)?, what)?)),
-                }
-            })
-            .collect()
-    }
-}
-
-fn tokens<'c>(claims: impl Iterator<Item = &'c Claim>) -> Vec<u64> {
-    claims.map(|c| c.token.0).collect()
 }
 
 impl Ledger for RedisLedger {
@@ -192,14 +119,13 @@ impl Ledger for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.start, claims.iter().map(|c| &c.key));
-        inv.arg(ms_floor(policy.lease)).arg(tokens(claims.iter()));
-        self.claims(&inv, claims.len(), 3, "start", |c| {
-            Ok(Started {
-                attempt: count(c, 1, "start")?,
-                expires_at: Timestamp(uint(c, 2, "start")?),
-            })
-        })
-        .await
+        ClaimArgs {
+            lease_ms: Some(ms_floor(policy.lease)),
+            claims,
+        }
+        .add_to(&mut inv);
+        let values = self.call(&inv, "start").await?;
+        wire::claimed(&values, claims.len(), 3, "start", wire::started)
     }
 
     async fn renew(
@@ -212,11 +138,13 @@ impl Ledger for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.renew, claims.iter().map(|c| &c.key));
-        inv.arg(ms_floor(policy.lease)).arg(tokens(claims.iter()));
-        self.claims(&inv, claims.len(), 3, "renew", |c| {
-            Ok(Timestamp(uint(c, 1, "renew")?))
-        })
-        .await
+        ClaimArgs {
+            lease_ms: Some(ms_floor(policy.lease)),
+            claims,
+        }
+        .add_to(&mut inv);
+        let values = self.call(&inv, "renew").await?;
+        wire::claimed(&values, claims.len(), 3, "renew", wire::renewed)
     }
 
     async fn complete(&self, claims: &[Claim]) -> Result<Vec<Result<Done, Refused>>> {
@@ -225,25 +153,13 @@ impl Ledger for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.complete, claims.iter().map(|c| &c.key));
-        inv.arg(tokens(claims.iter()));
-        let what = "complete";
-        let values = self.call(&inv, what).await?;
-        expect_len(&values, claims.len(), 1, what)?;
-        // One integer per claim (the busiest reply, so the smallest), or a string for an
-        // unreadable record.
-        (0..values.len())
-            .map(|i| {
-                if let Some(u) = unreadable(&values, i) {
-                    return Ok(Err(Refused::Unreadable(u)));
-                }
-                match int(&values, i, what)? {
-                    0 => Ok(Ok(Done { superseded: false })),
-                    1 => Ok(Ok(Done { superseded: true })),
-                    2 => Ok(Err(Refused::LeaseLost)),
-                    code => Ok(Err(Refused::WrongState(state(code - 3, what)?))),
-                }
-            })
-            .collect()
+        ClaimArgs {
+            lease_ms: None,
+            claims,
+        }
+        .add_to(&mut inv);
+        let values = self.call(&inv, "complete").await?;
+        wire::completed(&values, claims.len())
     }
 
     async fn fail(
@@ -256,19 +172,14 @@ impl Ledger for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.fail, failures.iter().map(|f| &f.claim.key));
-        inv.arg(ms_floor(policy.lease)).arg(policy.max_attempts);
-        for f in failures {
-            inv.arg(f.claim.token.0).arg(f.error.as_str());
+        FailArgs {
+            lease_ms: ms_floor(policy.lease),
+            max_attempts: policy.max_attempts,
+            failures,
         }
-        self.claims(&inv, failures.len(), 3, "fail", |c| {
-            let attempts = count(c, 2, "fail")?;
-            Ok(if int(c, 1, "fail")? == 1 {
-                Failed::Dead { attempts }
-            } else {
-                Failed::Retry { attempts }
-            })
-        })
-        .await
+        .add_to(&mut inv);
+        let values = self.call(&inv, "fail").await?;
+        wire::claimed(&values, failures.len(), 3, "fail", wire::failed)
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
@@ -277,9 +188,13 @@ impl Ledger for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.release, claims.iter().map(|c| &c.key));
-        inv.arg(tokens(claims.iter()));
-        self.claims(&inv, claims.len(), 2, "release", |_| Ok(()))
-            .await
+        ClaimArgs {
+            lease_ms: None,
+            claims,
+        }
+        .add_to(&mut inv);
+        let values = self.call(&inv, "release").await?;
+        wire::claimed(&values, claims.len(), 2, "release", |_| Ok(()))
     }
 }
 
@@ -290,18 +205,17 @@ impl LedgerAdmin for RedisLedger {
             return Ok(Vec::new());
         }
         let mut inv = self.batch(&SCRIPTS.remove, keys);
-        inv.arg(if force { "1" } else { "0" });
-        let what = "remove";
-        let values = self.call(&inv, what).await?;
-        expect_len(&values, keys.len(), 2, what)?;
-        values
-            .chunks(2)
-            .map(|c| match int(c, 0, what)? {
-                0 => Ok(Removed::Removed),
-                1 => Ok(Removed::NotFound),
-                _ => Ok(Removed::Leased(state(int(c, 1, what)?, what)?)),
+        RemoveArgs { force }.add_to(&mut inv);
+        let values = self.call(&inv, "remove").await?;
+        let out = wire::by_key(&values, keys.len(), "remove")?;
+        Ok(out
+            .into_iter()
+            .map(|o| match o {
+                ByKey::Done => Removed::Removed,
+                ByKey::NotFound => Removed::NotFound,
+                ByKey::Refused(s) => Removed::Leased(s),
             })
-            .collect()
+            .collect())
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
@@ -310,17 +224,16 @@ impl LedgerAdmin for RedisLedger {
             return Ok(Vec::new());
         }
         let inv = self.batch(&SCRIPTS.retry, keys);
-        let what = "retry";
-        let values = self.call(&inv, what).await?;
-        expect_len(&values, keys.len(), 2, what)?;
-        values
-            .chunks(2)
-            .map(|c| match int(c, 0, what)? {
-                0 => Ok(Retried::Retried),
-                1 => Ok(Retried::NotFound),
-                _ => Ok(Retried::NotDead(state(int(c, 1, what)?, what)?)),
+        let values = self.call(&inv, "retry").await?;
+        let out = wire::by_key(&values, keys.len(), "retry")?;
+        Ok(out
+            .into_iter()
+            .map(|o| match o {
+                ByKey::Done => Retried::Retried,
+                ByKey::NotFound => Retried::NotFound,
+                ByKey::Refused(s) => Retried::NotDead(s),
             })
-            .collect()
+            .collect())
     }
 
     async fn purge(&self, retention: &Retention) -> Result<Purged> {
@@ -332,16 +245,17 @@ impl LedgerAdmin for RedisLedger {
         let age = |k: Keep| k.max_age.map(ms_ceil);
         loop {
             let mut inv = prepare(&SCRIPTS.purge, &self.inner.keys);
-            inv.arg(limit(age(retention.completed)))
-                .arg(limit(retention.completed.max_count))
-                .arg(limit(age(retention.dead)))
-                .arg(limit(retention.dead.max_count))
-                .arg(PURGE_CHUNK);
+            PurgeArgs {
+                completed: (age(retention.completed), retention.completed.max_count),
+                dead: (age(retention.dead), retention.dead.max_count),
+                chunk: PURGE_CHUNK,
+            }
+            .add_to(&mut inv);
             let values = self.call(&inv, "purge").await?;
-            expect_len(&values, 1, 3, "purge")?;
-            purged.completed += uint(&values, 0, "purge")?;
-            purged.dead += uint(&values, 1, "purge")?;
-            if int(&values, 2, "purge")? == 0 {
+            let (p, more) = wire::purged(&values)?;
+            purged.completed += p.completed;
+            purged.dead += p.dead;
+            if !more {
                 return Ok(purged);
             }
         }
