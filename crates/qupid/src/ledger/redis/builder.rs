@@ -9,8 +9,8 @@ use ::redis::cluster::ClusterClient;
 use ::redis::{Client, ErrorKind as RedisKind, Value};
 
 use super::conn::Conn;
-use super::error::{classify, redact};
-use super::keys::{check_namespace, Keys};
+use super::errors::{classify, redact};
+use super::schema::{check_namespace, Keys};
 use super::scripts::{prepare, run, SCRIPTS};
 use super::tls;
 use super::{Inner, RedisLedger};

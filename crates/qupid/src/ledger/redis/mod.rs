@@ -149,9 +149,9 @@
 mod builder;
 mod conn;
 mod decode;
-mod error;
-mod keys;
+mod errors;
 mod ops;
+mod schema;
 mod scripts;
 mod tls;
 mod wire;
@@ -162,7 +162,7 @@ use std::sync::Arc;
 pub use self::builder::RedisBuilder;
 
 use self::conn::Conn;
-use self::keys::Keys;
+use self::schema::Keys;
 
 /// A [`Ledger`](super::Ledger) kept in Redis, for pipelines spread over many machines.
 ///

@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 use ::redis::{Script, ScriptInvocation, Value};
 
 use super::conn::Conn;
-use super::error::{corrupt, map_redis};
-use super::keys::Keys;
+use super::errors::{corrupt, map_redis};
+use super::schema::Keys;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Every script of the Redis ledger, compiled (hashed) once per process.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 
 use super::errors::File;
-use super::writer::Worker;
+use super::writer::ConnThread;
 use super::{read_only, schema, SqliteLedger};
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Error, ErrorKind, Result};
@@ -311,7 +311,7 @@ impl SqliteBuilder {
         if self.read_only {
             let version = Arc::new(AtomicI64::new(0));
             let found = Arc::clone(&version);
-            let (reader, ready) = Worker::reader(file.clone(), clock.clone(), move |f| {
+            let (reader, ready) = ConnThread::reader(file.clone(), clock.clone(), move |f| {
                 read_only::open(f, &found)
             })?;
             reader.ready(ready).await?;
@@ -327,12 +327,12 @@ impl SqliteBuilder {
         }
         let synchronous = self.synchronous;
         let (writer, ready) =
-            Worker::writer(file.clone(), clock.clone(), self.commit_window, move |f| {
+            ConnThread::writer(file.clone(), clock.clone(), self.commit_window, move |f| {
                 open_writer(f, synchronous)
             })?;
         writer.ready(ready).await?;
         // The reader opens after the writer has created the schema.
-        let (reader, ready) = Worker::reader(file.clone(), clock.clone(), open_reader)?;
+        let (reader, ready) = ConnThread::reader(file.clone(), clock.clone(), open_reader)?;
         reader.ready(ready).await?;
         Ok(SqliteLedger::new(
             file,

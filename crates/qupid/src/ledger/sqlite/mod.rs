@@ -142,9 +142,9 @@
 
 mod builder;
 mod errors;
+mod ops;
 mod read_only;
 mod schema;
-mod transitions;
 mod writer;
 
 use std::fmt;
@@ -163,7 +163,7 @@ use crate::policy::{Policy, Retention};
 #[cfg(doc)]
 use crate::ErrorKind;
 use errors::File;
-use writer::Worker;
+use writer::ConnThread;
 
 /// A durable ledger in one SQLite file, for pipelines on one machine.
 ///
@@ -188,16 +188,16 @@ struct Inner {
     schema: i64,
     // Dropped in this order: the writer finishes its requests before the reader goes.
     /// `None` for a read-only ledger.
-    writer: Option<Worker>,
-    reader: Worker,
+    writer: Option<ConnThread>,
+    reader: ConnThread,
 }
 
 impl SqliteLedger {
     fn new(
         file: Arc<File>,
         clock: Arc<dyn Clock>,
-        writer: Option<Worker>,
-        reader: Worker,
+        writer: Option<ConnThread>,
+        reader: ConnThread,
         synchronous: Synchronous,
         commit_window: Duration,
         schema: i64,
@@ -220,7 +220,7 @@ impl SqliteLedger {
     }
 
     /// The writer thread, or the read-only error for `doing`.
-    fn writer(&self, doing: &str) -> Result<&Worker> {
+    fn writer(&self, doing: &str) -> Result<&ConnThread> {
         self.inner.writer.as_ref().ok_or_else(|| {
             super::read_only_error(
                 &format!("the sqlite ledger {}", self.path().display()),
@@ -304,23 +304,21 @@ impl SqliteLedger {
             return Ok(Vec::new());
         }
         let (policy, offers) = (policy.clone(), offers.to_vec());
-        w.run(doing, move |cx| {
-            transitions::offer(cx, &policy, &offers, start)
-        })
-        .await
+        w.run(doing, move |cx| ops::offer(cx, &policy, &offers, start))
+            .await
     }
 }
 
-/// Deletes the rows of `state` within `bound`, [`PURGE_CHUNK`](transitions::PURGE_CHUNK)
+/// Deletes the rows of `state` within `bound`, [`PURGE_CHUNK`](ops::PURGE_CHUNK)
 /// rows per job on the writer `w`, until a job deletes fewer: how many in all.
-async fn purge_chunks(w: &Worker, state: State, bound: transitions::PurgeBound) -> Result<u64> {
-    let chunk = transitions::PURGE_CHUNK;
+async fn purge_chunks(w: &ConnThread, state: State, bound: ops::PurgeBound) -> Result<u64> {
+    let chunk = ops::PURGE_CHUNK;
     let mut removed = 0;
     loop {
         let bound = bound.clone();
         let n = w
             .run("purging", move |cx| {
-                transitions::purge_chunk(cx.conn, state, &bound, chunk)
+                ops::purge_chunk(cx.conn, state, &bound, chunk)
             })
             .await?;
         removed += n;
@@ -349,10 +347,8 @@ impl Ledger for SqliteLedger {
             return Ok(Vec::new());
         }
         let (policy, claims) = (policy.clone(), claims.to_vec());
-        w.run("starting keys", move |cx| {
-            transitions::start(cx, &policy, &claims)
-        })
-        .await
+        w.run("starting keys", move |cx| ops::start(cx, &policy, &claims))
+            .await
     }
 
     async fn renew(
@@ -366,7 +362,7 @@ impl Ledger for SqliteLedger {
         }
         let (policy, claims) = (policy.clone(), claims.to_vec());
         w.run("renewing leases", move |cx| {
-            transitions::renew(cx, &policy, &claims)
+            ops::renew(cx, &policy, &claims)
         })
         .await
     }
@@ -377,10 +373,8 @@ impl Ledger for SqliteLedger {
             return Ok(Vec::new());
         }
         let claims = claims.to_vec();
-        w.run("completing keys", move |cx| {
-            transitions::complete(cx, &claims)
-        })
-        .await
+        w.run("completing keys", move |cx| ops::complete(cx, &claims))
+            .await
     }
 
     async fn fail(
@@ -393,10 +387,8 @@ impl Ledger for SqliteLedger {
             return Ok(Vec::new());
         }
         let (policy, failures) = (policy.clone(), failures.to_vec());
-        w.run("failing keys", move |cx| {
-            transitions::fail(cx, &policy, &failures)
-        })
-        .await
+        w.run("failing keys", move |cx| ops::fail(cx, &policy, &failures))
+            .await
     }
 
     async fn release(&self, claims: &[Claim]) -> Result<Vec<Result<(), Refused>>> {
@@ -405,10 +397,8 @@ impl Ledger for SqliteLedger {
             return Ok(Vec::new());
         }
         let claims = claims.to_vec();
-        w.run("releasing keys", move |cx| {
-            transitions::release(cx, &claims)
-        })
-        .await
+        w.run("releasing keys", move |cx| ops::release(cx, &claims))
+            .await
     }
 
     /// The writer thread already groups concurrent calls into one transaction.
@@ -424,10 +414,8 @@ impl LedgerAdmin for SqliteLedger {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        w.run("removing keys", move |cx| {
-            transitions::remove(cx, &keys, force)
-        })
-        .await
+        w.run("removing keys", move |cx| ops::remove(cx, &keys, force))
+            .await
     }
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
@@ -436,7 +424,7 @@ impl LedgerAdmin for SqliteLedger {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        w.run("retrying keys", move |cx| transitions::retry(cx, &keys))
+        w.run("retrying keys", move |cx| ops::retry(cx, &keys))
             .await
     }
 
@@ -468,19 +456,14 @@ impl LedgerAdmin for SqliteLedger {
             (State::Completed, retention.completed, &mut purged.completed),
             (State::Dead, retention.dead, &mut purged.dead),
         ] {
-            if let Some(bound) = keep
-                .max_age
-                .and_then(|age| transitions::age_bound(age, now))
-            {
+            if let Some(bound) = keep.max_age.and_then(|age| ops::age_bound(age, now)) {
                 *n += purge_chunks(w, state, bound).await?;
             }
             if let Some(max) = keep.max_count {
                 let bound = self
                     .inner
                     .reader
-                    .run("purging", move |cx| {
-                        transitions::count_bound(cx.conn, state, max)
-                    })
+                    .run("purging", move |cx| ops::count_bound(cx.conn, state, max))
                     .await?;
                 if let Some(bound) = bound {
                     *n += purge_chunks(w, state, bound).await?;
@@ -493,25 +476,21 @@ impl LedgerAdmin for SqliteLedger {
     async fn get(&self, key: &Key) -> Result<Option<Record>> {
         let key = key.clone();
         let r = &self.inner.reader;
-        r.run("reading a key", move |cx| {
-            transitions::get(cx.conn, key.clone())
-        })
-        .await
+        r.run("reading a key", move |cx| ops::get(cx.conn, key.clone()))
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
         let query = query.clone();
         let r = &self.inner.reader;
-        r.run("listing keys", move |cx| transitions::list(cx.conn, &query))
+        r.run("listing keys", move |cx| ops::list(cx.conn, &query))
             .await
     }
 
     async fn stats(&self) -> Result<Stats> {
         let r = &self.inner.reader;
-        r.run("counting keys", move |cx| {
-            transitions::stats(cx.conn, cx.now())
-        })
-        .await
+        r.run("counting keys", move |cx| ops::stats(cx.conn, cx.now()))
+            .await
     }
 
     async fn now(&self) -> Result<Timestamp> {

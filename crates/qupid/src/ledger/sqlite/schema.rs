@@ -234,7 +234,7 @@ mod tests {
     /// the table in key order), never a scan of the rows of other states plus a sort.
     #[test]
     fn reads_use_the_partial_indexes() {
-        use crate::ledger::sqlite::transitions::{list_sql, STATS_SQL};
+        use crate::ledger::sqlite::ops::{list_sql, STATS_SQL};
         use crate::ledger::State;
         let conn = Connection::open_in_memory().expect("open");
         prepare(&conn).expect("prepare");

@@ -100,7 +100,7 @@ impl<'a> Ctx<'a> {
 }
 
 /// A request waiting for its thread.
-trait Job: Send {
+trait Call: Send {
     /// Runs the request, keeping its answer until the transaction's fate is known; answers
     /// whether the job itself failed (so what it did must be undone). May run more than once:
     /// each run replaces the kept answer.
@@ -116,7 +116,7 @@ struct Pending<T, F> {
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Job for Pending<T, F>
+impl<T, F> Call for Pending<T, F>
 where
     T: Send + 'static,
     F: Fn(&mut Ctx<'_>) -> Res<T> + Send + 'static,
@@ -144,13 +144,13 @@ where
 
 /// A thread owning one connection, and the channel to it. Dropping it closes the channel and
 /// waits for the thread to finish the jobs it already has.
-pub(super) struct Worker {
+pub(super) struct ConnThread {
     name: &'static str,
-    jobs: Option<Sender<Box<dyn Job>>>,
+    jobs: Option<Sender<Box<dyn Call>>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Worker {
+impl ConnThread {
     /// Starts the writer of `file`: it opens its connection with `open`, says how that went on
     /// the returned receiver, then group-commits until the worker is dropped.
     pub(super) fn writer(
@@ -158,7 +158,7 @@ impl Worker {
         clock: Arc<dyn Clock>,
         window: Duration,
         open: impl FnOnce(&File) -> Result<Connection> + Send + 'static,
-    ) -> Result<(Worker, oneshot::Receiver<Result<()>>)> {
+    ) -> Result<(ConnThread, oneshot::Receiver<Result<()>>)> {
         Self::spawn(
             "qupid-sqlite-writer",
             file,
@@ -172,13 +172,13 @@ impl Worker {
         )
     }
 
-    /// Starts the reader of `file`: like [`writer`](Worker::writer), but each job runs on its
+    /// Starts the reader of `file`: like [`writer`](ConnThread::writer), but each job runs on its
     /// own, outside any explicit transaction (every read is one statement, so one snapshot).
     pub(super) fn reader(
         file: Arc<File>,
         clock: Arc<dyn Clock>,
         open: impl FnOnce(&File) -> Result<Connection> + Send + 'static,
-    ) -> Result<(Worker, oneshot::Receiver<Result<()>>)> {
+    ) -> Result<(ConnThread, oneshot::Receiver<Result<()>>)> {
         Self::spawn(
             "qupid-sqlite-reader",
             file,
@@ -197,9 +197,9 @@ impl Worker {
         name: &'static str,
         file: Arc<File>,
         open: impl FnOnce(&File) -> Result<Connection> + Send + 'static,
-        serve: impl FnOnce(Connection, Arc<File>, Receiver<Box<dyn Job>>) + Send + 'static,
-    ) -> Result<(Worker, oneshot::Receiver<Result<()>>)> {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn Job>>();
+        serve: impl FnOnce(Connection, Arc<File>, Receiver<Box<dyn Call>>) + Send + 'static,
+    ) -> Result<(ConnThread, oneshot::Receiver<Result<()>>)> {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn Call>>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
@@ -219,7 +219,7 @@ impl Worker {
                     e,
                 )
             })?;
-        let worker = Worker {
+        let worker = ConnThread {
             name,
             jobs: Some(jobs_tx),
             thread: Some(thread),
@@ -275,7 +275,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for ConnThread {
     fn drop(&mut self) {
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
@@ -285,18 +285,20 @@ impl Drop for Worker {
     }
 }
 
-impl std::fmt::Debug for Worker {
+impl std::fmt::Debug for ConnThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("name", &self.name).finish()
+        f.debug_struct("ConnThread")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 /// The first job and every job waiting behind it, waiting up to `window` for more.
 fn gather(
-    first: Box<dyn Job>,
-    jobs: &Receiver<Box<dyn Job>>,
+    first: Box<dyn Call>,
+    jobs: &Receiver<Box<dyn Call>>,
     window: Duration,
-) -> Vec<Box<dyn Job>> {
+) -> Vec<Box<dyn Call>> {
     let mut group = vec![first];
     let deadline = (!window.is_zero()).then(|| Instant::now() + window);
     while group.len() < MAX_GROUP {
@@ -330,7 +332,7 @@ enum Ran {
 }
 
 /// Runs `group` in one transaction and answers every job.
-fn commit_group(conn: &Connection, file: &File, clock: &dyn Clock, mut group: Vec<Box<dyn Job>>) {
+fn commit_group(conn: &Connection, file: &File, clock: &dyn Clock, mut group: Vec<Box<dyn Call>>) {
     let mut ran = attempt(conn, file, clock, &mut group, false);
     if let Ran::Retry = ran {
         ran = attempt(conn, file, clock, &mut group, true);
@@ -348,7 +350,7 @@ fn attempt(
     conn: &Connection,
     file: &File,
     clock: &dyn Clock,
-    group: &mut [Box<dyn Job>],
+    group: &mut [Box<dyn Call>],
     savepoints: bool,
 ) -> Ran {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
@@ -381,7 +383,7 @@ fn attempt(
 /// Runs the jobs with no savepoint: [`Ran::Done`] if none failed. If one failed, the rest do
 /// not run and the transaction must be rolled back: then [`Ran::Undone`] if the failed job
 /// was alone, else [`Ran::Retry`] (the group runs again with savepoints).
-fn run_without_savepoints(ctx: &mut Ctx<'_>, file: &File, group: &mut [Box<dyn Job>]) -> Ran {
+fn run_without_savepoints(ctx: &mut Ctx<'_>, file: &File, group: &mut [Box<dyn Call>]) -> Ran {
     for job in group.iter_mut() {
         if job.run(ctx, file) {
             return if group.len() == 1 {
@@ -400,7 +402,7 @@ fn run_with_savepoints(
     conn: &Connection,
     file: &File,
     ctx: &mut Ctx<'_>,
-    group: &mut [Box<dyn Job>],
+    group: &mut [Box<dyn Call>],
 ) -> Ran {
     for job in group.iter_mut() {
         if let Err(e) = exec(conn, "SAVEPOINT qupid_job") {
@@ -441,16 +443,16 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::ledger::sqlite::errors::corrupt;
 
-    fn writer() -> Worker {
+    fn writer() -> ConnThread {
         writer_with_window(Duration::ZERO)
     }
 
-    fn writer_with_window(window: Duration) -> Worker {
+    fn writer_with_window(window: Duration) -> ConnThread {
         let file = Arc::new(File {
             path: ":memory:".into(),
             busy_timeout: Duration::from_millis(10),
         });
-        let (w, _ready) = Worker::writer(file, Arc::new(ManualClock::new()), window, |_| {
+        let (w, _ready) = ConnThread::writer(file, Arc::new(ManualClock::new()), window, |_| {
             let conn = Connection::open_in_memory().expect("open");
             schema::prepare(&conn).expect("schema");
             Ok(conn)

@@ -1,4 +1,5 @@
-//! Key naming: every Redis key of a namespace, and the namespace's own rules.
+//! The namespace's layout, its schema: every Redis key of a namespace by name, and the
+//! namespace's own rules.
 //!
 //! All names start with `qupid:{NAMESPACE}:`. The braces are a Redis Cluster *hash tag*: only
 //! the part inside them picks the slot, so a whole namespace lives in one slot and every
