@@ -133,7 +133,22 @@ pub async fn offer_absent_is_accepted<L: LedgerAdmin>(fx: Fixture<L>) {
     assert_eq!(r.expires_at, Some(lease.expires_at));
     assert_eq!(l.stats().await.expect("stats").queued, 1);
     let b = accept(l, &p, "b", None).await;
-    assert!(b.token > lease.token, "tokens only grow");
+    newer_tokens(&fx, &[b.token], &[lease.token], "tokens only grow");
+}
+
+/// Tokens of other keys drawn after `before`: larger, or, for a ledger whose tokens grow per
+/// key only, distinct.
+fn newer_tokens<L>(fx: &Fixture<L>, after: &[Token], before: &[Token], what: &str) {
+    for t in after {
+        if fx.tokens_per_key {
+            assert!(!before.contains(t), "{what}: {t:?} was drawn before");
+        } else {
+            assert!(
+                before.iter().all(|b| t > b),
+                "{what}: {t:?} after {before:?}"
+            );
+        }
+    }
 }
 
 /// Completed(v) / Dead(v) → offer with w ≠ v → Queued: changed content is processed again.
@@ -349,8 +364,14 @@ pub async fn offer_and_start_runs_accepted_keys<L: LedgerAdmin>(fx: Fixture<L>) 
     assert_eq!(lease(3).attempts, 1);
     assert_eq!(out[4], Offered::Duplicate(State::Running));
     assert_eq!(lease(5).attempts, 1, "a changed record starts afresh");
+    newer_tokens(
+        &fx,
+        &[lease(0).token, lease(3).token, lease(5).token],
+        &[queued.token],
+        "tokens only grow",
+    );
     assert!(
-        [0, 3, 5].iter().all(|&i| lease(i).token > queued.token),
+        [0, 3, 5].iter().all(|&i| lease(i).token != queued.token),
         "tokens only grow"
     );
     let rec = l.get(&key("a")).await.expect("get").expect("record");
@@ -1299,9 +1320,12 @@ pub async fn an_unreadable_record_is_answered_for_its_key_alone<L: LedgerAdmin>(
         .collect();
     tokens.sort();
     tokens.dedup();
-    assert!(
-        tokens.len() == 37 && tokens[0] > held.token,
-        "37 new tokens, larger than any before: {tokens:?}"
+    assert_eq!(tokens.len(), 37, "37 new tokens: {tokens:?}");
+    newer_tokens(
+        &fx,
+        &tokens,
+        &[held.token],
+        "new tokens, larger than any before",
     );
 
     // offer_and_start: new keys start, earlier ones are duplicates, bad ones unreadable.

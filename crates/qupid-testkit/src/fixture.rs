@@ -66,6 +66,12 @@ pub struct Fixture<L> {
     /// hold one (the memory ledger), whose tests of unreadable records are then skipped
     /// with a note. Set it with [`with_plant`](Fixture::with_plant).
     pub plant: Option<Arc<dyn Plant>>,
+    /// Whether the ledger's fencing tokens grow per key only: distinct across the namespace,
+    /// but not drawn in one order across keys (a Redis namespace split into shards, each
+    /// drawing its own). The tests then compare tokens of one key only, and check that
+    /// tokens of different keys differ. Set it with
+    /// [`with_tokens_per_key`](Fixture::with_tokens_per_key).
+    pub tokens_per_key: bool,
 }
 
 impl<L: LedgerAdmin> Fixture<L> {
@@ -76,7 +82,15 @@ impl<L: LedgerAdmin> Fixture<L> {
             clock: Arc::new(clock),
             tick,
             plant: None,
+            tokens_per_key: false,
         }
+    }
+
+    /// The same fixture, for a ledger whose tokens grow per key only (see
+    /// [`tokens_per_key`](Fixture::tokens_per_key)).
+    pub fn with_tokens_per_key(mut self) -> Self {
+        self.tokens_per_key = true;
+        self
     }
 
     /// The same fixture, able to plant unreadable records with `plant`.
@@ -109,6 +123,7 @@ impl<L: fmt::Debug> fmt::Debug for Fixture<L> {
             .field("ledger", &self.ledger)
             .field("tick", &self.tick)
             .field("plant", &self.plant.is_some())
+            .field("tokens_per_key", &self.tokens_per_key)
             .finish()
     }
 }

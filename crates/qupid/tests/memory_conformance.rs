@@ -17,6 +17,7 @@ mod two_step_offer_and_start {
             clock: f.clock,
             tick: f.tick,
             plant: f.plant,
+            tokens_per_key: false,
         }
     }
 

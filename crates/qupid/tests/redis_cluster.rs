@@ -16,7 +16,7 @@ use qupid::{Key, Ledger, LedgerAdmin, Offer, Policy};
 use qupid_testkit::Fixture;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis_support::{namespace, redis_key, ForeignKeys, RedisClock, SpareServer};
+use redis_support::{namespace, shard_keys, ForeignKeys, RedisClock, SpareServer};
 
 /// Three masters sharing the 16,384 slots, no replicas; stopped when dropped.
 struct Cluster {
@@ -102,22 +102,34 @@ impl Cluster {
             .expect("a raw cluster connection")
     }
 
-    /// A fresh namespace on the cluster, its clock moved through `clock_offset_ms`.
-    async fn fixture(&self) -> Fixture<RedisLedger> {
+    /// A fresh namespace on the cluster, split into `shards`, its clock moved through every
+    /// shard's `clock_offset_ms`.
+    async fn fixture(&self, shards: u16) -> Fixture<RedisLedger> {
         let ns = namespace("cluster");
-        let ledger = self.connect(&ns).await;
+        let urls = self.urls();
+        let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let ledger = RedisLedger::cluster_builder(&nodes, &ns)
+            .shards(shards)
+            .open()
+            .await
+            .expect("connect to the cluster");
         // The cluster is stopped at the end of the test: nothing to clean up.
         let conn = self.raw().await;
         let plant = ForeignKeys {
             conn: conn.clone(),
-            namespace: ns.clone(),
+            ledger: ledger.clone(),
         };
         let clock = RedisClock {
             conn,
-            key: redis_key(&ns, "clock_offset_ms"),
+            keys: shard_keys(&ns, shards, "clock_offset_ms"),
             _cleanup: None,
         };
-        Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant)
+        let fx = Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant);
+        if shards > 1 {
+            fx.with_tokens_per_key()
+        } else {
+            fx
+        }
     }
 }
 
@@ -131,7 +143,46 @@ async fn the_ledger_works_on_a_redis_cluster() {
 
     // The whole suite, each test in its own namespace: namespaces hash to slots all over the
     // cluster, so every node serves some of them.
-    qupid_testkit::conformance_sequence!(cluster.fixture()).await;
+    qupid_testkit::conformance_sequence!(cluster.fixture(1)).await;
+
+    // And again with each namespace split into 16 shards, which spread over the nodes.
+    qupid_testkit::conformance_sequence!(cluster.fixture(16)).await;
+    let ns = namespace("cluster_spread");
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let l = RedisLedger::cluster_builder(&nodes, &ns)
+        .shards(16)
+        .open()
+        .await
+        .expect("open a sharded namespace");
+    let offers: Vec<Offer> = (0..200)
+        .map(|i| Offer::new(key(&format!("k{i}"))))
+        .collect();
+    let out = l.offer(&Policy::default(), &offers).await.expect("offer");
+    assert!(
+        out.iter().all(|o| matches!(o, Offered::Accepted(_))),
+        "{out:?}"
+    );
+    let mut holding = 0;
+    for n in &cluster.nodes {
+        let mut c = redis::Client::open(n.url().as_str())
+            .and_then(|c| c.get_connection())
+            .expect("a node");
+        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(format!("qupid:{{{ns}:*"))
+            .arg("COUNT")
+            .arg(100_000)
+            .query(&mut c)
+            .expect("scan a node");
+        holding += usize::from(!keys.is_empty());
+    }
+    assert!(
+        holding >= 2,
+        "one namespace's shards all landed on one node"
+    );
+    assert_eq!(l.stats().await.expect("stats").queued, 200);
 
     // Scripts lost on every node are loaded again where they are needed.
     let ns = namespace("cluster_flush");

@@ -120,6 +120,7 @@ mod two_steps {
             clock: f.clock,
             tick: f.tick,
             plant: f.plant,
+            tokens_per_key: false,
         }
     }
 

@@ -44,6 +44,17 @@ pub(crate) fn redis_key(namespace: &str, suffix: &str) -> String {
     format!("qupid:{{{namespace}}}:{suffix}")
 }
 
+/// The names of one of the keys every shard of `namespace` has (`shards` 1: the unsharded
+/// namespace's), as documented in the ledger's module docs.
+pub(crate) fn shard_keys(namespace: &str, shards: u16, suffix: &str) -> Vec<String> {
+    if shards == 1 {
+        return vec![redis_key(namespace, suffix)];
+    }
+    (0..shards)
+        .map(|i| format!("qupid:{{{namespace}:{i}/{shards}}}:{suffix}"))
+        .collect()
+}
+
 /// Opens the ledger, failing the test with instructions if the server is not there.
 pub(crate) async fn connect(url: &str, namespace: &str) -> RedisLedger {
     match RedisLedger::open(url, namespace).await {
@@ -98,7 +109,8 @@ impl Drop for Cleanup {
 /// Deletes every key of `namespace` (SCAN, never KEYS). Blocking: runs from `Drop`.
 pub(crate) fn delete_namespace(url: &str, namespace: &str) -> redis::RedisResult<()> {
     let mut c = redis::Client::open(url)?.get_connection()?;
-    let pattern = format!("{}*", glob_escape(&redis_key(namespace, "")));
+    // `qupid:{NS}:…` and every shard's `qupid:{NS:i}:…`.
+    let pattern = format!("qupid:{{{}[}}:]*", glob_escape(namespace));
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -135,7 +147,8 @@ fn glob_escape(s: &str) -> String {
 /// dropped.
 pub(crate) struct RedisClock<C = MultiplexedConnection> {
     pub(crate) conn: C,
-    pub(crate) key: String,
+    /// The clock key of every shard: all move together.
+    pub(crate) keys: Vec<String>,
     pub(crate) _cleanup: Option<Cleanup>,
 }
 
@@ -144,15 +157,17 @@ where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
     fn advance(&self, by: Duration) -> BoxFuture<'static, ()> {
-        let (mut conn, key) = (self.conn.clone(), self.key.clone());
+        let (mut conn, keys) = (self.conn.clone(), self.keys.clone());
         let ms = u64::try_from(by.as_millis()).expect("a short advance");
         Box::pin(async move {
-            let _: i64 = redis::cmd("INCRBY")
-                .arg(&key)
-                .arg(ms)
-                .query_async(&mut conn)
-                .await
-                .expect("move the namespace's clock");
+            for key in keys {
+                let _: i64 = redis::cmd("INCRBY")
+                    .arg(&key)
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("move the namespace's clock");
+            }
         })
     }
 }
@@ -161,7 +176,8 @@ where
 /// namespace), through a connection to one server or to a cluster.
 pub(crate) struct ForeignKeys<C = MultiplexedConnection> {
     pub(crate) conn: C,
-    pub(crate) namespace: String,
+    /// The ledger, which names each key's record (in its shard).
+    pub(crate) ledger: RedisLedger,
 }
 
 impl<C> Plant for ForeignKeys<C>
@@ -170,7 +186,7 @@ where
 {
     fn plant(&self, key: &Key) -> BoxFuture<'static, ()> {
         let mut conn = self.conn.clone();
-        let record = record_key(&self.namespace, key);
+        let record = self.ledger.record_key(key);
         Box::pin(async move {
             let _: () = redis::pipe()
                 .atomic()
@@ -186,8 +202,14 @@ where
     /// the namespace's sorted sets.
     fn raw(&self, key: &Key) -> BoxFuture<'static, Option<String>> {
         let mut conn = self.conn.clone();
-        let record = record_key(&self.namespace, key);
+        let record = self.ledger.record_key(key);
         let member = key.as_str().as_bytes().to_vec();
+        // The shard's keys share the record's prefix, `qupid:{TAG}:`.
+        let tag_end = record
+            .windows(2)
+            .position(|w| w == b"}:")
+            .expect("a hash tag in the record key");
+        let base = String::from_utf8(record[..tag_end + 2].to_vec()).expect("a UTF-8 prefix");
         let sets: Vec<String> = [
             "idx:queued",
             "idx:running",
@@ -197,7 +219,7 @@ where
             "fin:dead",
         ]
         .iter()
-        .map(|s| redis_key(&self.namespace, s))
+        .map(|s| format!("{base}{s}"))
         .collect();
         Box::pin(async move {
             let dump: Option<Vec<u8>> = redis::cmd("DUMP")
@@ -240,36 +262,52 @@ pub(crate) async fn model_fixture() -> Fixture<RedisLedger> {
 }
 
 async fn make_fixture(pinned: bool) -> Fixture<RedisLedger> {
+    make_sharded_fixture(pinned, 1).await
+}
+
+/// A fresh namespace split into `shards` (1: unsharded), its clock pinned or not as
+/// [`model_fixture`] and [`fixture`] say; every shard's clock moves together.
+pub(crate) async fn make_sharded_fixture(pinned: bool, shards: u16) -> Fixture<RedisLedger> {
     let url = url();
     let ns = namespace(if pinned { "model" } else { "conf" });
-    let ledger = connect(&url, &ns).await;
+    let ledger = match RedisLedger::builder(&url, &ns).shards(shards).open().await {
+        Ok(l) => l,
+        Err(e) => panic!("cannot open a redis ledger at {url}: {e}\n{HOW_TO_START}"),
+    };
     let mut conn = raw(&url).await;
-    let key = if pinned {
+    let keys = if pinned {
         let (s, us): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut conn)
             .await
             .expect("TIME");
-        let key = redis_key(&ns, "clock_pinned_ms");
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(s * 1000 + us / 1000)
-            .exec_async(&mut conn)
-            .await
-            .expect("pin the clock");
-        key
+        let keys = shard_keys(&ns, shards, "clock_pinned_ms");
+        for key in &keys {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(s * 1000 + us / 1000)
+                .exec_async(&mut conn)
+                .await
+                .expect("pin the clock");
+        }
+        keys
     } else {
-        redis_key(&ns, "clock_offset_ms")
+        shard_keys(&ns, shards, "clock_offset_ms")
     };
     let plant = ForeignKeys {
         conn: conn.clone(),
-        namespace: ns.clone(),
+        ledger: ledger.clone(),
     };
     let clock = RedisClock {
         conn,
-        key,
+        keys,
         _cleanup: Some(Cleanup::new(&url, &ns)),
     };
-    Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant)
+    let fx = Fixture::new(ledger, clock, Duration::from_secs(1)).with_plant(plant);
+    if shards > 1 {
+        fx.with_tokens_per_key()
+    } else {
+        fx
+    }
 }
 
 /// A throwaway `redis-server` on a free port, killed when dropped: for breaking things

@@ -9,8 +9,8 @@ use ::redis::cluster::ClusterClient;
 use ::redis::{Client, ErrorKind as RedisKind, Value};
 
 use super::conn::Conn;
-use super::errors::{classify, redact};
-use super::schema::{check_namespace, Keys};
+use super::errors::{classify, map_redis, redact};
+use super::schema::{check_namespace, shards_key, Keys, MAX_SHARDS};
 use super::scripts::{prepare, run, SCRIPTS};
 use super::tls;
 use super::{Inner, RedisLedger};
@@ -33,6 +33,7 @@ const RECONNECT_RETRIES: usize = 3;
 /// | setting | default | meaning |
 /// |---|---|---|
 /// | [`read_only`](RedisBuilder::read_only) | `false` | opens read-write (connecting itself writes nothing either) |
+/// | [`shards`](RedisBuilder::shards) | `1` | the namespace lives in one hash slot |
 ///
 /// ```no_run
 /// use qupid::ledger::RedisLedger;
@@ -51,6 +52,7 @@ pub struct RedisBuilder {
     nodes: Nodes,
     namespace: String,
     read_only: bool,
+    shards: u16,
 }
 
 /// Where a [`RedisBuilder`] connects.
@@ -73,6 +75,7 @@ impl std::fmt::Debug for RedisBuilder {
             .field("cluster", &matches!(self.nodes, Nodes::Cluster(_)))
             .field("namespace", &self.namespace)
             .field("read_only", &self.read_only)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -146,6 +149,7 @@ impl RedisLedger {
             nodes: Nodes::One(url.to_owned()),
             namespace: namespace.to_owned(),
             read_only: false,
+            shards: 1,
         }
     }
 
@@ -156,6 +160,7 @@ impl RedisLedger {
             nodes: Nodes::Cluster(nodes.iter().map(|n| (*n).to_owned()).collect()),
             namespace: namespace.to_owned(),
             read_only: false,
+            shards: 1,
         }
     }
 
@@ -187,6 +192,27 @@ impl RedisBuilder {
         self
     }
 
+    /// Splits the namespace into `shards` shards, each its own hash tag, so that on a Redis
+    /// Cluster one namespace spreads over several slots, and so over several nodes (its
+    /// throughput is no longer one node's). Default 1: the whole namespace in one slot.
+    ///
+    /// A key's shard is a hash of the key, fixed forever; each shard has its own indexes
+    /// and token counter (tokens grow per shard, and so per key, which is all fencing needs).
+    /// A batch goes as one script per shard it touches, the shards' scripts at once; `list`
+    /// merges the shards' pages in key order, `stats` sums the shards' counts (each of its own
+    /// moment), and `purge` by count keeps the newest records across all shards. A call
+    /// that fails in one shard may have been applied in another, as with any failed call
+    /// (see [Failures](super#failures)).
+    ///
+    /// The count is part of the namespace: the first read-write open of a sharded namespace
+    /// writes it (`qupid:{NS}:shards`), and opening it with another count fails with
+    /// [`ErrorKind::Config`], as does splitting a namespace that already holds unsharded
+    /// records. Between 1 and 1,024; 16 spreads a namespace well over a 3-node cluster.
+    pub fn shards(mut self, shards: u16) -> Self {
+        self.shards = shards;
+        self
+    }
+
     /// Connects and opens the namespace; see [`RedisLedger::open`] and
     /// [`RedisLedger::open_cluster`].
     ///
@@ -201,11 +227,17 @@ impl RedisBuilder {
     /// As [`RedisLedger::open`].
     pub async fn open(self) -> Result<RedisLedger> {
         check_namespace(&self.namespace)?;
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(Error::config(format!(
+                "expected between 1 and {MAX_SHARDS} shards, found {}",
+                self.shards
+            )));
+        }
         let (conn, shown) = match &self.nodes {
             Nodes::One(url) => connect_node(url).await?,
             Nodes::Cluster(nodes) => connect_nodes(nodes).await?,
         };
-        RedisLedger::from_conn(conn, shown, &self.namespace, self.read_only).await
+        RedisLedger::from_conn(conn, shown, &self.namespace, self.read_only, self.shards).await
     }
 }
 
@@ -286,14 +318,34 @@ impl RedisLedger {
         shown: String,
         namespace: &str,
         read_only: bool,
+        shards: u16,
     ) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
-        let keys = Keys::new(namespace);
-        probe(&conn, &keys, namespace, &shown, read_only).await?;
+        let keys: Vec<Keys> = if shards == 1 {
+            vec![Keys::new(namespace)]
+        } else {
+            (0..usize::from(shards))
+                .map(|i| Keys::shard(namespace, i, usize::from(shards)))
+                .collect()
+        };
+        let mut existing = 0;
+        for k in &keys {
+            existing += probe(&conn, k, namespace).await?;
+        }
+        check_shards(&conn, namespace, &shown, shards, read_only).await?;
+        if read_only && existing == 0 {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no qupid ledger here: namespace {namespace:?} holds no keys in redis at \
+                     {shown} (nothing was ever offered in it; a read-only open creates nothing)"
+                ),
+            ));
+        }
         Ok(RedisLedger {
             inner: Arc::new(Inner {
                 conn,
-                keys,
+                shards: keys,
                 namespace: namespace.to_owned(),
                 url: shown,
                 read_only,
@@ -320,17 +372,10 @@ fn cannot_connect(e: ::redis::RedisError, shown: &str) -> Error {
     Error::with_source(kind, format!("cannot connect to redis at {shown}: {e}"), e)
 }
 
-/// Checks, with reads only, that the namespace holds nothing or a ledger of the layout this
-/// build reads ([`ErrorKind::Corrupt`] for another layout or damaged namespace keys, from the
-/// script); a `read_only` open also needs a ledger there ([`ErrorKind::NotFound`] for a
-/// namespace with none of its keys).
-async fn probe(
-    conn: &Conn,
-    keys: &Keys,
-    namespace: &str,
-    shown: &str,
-    read_only: bool,
-) -> Result<()> {
+/// Checks, with reads only, that one shard (or the unsharded namespace) holds nothing or a
+/// ledger of the layout this build reads ([`ErrorKind::Corrupt`] for another layout or
+/// damaged namespace keys, from the script), and answers how many of its keys exist.
+async fn probe(conn: &Conn, keys: &Keys, namespace: &str) -> Result<i64> {
     let inv = prepare(&SCRIPTS.probe, keys);
     let values = run(&inv, conn, "probe", namespace).await?;
     let [Value::Int(existing)] = values.as_slice() else {
@@ -339,16 +384,66 @@ async fn probe(
             format!("the redis probe script answered an unexpected reply: {values:?}"),
         ));
     };
-    if read_only && *existing == 0 {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!(
-                "no qupid ledger here: namespace {namespace:?} holds no keys in redis at \
-                 {shown} (nothing was ever offered in it; a read-only open creates nothing)"
-            ),
-        ));
+    Ok(*existing)
+}
+
+/// Checks the namespace's shard count against `shards`, and records it at the first read-write open of a sharded
+/// namespace. An unsharded namespace has no count recorded.
+async fn check_shards(
+    conn: &Conn,
+    namespace: &str,
+    shown: &str,
+    shards: u16,
+    read_only: bool,
+) -> Result<()> {
+    let key = shards_key(namespace);
+    let what = "checking the shard count";
+    let mut c = conn.clone();
+    let recorded: Option<String> = ::redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| map_redis(e, what, namespace))?;
+    let mismatch = |found: &str| {
+        Error::config(format!(
+            "redis namespace {namespace:?} at {shown} is split into {found}; it was opened \
+             with {shards} (a namespace keeps the count it was created with)"
+        ))
+    };
+    match recorded {
+        Some(n) if n.parse::<u16>().ok() == Some(shards) => Ok(()),
+        Some(n) => Err(mismatch(&format!("{n} shards"))),
+        None if shards == 1 => Ok(()),
+        None => {
+            // A sharded namespace without its count: new, unless the unsharded namespace
+            // already holds records, which splitting would lose.
+            if probe(conn, &Keys::new(namespace), namespace).await? > 0 {
+                return Err(mismatch("1 shard (it holds unsharded records)"));
+            }
+            if read_only {
+                return Ok(());
+            }
+            let set: Option<String> = ::redis::cmd("SET")
+                .arg(&key)
+                .arg(shards)
+                .arg("NX")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| map_redis(e, what, namespace))?;
+            if set.is_none() {
+                // Another process recorded a count first: it must be the same.
+                let now: Option<String> = ::redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| map_redis(e, what, namespace))?;
+                if now.as_deref() != Some(shards.to_string().as_str()) {
+                    return Err(mismatch(&format!("{} shards", now.unwrap_or_default())));
+                }
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Refuses a server whose `maxmemory-policy` may evict qupid's keys.

@@ -177,7 +177,9 @@ pub struct RedisLedger {
 
 struct Inner {
     conn: Conn,
-    keys: Keys,
+    /// The key names of each shard: one, unless the namespace is split
+    /// ([`RedisBuilder::shards`]).
+    shards: Vec<Keys>,
     namespace: String,
     /// The URL with any password hidden, for messages.
     url: String,
@@ -191,6 +193,22 @@ impl fmt::Debug for RedisLedger {
             .field("url", &self.inner.url)
             .field("namespace", &self.inner.namespace)
             .field("read_only", &self.inner.read_only)
+            .field("shards", &self.inner.shards.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl RedisLedger {
+    /// How many shards the namespace is split into (1 unless opened with
+    /// [`RedisBuilder::shards`]).
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The Redis key that holds `key`'s record: for operators, to look at it with `GET` or
+    /// to find the node that holds it (`CLUSTER KEYSLOT`).
+    pub fn record_key(&self, key: &crate::Key) -> Vec<u8> {
+        let shard = schema::shard_of(key.as_str(), self.inner.shards.len());
+        self.inner.shards[shard].record(key.as_str())
     }
 }

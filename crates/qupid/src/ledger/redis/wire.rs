@@ -57,7 +57,7 @@ pub(super) struct OfferArgs<'a> {
     pub(super) start: bool,
     /// `ARGV[8 + i]`: the version of item `i` (`''`: none); left out when no item has one,
     /// since each argument costs the server.
-    pub(super) offers: &'a [Offer],
+    pub(super) offers: &'a [&'a Offer],
 }
 
 impl OfferArgs<'_> {
@@ -81,7 +81,7 @@ pub(super) struct ClaimArgs<'a> {
     /// `ARGV[3]`: the lease, in ms.
     pub(super) lease_ms: Option<u64>,
     /// Then the token of each claim, in the order of the records' keys.
-    pub(super) claims: &'a [Claim],
+    pub(super) claims: &'a [&'a Claim],
 }
 
 impl ClaimArgs<'_> {
@@ -102,7 +102,7 @@ pub(super) struct FailArgs<'a> {
     /// `ARGV[4]`: the attempts after which a key is Dead.
     pub(super) max_attempts: u32,
     /// Then two slots per failure: its token, its error.
-    pub(super) failures: &'a [Failure],
+    pub(super) failures: &'a [&'a Failure],
 }
 
 impl FailArgs<'_> {
@@ -114,14 +114,28 @@ impl FailArgs<'_> {
     }
 }
 
-/// `remove.lua`: `ARGV[3]`, whether leased and unreadable records are removed too.
+/// `remove.lua`.
 pub(super) struct RemoveArgs {
+    /// `ARGV[3]`: whether leased and unreadable records are removed too.
     pub(super) force: bool,
+    /// `ARGV[4]`: check only: fail as the call would, write nothing.
+    pub(super) check_only: bool,
 }
 
 impl RemoveArgs {
     pub(super) fn add_to(&self, inv: &mut ScriptInvocation<'_>) {
-        inv.arg(flag(self.force));
+        inv.arg(flag(self.force)).arg(flag(self.check_only));
+    }
+}
+
+/// `retry.lua`: `ARGV[3]`, check only: fail as the call would, write nothing.
+pub(super) struct RetryArgs {
+    pub(super) check_only: bool,
+}
+
+impl RetryArgs {
+    pub(super) fn add_to(&self, inv: &mut ScriptInvocation<'_>) {
+        inv.arg(flag(self.check_only));
     }
 }
 
@@ -134,6 +148,12 @@ pub(super) struct PurgeArgs {
     pub(super) dead: (Option<u64>, Option<u64>),
     /// `ARGV[6]`: the most records one run removes.
     pub(super) chunk: u64,
+    /// `ARGV[7]`, `ARGV[8]`: where a purge by count cuts the Completed records of a sharded
+    /// namespace (`''` and `0`: no cut): every record that finished before the time goes,
+    /// and the first this many of those that finished at it.
+    pub(super) completed_cut: Option<(i64, u64)>,
+    /// `ARGV[9]`, `ARGV[10]`: the same for Dead records.
+    pub(super) dead_cut: Option<(i64, u64)>,
 }
 
 impl PurgeArgs {
@@ -143,6 +163,12 @@ impl PurgeArgs {
             .arg(limit(self.dead.0))
             .arg(limit(self.dead.1))
             .arg(self.chunk);
+        for cut in [self.completed_cut, self.dead_cut] {
+            match cut {
+                Some((time, at_time)) => inv.arg(time).arg(at_time),
+                None => inv.arg("").arg(0),
+            };
+        }
     }
 }
 

@@ -448,8 +448,13 @@ end
 -- The fencing-token counter, read once by check_fixed and written once by finish(). Answers
 -- the new token as a number and as the string records hold.
 local TOKEN = nil
+-- Shard I of a namespace split into N (its hash tag ends `:I/N`) draws the tokens I + N,
+-- I + 2N, ...: distinct across the namespace's shards, and growing within each (so for each
+-- key, which is all fencing needs). An unsharded namespace draws 1, 2, 3, ...
+local SHARD, SHARDS = string.match(PREFIX, ':(%d+)/(%d+)}:')
+SHARD, SHARDS = tonumber(SHARD) or 0, tonumber(SHARDS) or 1
 local function new_token()
-  local t = (TOKEN or STORED[1] or 0) + 1
+  local t = (TOKEN or STORED[1] or SHARD) + SHARDS
   TOKEN = t
   return t, format(INT, t)
 end

@@ -1,6 +1,9 @@
 -- purge: ARGV[2..3] completed max age ms, max count; ARGV[4..5] the same for dead (-1 = no
 -- limit); ARGV[6] the most records to remove in this call (the caller loops while more remain,
--- so one call never blocks the server for long).
+-- so one call never blocks the server for long); ARGV[7..8] a cut of the completed records
+-- ('' = none): every record finished before the time ARGV[7] goes, and the first ARGV[8] of
+-- those finished at it (a sharded namespace's purge by count, found over every shard);
+-- ARGV[9..10] the same for dead.
 -- Reply: completed removed, dead removed, 1 if more remain.
 local err = check_fixed()
 if err then
@@ -22,6 +25,12 @@ for j, s in ipairs({ 'c', 'd' }) do
   end
   if count >= 0 then
     total = math.max(total, redis.call('ZCARD', FIN[s]) - count)
+  end
+  local cut = ARGV[5 + 2 * j]
+  if cut ~= '' then
+    local at_cut = redis.call('ZCOUNT', FIN[s], cut, cut)
+    total = math.max(total, redis.call('ZCOUNT', FIN[s], '-inf', '(' .. cut)
+      + math.min(tonumber(ARGV[6 + 2 * j]), at_cut))
   end
   local take = math.min(total, budget)
   budget = budget - take

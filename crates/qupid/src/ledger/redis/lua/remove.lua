@@ -2,6 +2,8 @@
 -- whatever a record key holds that is not a record: its state unknown, its member leaves
 -- every index). Without force, such a key fails the call, naming it, before anything is
 -- written.
+-- ARGV[4] '1' to check only: fail as the call would, and write nothing (a sharded namespace
+-- checks every shard before removing from any).
 -- Reply per key: 0, 0 (removed) | 1, 0 (not found) | 2, state (leased, not forced).
 local err = prepare()
 if err then
@@ -28,6 +30,9 @@ for i = 1, #KEYS - FIXED do
     index(member(k), s, nil)
     push(0, 0)
   end
+end
+if ARGV[4] == '1' then
+  return OUT
 end
 finish()
 return OUT

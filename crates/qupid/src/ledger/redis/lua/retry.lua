@@ -1,4 +1,5 @@
--- retry: removes Dead records.
+-- retry: removes Dead records. ARGV[3] '1' to check only: fail as the call would, and write
+-- nothing (a sharded namespace checks every shard before retrying in any).
 -- Reply per key: 0, 0 (retried) | 1, 0 (not found) | 2, state (not dead).
 local err = prepare()
 if err then
@@ -17,6 +18,9 @@ for i = 1, #KEYS - FIXED do
     index(member(k), 'd', nil)
     push(0, 0)
   end
+end
+if ARGV[3] == '1' then
+  return OUT
 end
 finish()
 return OUT
