@@ -58,13 +58,24 @@ async fn a_namespace_keeps_its_shard_count() {
             .expect_err("out of range");
         assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
     }
-    // Reopening with the same count sees the same records.
+    // Reopening with the same count sees the same records; so does an open that does not
+    // say (the CLI's, a URL's), which reads the namespace's count.
     let again = RedisLedger::builder(&url, &ns)
         .shards(4)
         .open()
         .await
         .expect("reopen");
     assert!(again.get(&key("a")).await.expect("get").is_some());
+    let unsaid = qupid::AnyLedger::open(&url, &ns)
+        .await
+        .expect("open by URL");
+    assert!(unsaid.get(&key("a")).await.expect("get").is_some());
+    let read_only = RedisLedger::builder(&url, &ns)
+        .read_only(true)
+        .open()
+        .await
+        .expect("read-only");
+    assert_eq!(read_only.shards(), 4);
 
     // An unsharded namespace that holds records cannot be split.
     let plain = namespace("shards_plain");

@@ -33,7 +33,7 @@ const RECONNECT_RETRIES: usize = 3;
 /// | setting | default | meaning |
 /// |---|---|---|
 /// | [`read_only`](RedisBuilder::read_only) | `false` | opens read-write (connecting itself writes nothing either) |
-/// | [`shards`](RedisBuilder::shards) | `1` | the namespace lives in one hash slot |
+/// | [`shards`](RedisBuilder::shards) | the namespace's own count, or 1 for a new one | a new namespace lives in one hash slot |
 ///
 /// ```no_run
 /// use qupid::ledger::RedisLedger;
@@ -52,7 +52,7 @@ pub struct RedisBuilder {
     nodes: Nodes,
     namespace: String,
     read_only: bool,
-    shards: u16,
+    shards: Option<u16>,
 }
 
 /// Where a [`RedisBuilder`] connects.
@@ -149,7 +149,7 @@ impl RedisLedger {
             nodes: Nodes::One(url.to_owned()),
             namespace: namespace.to_owned(),
             read_only: false,
-            shards: 1,
+            shards: None,
         }
     }
 
@@ -160,7 +160,7 @@ impl RedisLedger {
             nodes: Nodes::Cluster(nodes.iter().map(|n| (*n).to_owned()).collect()),
             namespace: namespace.to_owned(),
             read_only: false,
-            shards: 1,
+            shards: None,
         }
     }
 
@@ -205,11 +205,13 @@ impl RedisBuilder {
     /// (see [Failures](super#failures)).
     ///
     /// The count is part of the namespace: the first read-write open of a sharded namespace
-    /// writes it (`qupid:{NS}:shards`), and opening it with another count fails with
-    /// [`ErrorKind::Config`], as does splitting a namespace that already holds unsharded
-    /// records. Between 1 and 1,024; 16 spreads a namespace well over a 3-node cluster.
+    /// writes it (`qupid:{NS}:shards`), and later opens that do not set `shards` (the CLI,
+    /// [`AnyLedger`](crate::AnyLedger), a dashboard) read it from there. Opening with
+    /// another count fails with [`ErrorKind::Config`], as does splitting a namespace that
+    /// already holds unsharded records. Between 1 and 1,024; 16 spreads a namespace well over
+    /// a 3-node cluster.
     pub fn shards(mut self, shards: u16) -> Self {
-        self.shards = shards;
+        self.shards = Some(shards);
         self
     }
 
@@ -227,10 +229,9 @@ impl RedisBuilder {
     /// As [`RedisLedger::open`].
     pub async fn open(self) -> Result<RedisLedger> {
         check_namespace(&self.namespace)?;
-        if !(1..=MAX_SHARDS).contains(&self.shards) {
+        if let Some(n) = self.shards.filter(|n| !(1..=MAX_SHARDS).contains(n)) {
             return Err(Error::config(format!(
-                "expected between 1 and {MAX_SHARDS} shards, found {}",
-                self.shards
+                "expected between 1 and {MAX_SHARDS} shards, found {n}"
             )));
         }
         let (conn, shown) = match &self.nodes {
@@ -318,9 +319,10 @@ impl RedisLedger {
         shown: String,
         namespace: &str,
         read_only: bool,
-        shards: u16,
+        shards: Option<u16>,
     ) -> Result<Self> {
         check_eviction(&conn, &shown).await?;
+        let shards = check_shards(&conn, namespace, &shown, shards, read_only).await?;
         let keys: Vec<Keys> = if shards == 1 {
             vec![Keys::new(namespace)]
         } else {
@@ -332,7 +334,6 @@ impl RedisLedger {
         for k in &keys {
             existing += probe(&conn, k, namespace).await?;
         }
-        check_shards(&conn, namespace, &shown, shards, read_only).await?;
         if read_only && existing == 0 {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -387,61 +388,78 @@ async fn probe(conn: &Conn, keys: &Keys, namespace: &str) -> Result<i64> {
     Ok(*existing)
 }
 
-/// Checks the namespace's shard count against `shards`, and records it at the first read-write open of a sharded
-/// namespace. An unsharded namespace has no count recorded.
+/// The namespace's shard count: the one it records, checked against `wanted` if set, or
+/// `wanted` (1 if not set) for a namespace that records none; recorded at the first
+/// read-write open of a sharded namespace. An unsharded namespace records no count.
 async fn check_shards(
     conn: &Conn,
     namespace: &str,
     shown: &str,
-    shards: u16,
+    wanted: Option<u16>,
     read_only: bool,
-) -> Result<()> {
+) -> Result<u16> {
     let key = shards_key(namespace);
-    let what = "checking the shard count";
+    let what = "reading the shard count";
     let mut c = conn.clone();
-    let recorded: Option<String> = ::redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut c)
-        .await
-        .map_err(|e| map_redis(e, what, namespace))?;
-    let mismatch = |found: &str| {
+    let get = |mut c: Conn| {
+        let key = key.clone();
+        async move {
+            let n: Option<String> = ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| map_redis(e, what, namespace))?;
+            n.map(|n| {
+                n.parse::<u16>()
+                    .ok()
+                    .filter(|n| (2..=MAX_SHARDS).contains(n))
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Corrupt,
+                            format!(
+                                "redis namespace {namespace:?} at {shown} records a shard count \
+                                 of {n:?} in {key}, which this build does not write"
+                            ),
+                        )
+                    })
+            })
+            .transpose()
+        }
+    };
+    let mismatch = |found: u16, wanted: u16| {
         Error::config(format!(
-            "redis namespace {namespace:?} at {shown} is split into {found}; it was opened \
-             with {shards} (a namespace keeps the count it was created with)"
+            "redis namespace {namespace:?} at {shown} is split into {found} shard(s); it was \
+             opened with {wanted} (a namespace keeps the count it was created with; leave \
+             `shards` unset to use it)"
         ))
     };
-    match recorded {
-        Some(n) if n.parse::<u16>().ok() == Some(shards) => Ok(()),
-        Some(n) => Err(mismatch(&format!("{n} shards"))),
-        None if shards == 1 => Ok(()),
-        None => {
-            // A sharded namespace without its count: new, unless the unsharded namespace
-            // already holds records, which splitting would lose.
+    match (get(c.clone()).await?, wanted) {
+        (Some(found), None) => Ok(found),
+        (Some(found), Some(wanted)) if found == wanted => Ok(found),
+        (Some(found), Some(wanted)) => Err(mismatch(found, wanted)),
+        (None, None | Some(1)) => Ok(1),
+        (None, Some(wanted)) => {
+            // A new sharded namespace, unless the unsharded one already holds records, which
+            // splitting would lose.
             if probe(conn, &Keys::new(namespace), namespace).await? > 0 {
-                return Err(mismatch("1 shard (it holds unsharded records)"));
+                return Err(mismatch(1, wanted));
             }
             if read_only {
-                return Ok(());
+                return Ok(wanted);
             }
-            let set: Option<String> = ::redis::cmd("SET")
+            let _: Option<String> = ::redis::cmd("SET")
                 .arg(&key)
-                .arg(shards)
+                .arg(wanted)
                 .arg("NX")
                 .query_async(&mut c)
                 .await
                 .map_err(|e| map_redis(e, what, namespace))?;
-            if set.is_none() {
-                // Another process recorded a count first: it must be the same.
-                let now: Option<String> = ::redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(|e| map_redis(e, what, namespace))?;
-                if now.as_deref() != Some(shards.to_string().as_str()) {
-                    return Err(mismatch(&format!("{} shards", now.unwrap_or_default())));
-                }
+            // Another process may have recorded a count first: it must be the same.
+            match get(c).await? {
+                Some(found) if found == wanted => Ok(found),
+                Some(found) => Err(mismatch(found, wanted)),
+                None => Ok(wanted),
             }
-            Ok(())
         }
     }
 }

@@ -21,7 +21,9 @@
 //! # Data layout
 //!
 //! Every key of namespace `NS` starts with `qupid:{NS}:`; the user's key is appended
-//! verbatim (Redis keys are binary-safe, so any UTF-8, NUL and newlines included, works).
+//! verbatim (Redis keys are binary-safe, so any UTF-8, NUL and newlines included, works). A
+//! namespace split into `N` [shards](#one-namespace-over-many-nodes) has the keys below once
+//! per shard `I`, under `qupid:{NS:I/N}:` (and records `N` in `qupid:{NS}:shards`).
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -129,8 +131,33 @@
 //! which sends each script to the node owning its namespace's slot and follows redirections
 //! and failovers; the whole conformance suite runs against a three-node cluster in the
 //! tests. Different namespaces hash to different slots, so pipelines with a namespace each
-//! spread over the nodes; one namespace is limited to one node's throughput: to go past it,
-//! split a pipeline's keys over several namespaces.
+//! spread over the nodes.
+//!
+//! ## One namespace over many nodes
+//!
+//! Unsharded, one namespace is one slot, so one node's throughput and memory.
+//! [`RedisBuilder::shards`] splits it: each key belongs to shard `FNV-1a(key) % N`, and each
+//! shard is a namespace of its own under the hash tag `{NS:I/N}`, with its own indexes,
+//! token counter and clock keys (the clock offset is then set in every shard). A batch goes
+//! as one script per shard it touches, all at once, and its answers come back in the
+//! batch's order; `list` merges the shards' pages in key order; `stats` sums the shards'
+//! counts, each of its own moment; `purge` by age runs in each shard, and by count finds
+//! the cut across shards first, so it keeps exactly the newest records of the namespace.
+//! Shard `I` draws the tokens `I + N`, `I + 2N`, ...: distinct across the namespace and
+//! growing for each key (fencing compares tokens of one key only), but not in one order
+//! across keys. The conformance suite runs on 4 shards and, on a three-node cluster, on 16.
+//!
+//! ```no_run
+//! use qupid::ledger::RedisLedger;
+//!
+//! # async fn demo() -> qupid::Result<()> {
+//! let ledger = RedisLedger::cluster_builder(&["redis://10.0.0.1:7000"], "orders")
+//!     .shards(16)
+//!     .open()
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Failures
 //!
@@ -138,12 +165,15 @@
 //! (transient: retry); the connection re-establishes itself. Scripts run by `EVALSHA`, and a
 //! server that lost them (restart, failover, `SCRIPT FLUSH`) gets them again transparently.
 //! A call that fails may or may not have been applied (the script may have run before the
-//! reply was lost); retrying is safe, as every transition is guarded by state and token.
+//! reply was lost), and in a sharded namespace it may have been applied in some shards and
+//! not others; retrying is safe, as every transition is guarded by state and token. (`remove`
+//! without force and `retry` check every shard before writing in any, so an unreadable record
+//! fails them with nothing changed, as unsharded.)
 //!
 //! # Cancel safety
 //!
 //! A script runs whole or not at all, so dropping a call's future leaves each item either
-//! fully applied or not applied. `purge` runs in chunks of at most 5,000 records so it never
+//! fully applied or not applied (in a sharded namespace, each shard's items alike). `purge` runs in chunks of at most 5,000 records so it never
 //! blocks the server for long; dropping it may leave part of the purge done.
 
 mod builder;
