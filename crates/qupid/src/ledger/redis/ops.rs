@@ -510,11 +510,9 @@ impl RedisLedger {
             return Ok(None);
         };
         let fin = |shard: usize| {
-            let fixed = self.inner.shards[shard].fixed();
-            match state {
-                State::Dead => fixed[8].clone(),
-                _ => fixed[7].clone(),
-            }
+            self.inner.shards[shard]
+                .finished(state == State::Dead)
+                .to_owned()
         };
         let shards = self.inner.shards.len();
         let conn = &self.inner.conn;

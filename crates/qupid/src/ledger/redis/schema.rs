@@ -72,6 +72,11 @@ impl Keys {
     pub(super) fn fixed(&self) -> &[String; FIXED] {
         &self.fixed
     }
+
+    /// The finish-time index of Completed records, or of Dead ones (`dead`).
+    pub(super) fn finished(&self, dead: bool) -> &str {
+        &self.fixed[if dead { 8 } else { 7 }]
+    }
 }
 
 /// The key that says how many shards a namespace split into holds (absent: one).
@@ -114,6 +119,8 @@ mod tests {
         assert_eq!(k.fixed()[1], "qupid:{orders}:clock_offset_ms");
         assert_eq!(k.fixed()[2], "qupid:{orders}:clock_pinned_ms");
         assert_eq!(k.fixed()[9], "qupid:{orders}:layout");
+        assert_eq!(k.finished(false), "qupid:{orders}:fin:completed");
+        assert_eq!(k.finished(true), "qupid:{orders}:fin:dead");
         assert_eq!(k.record("a{b}\0c"), b"qupid:{orders}:r:a{b}\0c".to_vec());
         assert!(k.fixed().iter().all(|n| n.starts_with("qupid:{orders}:")));
     }
