@@ -9,11 +9,14 @@
 //! - latency: p50, p99 and the worst of an entry's time from the source to its saved output,
 //!   per ledger, at a trickle of 100 entries a second and under load;
 //! - retained: the pipeline's rate per ledger with 0 and 1,000,000 completed keys already in
-//!   it (`--retained 0,1000000,10000000` for other levels), and bytes per retained key.
+//!   it (`--retained 0,1000000,10000000` for other levels), and bytes per retained key;
+//! - purge: the wall time of purging 1,000,000 completed keys by age (`--entries N` for
+//!   another number), per ledger, and the latency of a trickle of offers and completions
+//!   beside it against the same trickle with no purge.
 //!
 //! ```text
 //! cargo run --release -p qupid-benches --bin qupid-bench -- \
-//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained ...] [--retained N,N,...] \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge ...] [--retained N,N,...] \
 //!     [--profile qupid|hand]
 //! ```
 //!
@@ -26,6 +29,7 @@
 mod latency;
 mod memory;
 mod postgres;
+mod purge;
 mod redis;
 mod retained;
 mod sqlite;
@@ -35,7 +39,7 @@ use std::process::Command;
 
 use workload::{unique, Comparison, Side, CONCURRENCY};
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "memory",
     "sqlite",
     "sqlite-full",
@@ -43,6 +47,7 @@ const SECTIONS: [&str; 7] = [
     "postgres",
     "latency",
     "retained",
+    "purge",
 ];
 
 struct Args {
@@ -63,7 +68,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
-         [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained ...] [--retained N,N,...] [--profile qupid|hand]"
+         [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge ...] [--retained N,N,...] [--profile qupid|hand]"
     );
     std::process::exit(2);
 }
@@ -333,7 +338,7 @@ fn main() {
     let ledgers = a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency" | "retained"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge"))
         .count();
     if a.profile != Side::Both {
         for section in &a.only {
@@ -346,6 +351,7 @@ fn main() {
                 "retained" => {
                     print_retained(&retained::run(&a.retained, a.entries.unwrap_or(50_000)));
                 }
+                "purge" => print_purge(&purge::run(a.entries.unwrap_or(PURGED))),
                 ledger => {
                     let n = a.entries.unwrap_or(50_000);
                     let r = a.runs.unwrap_or(3);
@@ -369,7 +375,7 @@ fn main() {
     for ledger in a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency" | "retained"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge"))
     {
         let (n, r) = (a.entries.unwrap_or(50_000), a.runs.unwrap_or(3));
         match run_ledger(ledger, Side::Both, n, r) {
@@ -396,6 +402,55 @@ fn main() {
     if a.only.contains(&"retained") {
         println!();
         print_retained(&retained::run(&a.retained, a.entries.unwrap_or(50_000)));
+    }
+    if a.only.contains(&"purge") {
+        println!();
+        print_purge(&purge::run(a.entries.unwrap_or(PURGED)));
+    }
+}
+
+/// Completed keys the purge section fills each ledger with, then purges.
+const PURGED: usize = 1_000_000;
+
+fn print_purge(rows: &[purge::Row]) {
+    let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    println!("## purge");
+    println!();
+    println!(
+        "`purge` of the completed keys by age (wall time, keys removed of keys filled), and a \
+         trickle beside it: one fresh key at a time, `offer_and_start` then `complete`, a key \
+         started at most every millisecond. Latency (ms): from the offer to the completion's \
+         answer; gap: the longest time between two keys' ends, the trickle's own code and its \
+         pacing included. Against the same trickle for 10 s with no purge, on the same ledger \
+         with the keys still in it."
+    );
+    println!();
+    println!(
+        "| ledger | removed | purge s | removed/s | during purge: keys | p50 | p99 | max | gap | \
+         alone: p50 | p99 | max | gap |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        match &row.result {
+            Ok(m) => println!(
+                "| {} | {} of {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.ledger,
+                m.removed,
+                m.filled,
+                m.purge.as_secs_f64(),
+                m.removed as f64 / m.purge.as_secs_f64(),
+                m.during.keys,
+                ms(m.during.p50),
+                ms(m.during.p99),
+                ms(m.during.max),
+                ms(m.during.gap),
+                ms(m.without.p50),
+                ms(m.without.p99),
+                ms(m.without.max),
+                ms(m.without.gap),
+            ),
+            Err(why) => println!("| {} | skipped: {why} | | | | | | | | | | | |", row.ledger),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ const RUNS: usize = 3;
 const FILL_BATCH: usize = 1_000;
 
 /// Completes keys `old/{from}` to `old/{to - 1}` through the ledger's own calls.
-async fn fill<L: Ledger>(l: &L, from: usize, to: usize) -> Result<(), String> {
+pub(crate) async fn fill<L: Ledger>(l: &L, from: usize, to: usize) -> Result<(), String> {
     let policy = Policy::default();
     let mut i = from;
     while i < to {
