@@ -63,7 +63,6 @@ impl Synchronous {
 /// | [`commit_window`](SqliteBuilder::commit_window) | 0 | a group holds what is waiting when the previous commit ends; no added latency |
 /// | [`busy_timeout`](SqliteBuilder::busy_timeout) | 5 s | how long to wait for another process's write lock before [`ErrorKind::Unavailable`] |
 /// | [`read_only`](SqliteBuilder::read_only) | `false` | opens read-write: creates the file and its schema, migrates an older one |
-/// | [`cache_mib`](SqliteBuilder::cache_mib) | 64 | the writer's page cache, in MiB: filled only as pages are read, so a small file takes what it needs |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -85,7 +84,6 @@ pub struct SqliteBuilder {
     commit_window: Duration,
     busy_timeout: Duration,
     read_only: bool,
-    cache_mib: u32,
 }
 
 impl SqliteBuilder {
@@ -97,13 +95,11 @@ impl SqliteBuilder {
             commit_window: Duration::ZERO,
             busy_timeout: Duration::from_secs(5),
             read_only: false,
-            cache_mib: DEFAULT_CACHE_MIB,
         }
     }
 
     /// A builder from a URL: `sqlite://PATH`, or `sqlite:PATH`, with optional query
-    /// parameters `synchronous=normal|full`, `busy_timeout_ms=N`, `commit_window_ms=N` and
-    /// `cache_mib=N`.
+    /// parameters `synchronous=normal|full`, `busy_timeout_ms=N` and `commit_window_ms=N`.
     ///
     /// `sqlite://ledger.db` is relative to the working directory and `sqlite:///var/lib/x.db`
     /// is absolute; `%XX` escapes are decoded (`%20` for a space).
@@ -172,33 +168,16 @@ impl SqliteBuilder {
                     }
                 }
                 "busy_timeout_ms" => builder.busy_timeout = millis()?,
-                "cache_mib" => {
-                    builder.cache_mib = value.parse().map_err(|_| {
-                        config(format!(
-                            "expected a number of MiB for cache_mib in {url:?}, found {value:?}"
-                        ))
-                    })?
-                }
                 "commit_window_ms" => builder.commit_window = millis()?,
                 _ => {
                     return Err(config(format!(
-                        "expected the parameters synchronous, busy_timeout_ms, \
-                         commit_window_ms or cache_mib in {url:?}, found {name:?}"
+                        "expected the parameters synchronous, busy_timeout_ms or \
+                         commit_window_ms in {url:?}, found {name:?}"
                     )))
                 }
             }
         }
         Ok(builder)
-    }
-
-    /// The writer's page cache, in MiB (`PRAGMA cache_size`; default 64). SQLite fills it
-    /// only as it reads pages, so a small file costs no more than its size. A large one
-    /// (millions of retained keys) needs its B-trees' interior pages cached: with SQLite's
-    /// own default of 2 MiB, the pipeline's rate with 10,000,000 retained keys fell to 0.75×
-    /// of an empty file's (see the repository's `benches/results`).
-    pub fn cache_mib(mut self, mib: u32) -> Self {
-        self.cache_mib = mib;
-        self
     }
 
     /// How hard each commit works to survive a power loss. See [`Synchronous`].
@@ -346,10 +325,10 @@ impl SqliteBuilder {
                 version.load(Ordering::Relaxed),
             ));
         }
-        let (synchronous, cache_mib) = (self.synchronous, self.cache_mib);
+        let synchronous = self.synchronous;
         let (writer, ready) =
             ConnThread::writer(file.clone(), clock.clone(), self.commit_window, move |f| {
-                open_writer(f, synchronous, cache_mib)
+                open_writer(f, synchronous)
             })?;
         writer.ready(ready).await?;
         // The reader opens after the writer has created the schema.
@@ -435,10 +414,7 @@ fn patiently<T>(file: &File, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusq
     }
 }
 
-/// The writer's page cache by default, in MiB.
-const DEFAULT_CACHE_MIB: u32 = 64;
-
-fn open_writer(file: &File, synchronous: Synchronous, cache_mib: u32) -> Result<Connection> {
+fn open_writer(file: &File, synchronous: Synchronous) -> Result<Connection> {
     let conn = connect(file, true)?;
     let mode: String = patiently(file, || {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -456,9 +432,6 @@ fn open_writer(file: &File, synchronous: Synchronous, cache_mib: u32) -> Result<
     }
     conn.pragma_update(None, "synchronous", synchronous.pragma())
         .map_err(|e| file.sql(e, "setting synchronous"))?;
-    // A negative size is in KiB.
-    conn.pragma_update(None, "cache_size", -i64::from(cache_mib) * 1024)
-        .map_err(|e| file.sql(e, "setting the page cache size"))?;
     // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
     conn.set_prepared_statement_cache_capacity(64);
     schema::prepare(&conn).map_err(|f| file.error(f, "checking the schema"))?;
@@ -492,10 +465,7 @@ mod tests {
         assert_eq!(b.path, PathBuf::from("/var/lib/a b.db"));
         assert_eq!(b.synchronous, Synchronous::Full);
         assert_eq!(b.busy_timeout, Duration::from_millis(250));
-        assert_eq!(b.cache_mib, DEFAULT_CACHE_MIB);
-        let b = SqliteBuilder::from_url("SQLITE://rel/x.db?commit_window_ms=2&cache_mib=8")
-            .expect("valid");
-        assert_eq!(b.cache_mib, 8);
+        let b = SqliteBuilder::from_url("SQLITE://rel/x.db?commit_window_ms=2").expect("valid");
         assert_eq!(b.path, PathBuf::from("rel/x.db"));
         assert_eq!(b.commit_window, Duration::from_millis(2));
         assert_eq!(
@@ -513,36 +483,12 @@ mod tests {
             ("sqlite://x.db?mode=rwc", "\"mode\""),
             ("sqlite://x.db?synchronous=off", "\"off\""),
             ("sqlite://x.db?busy_timeout_ms=soon", "milliseconds"),
-            ("sqlite://x.db?cache_mib=lots", "MiB"),
             ("sqlite://x%zz.db", "bad escapes"),
             ("sq", "expected a sqlite:// URL"),
         ] {
             let err = SqliteBuilder::from_url(url).expect_err(url);
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(err.to_string().contains(says), "{url}: {err}");
-        }
-    }
-
-    #[tokio::test]
-    async fn the_writer_gets_its_page_cache() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        for (set, want) in [(None, -64 * 1024), (Some(8), -8 * 1024)] {
-            let mut b = SqliteBuilder::new(dir.path().join(format!("{set:?}.db")));
-            if let Some(mib) = set {
-                b = b.cache_mib(mib);
-            }
-            let ledger = b.open().await.expect("open");
-            let found: i64 = ledger
-                .writer("reading the cache size")
-                .expect("a writer")
-                .run("reading the cache size", |cx| {
-                    Ok(cx
-                        .conn
-                        .pragma_query_value(None, "cache_size", |r| r.get(0))?)
-                })
-                .await
-                .expect("cache_size");
-            assert_eq!(found, want, "{set:?}");
         }
     }
 }
