@@ -59,7 +59,7 @@ async fn purge_removes_more_than_one_chunk() {
         dead: Keep::FOREVER,
     };
     let purged = l.purge(&retention).await.expect("purge");
-    assert_eq!(purged.completed, 11_000, "three chunks of up to 5,000");
+    assert_eq!(purged.completed, 11_000, "eleven chunks of up to 1,000");
     assert_eq!(l.stats().await.expect("stats").completed, 1000);
     // The newest batch finished at one instant, so ties are broken by key: the largest stay.
     let page = l

@@ -1,4 +1,4 @@
-//! Purging the SQLite ledger in chunks of 5,000 rows, each its own job on the writer thread:
+//! Purging the SQLite ledger in chunks of 1,000 rows, each its own job on the writer thread:
 //! a purge of many chunks removes what the memory ledger removes, and writes sent while it
 //! runs are answered between its chunks instead of after it.
 #![cfg(feature = "sqlite")]
@@ -12,7 +12,7 @@ use qupid::{Keep, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Policy, Retenti
 use tempfile::TempDir;
 
 /// Rows the SQLite ledger deletes per writer job.
-const CHUNK: usize = 5_000;
+const CHUNK: usize = 1_000;
 
 async fn sqlite(clock: &ManualClock) -> (SqliteLedger, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");

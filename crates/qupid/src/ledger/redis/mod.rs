@@ -173,7 +173,7 @@
 //! # Cancel safety
 //!
 //! A script runs whole or not at all, so dropping a call's future leaves each item either
-//! fully applied or not applied (in a sharded namespace, each shard's items alike). `purge` runs in chunks of at most 5,000 records so it never
+//! fully applied or not applied (in a sharded namespace, each shard's items alike). `purge` runs in chunks of at most 1,000 records so it never
 //! blocks the server for long; dropping it may leave part of the purge done.
 
 mod builder;

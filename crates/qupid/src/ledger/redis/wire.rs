@@ -154,6 +154,9 @@ pub(super) struct PurgeArgs {
     pub(super) completed_cut: Option<(i64, u64)>,
     /// `ARGV[9]`, `ARGV[10]`: the same for Dead records.
     pub(super) dead_cut: Option<(i64, u64)>,
+    /// `ARGV[11]`: the clock to purge by, as the first run of this purge answered it (`''`:
+    /// read it).
+    pub(super) now: Option<i64>,
 }
 
 impl PurgeArgs {
@@ -169,6 +172,10 @@ impl PurgeArgs {
                 None => inv.arg("").arg(0),
             };
         }
+        match self.now {
+            Some(now) => inv.arg(now),
+            None => inv.arg(""),
+        };
     }
 }
 
@@ -308,13 +315,14 @@ pub(super) fn by_key(values: &[Value], n: usize, what: &str) -> Result<Vec<ByKey
         .collect()
 }
 
-/// The reply of `purge.lua`: the Completed and Dead records removed, and whether more remain.
-pub(super) fn purged(values: &[Value]) -> Result<(Purged, bool)> {
+/// The reply of `purge.lua`: the Completed and Dead records removed, whether more remain,
+/// and the clock it purged by.
+pub(super) fn purged(values: &[Value]) -> Result<(Purged, bool, i64)> {
     let what = "purge";
-    expect_len(values, 1, 3, what)?;
+    expect_len(values, 1, 4, what)?;
     let purged = Purged {
         completed: uint(values, 0, what)?,
         dead: uint(values, 1, what)?,
     };
-    Ok((purged, int(values, 2, what)? != 0))
+    Ok((purged, int(values, 2, what)? != 0, int(values, 3, what)?))
 }

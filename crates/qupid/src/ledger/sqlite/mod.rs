@@ -84,7 +84,7 @@
 //! Every write but `purge` is one job on the writer thread, committed whole or not at all,
 //! and once sent it runs whether or not its caller still waits: dropping the call's future
 //! leaves the whole batch either applied or not. `purge` removes rows in chunks of at most
-//! 5,000, each chunk its own job, so that the offers and completions sent meanwhile run
+//! 1,000, each chunk its own job, so that the offers and completions sent meanwhile run
 //! between two chunks instead of waiting for the whole purge; dropping it may leave part of
 //! the purge done.
 //!
@@ -431,7 +431,7 @@ impl LedgerAdmin for SqliteLedger {
     /// Removes the finished rows `retention` no longer keeps, by age then by count, each
     /// finished state by its own rule.
     ///
-    /// The rows go in chunks of at most 5,000, each chunk its own job on the writer thread
+    /// The rows go in chunks of at most 1,000, each chunk its own job on the writer thread
     /// (its own transaction), the oldest rows first, until a chunk removes fewer: the
     /// offers, starts and completions sent meanwhile run between two chunks, so a purge of
     /// a million rows holds them up for one chunk at a time, not for the whole purge. The

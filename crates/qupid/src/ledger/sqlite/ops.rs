@@ -582,7 +582,7 @@ fn admin(cx: &mut Ctx<'_>, key: &Key, event: &Event<'_>) -> Res<Answer> {
 
 /// Rows deleted per writer job by `purge`: each chunk is one job on the writer thread, so
 /// the offers, starts and completions queued behind it run before the next chunk.
-pub(super) const PURGE_CHUNK: u64 = 5_000;
+pub(super) const PURGE_CHUNK: u64 = 1_000;
 
 /// Which rows of one finished state a purge deletes: the rows of a chunk are the oldest
 /// that match (the purge index keeps them in `(at, key)` order).

@@ -3,13 +3,15 @@
 -- so one call never blocks the server for long); ARGV[7..8] a cut of the completed records
 -- ('' = none): every record finished before the time ARGV[7] goes, and the first ARGV[8] of
 -- those finished at it (a sharded namespace's purge by count, found over every shard);
--- ARGV[9..10] the same for dead.
--- Reply: completed removed, dead removed, 1 if more remain.
+-- ARGV[9..10] the same for dead; ARGV[11] the clock to purge by ('' = read it: the first call
+-- of a purge reads it, and the caller passes it on, so the cutoff by age stays where it was
+-- when the purge began).
+-- Reply: completed removed, dead removed, 1 if more remain, the clock purged by.
 local err = check_fixed()
 if err then
   return err
 end
-local now = now_ms()
+local now = ARGV[11] ~= '' and tonumber(ARGV[11]) or now_ms()
 local budget = tonumber(ARGV[6])
 local more = 0
 local plan = {}
@@ -69,4 +71,4 @@ for _, s in ipairs({ 'c', 'd' }) do
   bulk('ZREM', IDX[s], plan[s])
   bulk('ZREM', FIN[s], plan[s])
 end
-return { 'ok', #plan.c, #plan.d, more }
+return { 'ok', #plan.c, #plan.d, more, now }
