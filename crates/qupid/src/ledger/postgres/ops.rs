@@ -88,18 +88,47 @@ impl PostgresLedger {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
+        self.query_with(what, sql, params, false).await
+    }
+
+    /// As [`query`](Self::query); with `no_bitmaps`, in a transaction that keeps the planner
+    /// off bitmap scans (`SET LOCAL enable_bitmapscan = off`). The purge statements read the
+    /// oldest rows of the purge index up to a limit; before the table's first `ANALYZE` (a
+    /// table filled in one go, which autovacuum has not reached yet) the planner, guessing
+    /// few matching rows, read every finished row with a bitmap scan and sorted them, about
+    /// 220 ms a chunk at a million rows, against 8 ms walking the index in order.
+    async fn query_with(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        no_bitmaps: bool,
+    ) -> Result<Vec<Row>> {
         let (url, ns) = (&self.inner.url, self.ns());
         let mut conflicts = 0;
         loop {
-            let client = self
+            let mut client = self
                 .inner
                 .pool
                 .get()
                 .await
                 .map_err(|e| map_pool(e, what, url, ns))?;
-            let result = match client.prepare_cached(sql).await {
-                Ok(statement) => client.query(&statement, params).await,
-                Err(e) => Err(e),
+            let result = if no_bitmaps {
+                async {
+                    let tx = client.transaction().await?;
+                    tx.batch_execute("SET LOCAL enable_bitmapscan = off")
+                        .await?;
+                    let statement = tx.prepare_cached(sql).await?;
+                    let rows = tx.query(&statement, params).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                }
+                .await
+            } else {
+                match client.prepare_cached(sql).await {
+                    Ok(statement) => client.query(&statement, params).await,
+                    Err(e) => Err(e),
+                }
             };
             match result {
                 Ok(rows) => return Ok(rows),
@@ -272,7 +301,9 @@ impl PostgresLedger {
         let Ok(max) = i64::try_from(max) else {
             return Ok(removed);
         };
-        let rows = self.query("purge", &sql.purge_cut, &[&code, &max]).await?;
+        let rows = self
+            .query_with("purge", &sql.purge_cut, &[&code, &max], true)
+            .await?;
         let Some(row) = rows.first() else {
             return Ok(removed);
         };
@@ -289,9 +320,9 @@ impl PostgresLedger {
         }
     }
 
-    /// Runs a `… SELECT count(*)` statement and answers the count.
+    /// Runs a purge chunk's `… SELECT count(*)` statement and answers the count.
     async fn deleted(&self, what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let rows = self.query(what, sql, params).await?;
+        let rows = self.query_with(what, sql, params, true).await?;
         let n: i64 = match rows.first() {
             Some(row) => row
                 .try_get(0)
