@@ -12,11 +12,13 @@
 //!   it (`--retained 0,1000000,10000000` for other levels), and bytes per retained key;
 //! - purge: the wall time of purging 1,000,000 completed keys by age (`--entries N` for
 //!   another number), per ledger, and the latency of a trickle of offers and completions
-//!   beside it against the same trickle with no purge.
+//!   beside it against the same trickle with no purge;
+//! - shards: the pipeline over a Redis namespace split into 1, 4 and 16 shards, on the one
+//!   server and (`QUPID_REDIS_CLUSTER=redis://host:port,...`) on a Redis Cluster.
 //!
 //! ```text
 //! cargo run --release -p qupid-benches --bin qupid-bench -- \
-//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge ...] [--retained N,N,...] \
+//!     [--entries N] [--runs R] [--keys K] [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge|shards ...] [--retained N,N,...] \
 //!     [--profile qupid|hand]
 //! ```
 //!
@@ -32,6 +34,7 @@ mod postgres;
 mod purge;
 mod redis;
 mod retained;
+mod shards;
 mod sqlite;
 mod workload;
 
@@ -39,7 +42,7 @@ use std::process::Command;
 
 use workload::{unique, Comparison, Side, CONCURRENCY};
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "memory",
     "sqlite",
     "sqlite-full",
@@ -48,6 +51,7 @@ const SECTIONS: [&str; 8] = [
     "latency",
     "retained",
     "purge",
+    "shards",
 ];
 
 struct Args {
@@ -68,7 +72,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: qupid-bench [--entries N] [--runs R] [--keys K] \
-         [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge ...] [--retained N,N,...] [--profile qupid|hand]"
+         [--only memory|sqlite|sqlite-full|redis|postgres|latency|retained|purge|shards ...] [--retained N,N,...] [--profile qupid|hand]"
     );
     std::process::exit(2);
 }
@@ -338,7 +342,7 @@ fn main() {
     let ledgers = a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge" | "shards"))
         .count();
     if a.profile != Side::Both {
         for section in &a.only {
@@ -352,6 +356,10 @@ fn main() {
                     print_retained(&retained::run(&a.retained, a.entries.unwrap_or(50_000)));
                 }
                 "purge" => print_purge(&purge::run(a.entries.unwrap_or(PURGED))),
+                "shards" => print_shards(&shards::run(
+                    a.entries.unwrap_or(50_000),
+                    a.runs.unwrap_or(3),
+                )),
                 ledger => {
                     let n = a.entries.unwrap_or(50_000);
                     let r = a.runs.unwrap_or(3);
@@ -375,7 +383,7 @@ fn main() {
     for ledger in a
         .only
         .iter()
-        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge"))
+        .filter(|s| !matches!(**s, "memory" | "latency" | "retained" | "purge" | "shards"))
     {
         let (n, r) = (a.entries.unwrap_or(50_000), a.runs.unwrap_or(3));
         match run_ledger(ledger, Side::Both, n, r) {
@@ -406,6 +414,47 @@ fn main() {
     if a.only.contains(&"purge") {
         println!();
         print_purge(&purge::run(a.entries.unwrap_or(PURGED)));
+    }
+    if a.only.contains(&"shards") {
+        println!();
+        print_shards(&shards::run(
+            a.entries.unwrap_or(50_000),
+            a.runs.unwrap_or(3),
+        ));
+    }
+}
+
+fn print_shards(rows: &[shards::Row]) {
+    println!("## redis shards");
+    println!();
+    println!(
+        "The pipeline's rate (entries/s, median of the runs) over a Redis namespace split into \
+         shards, each batch sent as one script per shard it touches, the shards' at once; \
+         `QUPID_REDIS_CLUSTER=redis://host:port,...` adds a Redis Cluster."
+    );
+    println!();
+    let counts: Vec<String> = shards::COUNTS
+        .iter()
+        .map(|n| format!("{n} shard(s)"))
+        .collect();
+    println!("| target | {} | ÷ 1 shard |", counts.join(" | "));
+    println!("|---|{}---:|", "---:|".repeat(counts.len()));
+    for row in rows {
+        match &row.rates {
+            Ok(rates) => {
+                let one = rates.first().copied().unwrap_or(f64::NAN);
+                let cells: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+                let ratios: Vec<String> =
+                    rates.iter().map(|r| format!("{:.2}×", r / one)).collect();
+                println!(
+                    "| {} | {} | {} |",
+                    row.target,
+                    cells.join(" | "),
+                    ratios.join(" / ")
+                );
+            }
+            Err(why) => println!("| {} | skipped: {why} | | | |", row.target),
+        }
     }
 }
 
