@@ -208,8 +208,12 @@ impl RedisBuilder {
     /// writes it (`qupid:{NS}:shards`), and later opens that do not set `shards` (the CLI,
     /// [`AnyLedger`](crate::AnyLedger), a dashboard) read it from there. Opening with
     /// another count fails with [`ErrorKind::Config`], as does splitting a namespace that
-    /// already holds unsharded records. Between 1 and 1,024; 16 spreads a namespace well over
-    /// a 3-node cluster.
+    /// already holds unsharded records. Between 1 and 1,024.
+    ///
+    /// Splitting has a cost where it cannot spread (on one server, each batch becomes
+    /// several smaller scripts): leave a namespace unsharded unless one node is the
+    /// bottleneck, then pick the smallest count that covers the nodes (16 spreads well over
+    /// 3). Figures: the repository's `docs/ledgers.md`.
     pub fn shards(mut self, shards: u16) -> Self {
         self.shards = Some(shards);
         self
