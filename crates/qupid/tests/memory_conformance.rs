@@ -24,3 +24,79 @@ mod two_step_offer_and_start {
     qupid_testkit::conformance_tests!(fixture);
     qupid_testkit::model_test!(fixture, 128);
 }
+
+/// A purge of many keys yields to the runtime as it goes: on a current-thread runtime, another
+/// task runs while it purges (before, the purge never awaited, and the task ran only after).
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_purge_lets_other_tasks_run() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use qupid::ledger::Claim;
+    use qupid::{Keep, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Policy, Retention};
+
+    let l = MemoryLedger::new();
+    let p = Policy::default();
+    for batch in 0..20 {
+        let offers: Vec<Offer> = (0..1000)
+            .map(|i| Offer::new(Key::new(format!("k{batch}_{i}")).expect("valid key")))
+            .collect();
+        let out = l.offer_and_start(&p, &offers).await.expect("offer");
+        let claims: Vec<Claim> = offers
+            .into_iter()
+            .zip(out)
+            .filter_map(|(o, r)| {
+                r.lease().map(|lease| Claim {
+                    key: o.key,
+                    token: lease.token,
+                })
+            })
+            .collect();
+        l.complete(&claims).await.expect("complete");
+    }
+    for keep in [
+        Keep::younger_than(std::time::Duration::ZERO),
+        Keep::newest(0),
+    ] {
+        // Refill what the first purge removed.
+        if l.stats().await.expect("stats").completed == 0 {
+            let offers: Vec<Offer> = (0..20_000)
+                .map(|i| Offer::new(Key::new(format!("again{i}")).expect("valid key")))
+                .collect();
+            let out = l.offer_and_start(&p, &offers).await.expect("offer");
+            let claims: Vec<Claim> = offers
+                .into_iter()
+                .zip(out)
+                .filter_map(|(o, r)| {
+                    r.lease().map(|lease| Claim {
+                        key: o.key,
+                        token: lease.token,
+                    })
+                })
+                .collect();
+            l.complete(&claims).await.expect("complete");
+        }
+        let ticks = Arc::new(AtomicU64::new(0));
+        let beside = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let retention = Retention {
+            completed: keep,
+            dead: Keep::FOREVER,
+        };
+        let purged = l.purge(&retention).await.expect("purge");
+        let seen = ticks.load(Ordering::Relaxed);
+        beside.abort();
+        assert_eq!(purged.completed, 20_000, "{keep:?}");
+        assert!(
+            seen > 0,
+            "{keep:?}: the other task never ran during the purge"
+        );
+    }
+}

@@ -576,7 +576,7 @@ impl LedgerAdmin for MemoryLedger {
             if keep.is_forever() {
                 continue;
             }
-            *n = self.purge_state(state, keep, now);
+            *n = self.purge_state(state, keep, now).await;
         }
         Ok(purged)
     }
@@ -644,48 +644,62 @@ impl LedgerAdmin for MemoryLedger {
 }
 
 impl MemoryLedger {
-    fn purge_state(&self, state: State, keep: Keep, now: Timestamp) -> u64 {
+    /// Purges `state` shard by shard, yielding to the runtime between shards (and every
+    /// [`PURGE_YIELD`] keys removed by count), so that a large purge does not hold a
+    /// runtime thread, or other tasks of a current-thread runtime, for its whole length.
+    async fn purge_state(&self, state: State, keep: Keep, now: Timestamp) -> u64 {
         let mut removed = 0;
         // By age: one pass, shard by shard.
         if let Some(age) = keep.max_age {
             for i in 0..self.inner.shards.len() {
-                let mut shard = self.lock(i);
-                let before = shard.map.len();
-                shard
-                    .map
-                    .retain(|_, s| !(s.state == state && too_old(s.at, now, age)));
-                let n = (before - shard.map.len()) as u64;
-                *shard.counts.count_mut(state) -= n;
-                removed += n;
+                {
+                    let mut shard = self.lock(i);
+                    let before = shard.map.len();
+                    shard
+                        .map
+                        .retain(|_, s| !(s.state == state && too_old(s.at, now, age)));
+                    let n = (before - shard.map.len()) as u64;
+                    *shard.counts.count_mut(state) -= n;
+                    removed += n;
+                }
+                tokio::task::yield_now().await;
             }
         }
         // By count: find the finish time of the newest `max_count`, then drop what is older.
         if let Some(max) = keep.max_count {
             let mut all: Vec<(u64, Box<str>)> = Vec::new();
             for i in 0..self.inner.shards.len() {
-                let shard = self.lock(i);
-                all.extend(
-                    shard
-                        .map
-                        .iter()
-                        .filter(|(_, s)| s.state == state)
-                        .map(|(k, s)| (s.at, k.clone())),
-                );
+                {
+                    let shard = self.lock(i);
+                    all.extend(
+                        shard
+                            .map
+                            .iter()
+                            .filter(|(_, s)| s.state == state)
+                            .map(|(k, s)| (s.at, k.clone())),
+                    );
+                }
+                tokio::task::yield_now().await;
             }
             let max = usize::try_from(max).unwrap_or(usize::MAX);
             if all.len() > max {
                 // Newest first; ties broken by key so every ledger purges the same records.
                 all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-                for (at, key) in all.drain(max..) {
-                    let mut shard = self.lock(self.shard_of(&key));
-                    if shard
-                        .map
-                        .get(&key)
-                        .is_some_and(|s| s.state == state && s.at == at)
+                for (i, (at, key)) in all.drain(max..).enumerate() {
                     {
-                        shard.map.remove(&key);
-                        *shard.counts.count_mut(state) -= 1;
-                        removed += 1;
+                        let mut shard = self.lock(self.shard_of(&key));
+                        if shard
+                            .map
+                            .get(&key)
+                            .is_some_and(|s| s.state == state && s.at == at)
+                        {
+                            shard.map.remove(&key);
+                            *shard.counts.count_mut(state) -= 1;
+                            removed += 1;
+                        }
+                    }
+                    if i % PURGE_YIELD == PURGE_YIELD - 1 {
+                        tokio::task::yield_now().await;
                     }
                 }
             }
@@ -693,6 +707,9 @@ impl MemoryLedger {
         removed
     }
 }
+
+/// Keys a purge by count removes between two yields to the runtime.
+const PURGE_YIELD: usize = 4096;
 
 fn too_old(at: u64, now: Timestamp, age: Duration) -> bool {
     now.since(Timestamp(at)) >= age
