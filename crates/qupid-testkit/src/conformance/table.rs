@@ -423,7 +423,8 @@ pub async fn every_transition_follows_the_rules<L: LedgerAdmin>(fx: Fixture<L>) 
         let event = event_of(row, prior, offered.as_ref());
         let decide_at = |now| decide(prior.map(facts).as_ref(), &event, policy, now);
         let (early, late) = (decide_at(now_before), decide_at(now_after));
-        let fits = |d: &Decision<'_>| written(prior, got, &d.write, &early, &late);
+        let span = now_after.as_millis().saturating_sub(now_before.as_millis());
+        let fits = |d: &Decision<'_>| written(prior, got, &d.write, &early, &late, span);
         assert!(
             fits(&early) || fits(&late),
             "{row:?}: the ledger went from {prior:?} to {got:?}, the rules wrote {:?}",
@@ -446,13 +447,17 @@ fn answers(
 
 /// Whether the ledger's record `got` after the event is what `write` makes of `prior`: every
 /// field equal, the token new where the rules ask for one, times between what the rules
-/// wrote at the clock before and after the call.
+/// wrote at the clock before and after the call. When only one of the two readings writes
+/// (the rule changed during the call, `span` ms long), the ledger wrote at some moment of
+/// the call: its time may be up to `span` before the late writing's (or after the early
+/// one's).
 fn written(
     prior: Option<&Record>,
     got: Option<&Record>,
     write: &Write<'_>,
     early: &Decision<'_>,
     late: &Decision<'_>,
+    span: u64,
 ) -> bool {
     match (write, got) {
         (Write::Keep, got) => got == prior,
@@ -467,15 +472,17 @@ fn written(
                 Write::Put { record, .. } => Some(record.at),
                 _ => None,
             };
+            let ms = |t: Timestamp| t.as_millis();
             let (lo, hi) = match (at(early), at(late)) {
-                (Some(a), Some(b)) => (a.min(b), a.max(b)),
-                (Some(a), None) | (None, Some(a)) => (a, a),
-                (None, None) => (record.at, record.at),
+                (Some(a), Some(b)) => (ms(a).min(ms(b)), ms(a).max(ms(b))),
+                (Some(a), None) => (ms(a), ms(a).saturating_add(span)),
+                (None, Some(b)) => (ms(b).saturating_sub(span), ms(b)),
+                (None, None) => (ms(record.at), ms(record.at)),
             };
             let g = facts(got);
             token_ok
-                && g.at >= lo
-                && g.at <= hi
+                && ms(g.at) >= lo
+                && ms(g.at) <= hi
                 && g.state == record.state
                 && g.superseded == record.superseded
                 && g.attempts == record.attempts
