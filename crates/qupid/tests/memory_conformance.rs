@@ -25,6 +25,32 @@ mod two_step_offer_and_start {
     qupid_testkit::model_test!(fixture, 128);
 }
 
+/// Offers, starts and completes `n` fresh keys under `prefix`.
+async fn complete_fresh(l: &qupid::MemoryLedger, prefix: &str, n: usize) {
+    use qupid::ledger::Claim;
+    use qupid::{Key, Ledger, Offer, Policy};
+
+    let offers: Vec<Offer> = (0..n)
+        .map(|i| Offer::new(Key::new(format!("{prefix}{i}")).expect("valid key")))
+        .collect();
+    let out = l
+        .offer_and_start(&Policy::default(), &offers)
+        .await
+        .expect("offer");
+    let claims: Vec<Claim> = offers
+        .into_iter()
+        .zip(out)
+        .filter_map(|(o, r)| {
+            r.lease().map(|lease| Claim {
+                key: o.key,
+                token: lease.token,
+            })
+        })
+        .collect();
+    assert_eq!(claims.len(), n, "every fresh key accepted");
+    l.complete(&claims).await.expect("complete");
+}
+
 /// A purge of many keys yields to the runtime as it goes: on a current-thread runtime, another
 /// task runs while it purges (before, the purge never awaited, and the task ran only after).
 #[tokio::test(flavor = "current_thread")]
@@ -32,50 +58,17 @@ async fn a_large_purge_lets_other_tasks_run() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use qupid::ledger::Claim;
-    use qupid::{Keep, Key, Ledger, LedgerAdmin, MemoryLedger, Offer, Policy, Retention};
+    use qupid::{Keep, LedgerAdmin, MemoryLedger, Retention};
 
     let l = MemoryLedger::new();
-    let p = Policy::default();
-    for batch in 0..20 {
-        let offers: Vec<Offer> = (0..1000)
-            .map(|i| Offer::new(Key::new(format!("k{batch}_{i}")).expect("valid key")))
-            .collect();
-        let out = l.offer_and_start(&p, &offers).await.expect("offer");
-        let claims: Vec<Claim> = offers
-            .into_iter()
-            .zip(out)
-            .filter_map(|(o, r)| {
-                r.lease().map(|lease| Claim {
-                    key: o.key,
-                    token: lease.token,
-                })
-            })
-            .collect();
-        l.complete(&claims).await.expect("complete");
-    }
-    for keep in [
+    for (round, keep) in [
         Keep::younger_than(std::time::Duration::ZERO),
         Keep::newest(0),
-    ] {
-        // Refill what the first purge removed.
-        if l.stats().await.expect("stats").completed == 0 {
-            let offers: Vec<Offer> = (0..20_000)
-                .map(|i| Offer::new(Key::new(format!("again{i}")).expect("valid key")))
-                .collect();
-            let out = l.offer_and_start(&p, &offers).await.expect("offer");
-            let claims: Vec<Claim> = offers
-                .into_iter()
-                .zip(out)
-                .filter_map(|(o, r)| {
-                    r.lease().map(|lease| Claim {
-                        key: o.key,
-                        token: lease.token,
-                    })
-                })
-                .collect();
-            l.complete(&claims).await.expect("complete");
-        }
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        complete_fresh(&l, &format!("k{round}_"), 20_000).await;
         let ticks = Arc::new(AtomicU64::new(0));
         let beside = tokio::spawn({
             let ticks = ticks.clone();

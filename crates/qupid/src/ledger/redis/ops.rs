@@ -128,6 +128,35 @@ impl RedisLedger {
             .collect()
     }
 
+    /// `remove` or `retry` (`script`, with the arguments `args` adds, given whether the run
+    /// only checks): an unreadable record fails the call before anything is written. Split
+    /// into shards, with `check_first`, every shard is checked (a run that writes nothing)
+    /// before any writes.
+    async fn by_keys(
+        &self,
+        script: &Script,
+        what: &str,
+        keys: &[Key],
+        check_first: bool,
+        args: impl Fn(&mut ScriptInvocation<'_>, bool),
+    ) -> Result<Vec<ByKey>> {
+        let args = &args;
+        let run = |check_only: bool| {
+            self.sharded(
+                script,
+                what,
+                keys,
+                |k| k,
+                move |inv, _| args(inv, check_only),
+                move |values, n| wire::by_key(values, n, what),
+            )
+        };
+        if check_first && self.inner.shards.len() > 1 {
+            run(true).await?;
+        }
+        run(false).await
+    }
+
     /// `offer`, or with `start` `offer_and_start`: one run of the offer script per shard,
     /// which starts an attempt on each accepted key itself when told to.
     async fn offer_script(
@@ -273,26 +302,16 @@ impl Ledger for RedisLedger {
 impl LedgerAdmin for RedisLedger {
     async fn remove(&self, keys: &[Key], force: bool) -> Result<Vec<Removed>> {
         self.writable("remove")?;
-        // An unreadable record fails the call before anything is written: split into shards,
-        // every shard is checked before any removes.
-        let checks = if self.inner.shards.len() > 1 && !force {
-            &[true, false][..]
-        } else {
-            &[false][..]
-        };
-        let mut out = Vec::new();
-        for &check_only in checks {
-            out = self
-                .sharded(
-                    &SCRIPTS.remove,
-                    "remove",
-                    keys,
-                    |k| k,
-                    |inv, _| RemoveArgs { force, check_only }.add_to(inv),
-                    |values, n| wire::by_key(values, n, "remove"),
-                )
-                .await?;
-        }
+        // Forced, an unreadable record is removed too: nothing to check first.
+        let out = self
+            .by_keys(
+                &SCRIPTS.remove,
+                "remove",
+                keys,
+                !force,
+                |inv, check_only| RemoveArgs { force, check_only }.add_to(inv),
+            )
+            .await?;
         Ok(out
             .into_iter()
             .map(|o| match o {
@@ -305,25 +324,11 @@ impl LedgerAdmin for RedisLedger {
 
     async fn retry(&self, keys: &[Key]) -> Result<Vec<Retried>> {
         self.writable("retry")?;
-        // As `remove`: every shard is checked before any retries.
-        let checks = if self.inner.shards.len() > 1 {
-            &[true, false][..]
-        } else {
-            &[false][..]
-        };
-        let mut out = Vec::new();
-        for &check_only in checks {
-            out = self
-                .sharded(
-                    &SCRIPTS.retry,
-                    "retry",
-                    keys,
-                    |k| k,
-                    |inv, _| RetryArgs { check_only }.add_to(inv),
-                    |values, n| wire::by_key(values, n, "retry"),
-                )
-                .await?;
-        }
+        let out = self
+            .by_keys(&SCRIPTS.retry, "retry", keys, true, |inv, check_only| {
+                RetryArgs { check_only }.add_to(inv)
+            })
+            .await?;
         Ok(out
             .into_iter()
             .map(|o| match o {
